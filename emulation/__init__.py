@@ -1,0 +1,1 @@
+# Kept empty on purpose: emulated devices import emulation.peripherals under MicroPython too.

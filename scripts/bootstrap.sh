@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Creates (once) and refreshes (when pyproject.toml changes) the project's own .venv.
+# Usage: source scripts/bootstrap.sh [extras]   e.g. "dev"
+set -euo pipefail
+SQAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SQAL_VENV:-$SQAL_ROOT/.venv}"
+EXTRAS="${1:-}"
+
+pick_python() {
+    for candidate in "${SQAL_PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    echo "sqal: Python 3.11 or newer is required (set SQAL_PYTHON to its path)" >&2
+    return 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    PY="$(pick_python)"
+    echo "sqal: creating virtual environment in $VENV" >&2
+    "$PY" -m venv "$VENV"
+fi
+
+spec="."
+[ -n "$EXTRAS" ] && spec=".[${EXTRAS}]"
+stamp="$VENV/.sqal-installed-${EXTRAS:-base}"
+want="$(cat "$SQAL_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "sqal: installing the project ($spec) into $VENV (first use or pyproject.toml changed)" >&2
+    (cd "$SQAL_ROOT" && "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 &&
+        "$VENV/bin/python" -m pip install --quiet -e "$spec" >&2)
+    echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

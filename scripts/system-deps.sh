@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the tests use that PyPI cannot give: Mosquitto (a real MQTT broker).
+# As root, installs what is missing; otherwise says what to install and fails.
+set -euo pipefail
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "sqal: installing system packages: ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    # Debian starts a system-wide broker on 1883; tests run their own on free ports.
+    (command -v service >/dev/null && service mosquitto stop >/dev/null 2>&1) || true
+else
+    echo "sqal: the tests need these system packages: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
+    exit 1
+fi
