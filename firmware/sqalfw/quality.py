@@ -1,0 +1,366 @@
+# The SQAL quality model (shared/domain.md section 4): one implementation, run on the board for a
+# provisional grade and by the gateway for the authoritative one. Pure Python, no numpy, so it runs
+# unchanged on MicroPython; the tests run it under both interpreters and compare the results.
+#
+# ToF features (VL53L8, res x res zones over the 300 x 180 mm tray):
+#   height = 100 mm (sensor) - 5 mm (tray) - distance, clipped at 0. Subtracting the tray thickness is
+#   a choice: heights are measured from the tray top, where the liver rests, not from the belt.
+#   Only zones with target status 5 or 9 are trusted; the others are excluded and counted.
+#   occupied = valid zones with height > 5 % of the max height (the liver; the rest is bare tray).
+#   volume = sum over occupied zones of height x true zone area (37.5 x 22.5 mm at 8x8, 75 x 45 at
+#   4x4); summing only occupied zones keeps the tray's range noise out of the volume.
+#   weight = volume x 0.947 g/cm3. Mean/max/min height and spread (sd) are over occupied zones.
+#   uniformity = 1 / (1 + mean |gradient|), gradient = height step between 4-adjacent occupied zones
+#   divided by their spacing (mm/mm, so the value does not depend on the resolution).
+# Defects (choice). The literal rule "deviation from the median height" flags every liver: a liver
+#   is a dome whose heights run from 0 at the edge to ~80 mm at the top, so its edges and top always
+#   sit far from the median. We keep the median as the severity scale and compare each zone with its
+#   neighbours instead, using the one fact about a dome that a defect breaks, convexity:
+#   - foreign body: a zone higher than every valid neighbour by more than the threshold (a dome's
+#     top exceeds its neighbours by at most curvature x spacing^2 / 2, under 8 mm at 8x8 for the
+#     scene's livers); dev = height - max(neighbours) > 0.
+#   - deformation: a zone lower than both occupied zones of an opposite pair (left/right, up/down,
+#     either diagonal) by more than the threshold; on a convex surface the middle of three aligned
+#     points is never below both ends, so this does not fire on healthy edges; dev < 0.
+#   threshold 8 mm at 8x8 (the low end of a 10-25 mm foreign body, above the dome top's excess) and
+#   20 mm at 4x4 (zones twice as wide: only gross defects are visible there).
+#   severity = min(1, |dev| / (0.5 x median height of occupied zones)).
+# ToF score (choice), each part 0..1:
+#   weight: 1.0 for 550-700 g (extra grade), 0.8 at 450 and 800 g, 0.5 at 350 and 900 g, 0 at 200
+#   and 1100 g, linear in between; shape: uniformity mapped linearly from 0.25 (0) to 0.75 (1);
+#   defects: 1 - min(1, sum of severities).
+#   tof score = 0.45 weight + 0.25 shape + 0.30 defects - invalid zone fraction, clipped to 0..1.
+#   A healthy 8x8 liver of the scene model (390-580 g) scores about 0.8-0.9.
+#   ToF REJECT when no product is seen (max height < 10 mm or fewer than 2 occupied zones), when more
+#   than 25 % of zones are invalid, or when the ToF score itself grades REJECT (< 0.45).
+# Spectral (AS7341), exactly domain.md: six ratios scored 1.0 inside the optimal band, 0.7..1.0
+#   (linear, 1.0 at the optimal edge) inside the acceptable band, 0.3 outside; a ratio with a zero
+#   denominator is outside. freshness, fat quality, colour uniformity, oxidation and the spectral
+#   score as written there; anomalies (ratio outside its acceptable band, channel >= 65500, channel
+#   < 10, or the driver's saturation flag with no channel at 65500) cost 0.10 each, at most 0.50.
+#   Spectral REJECT when the spectral score grades REJECT.
+# Fusion 0.60 ToF + 0.40 spectral; grades A+ >= 0.85, A >= 0.75, B >= 0.60, C >= 0.45, else REJECT,
+#   taken from the published score (3 decimals) so score and grade never disagree. A foreign body of
+#   severity > 0.7 or a REJECT on either sensor forces REJECT; nothing later re-grades it.
+# Alerts (alerts_for): "critical:score_low" (< 0.40), "warning:score_low" (< 0.60), "critical:reject",
+#   "warning:oxidation_high" (> 0.70), "warning:freshness_low" (< 0.50), "critical:foreign_body".
+# Rounding to 3 decimals happens once, at the end, in the same way on both interpreters.
+
+SENSOR_MM = 100.0
+TRAY_MM = 5.0
+TRAY_W_MM = 300.0
+TRAY_H_MM = 180.0
+DENSITY = 0.947  # g/cm3
+VALID_STATUS = (5, 9)
+OCCUPIED_FRAC = 0.05
+DEFECT_MM = {8: 8.0, 4: 20.0}
+FB_REJECT_SEVERITY = 0.7
+MAX_INVALID_FRAC = 0.25
+MIN_PRODUCT_MM = 10.0
+WEIGHT_CURVE = ((200, 0.0), (350, 0.5), (450, 0.8), (550, 1.0), (700, 1.0), (800, 0.8), (900, 0.5),
+                (1100, 0.0))
+W_WEIGHT, W_SHAPE, W_DEFECTS = 0.45, 0.25, 0.30
+SHAPE_LO, SHAPE_HI = 0.25, 0.75
+W_TOF, W_SPEC = 0.60, 0.40
+GRADE_BANDS = ((0.85, "A+"), (0.75, "A"), (0.60, "B"), (0.45, "C"))
+
+# name, numerator channels, denominator channels, optimal band, acceptable band
+RATIOS = (
+    ("F1/F7", ("F1",), ("F7",), 0.25, 0.45, 0.20, 0.55),
+    ("NIR/F1", ("NIR",), ("F1",), 1.2, 1.8, 1.0, 2.0),
+    ("(F5+F6)/(F1+F2)", ("F5", "F6"), ("F1", "F2"), 1.3, 1.7, 1.1, 2.0),
+    ("(F7+F8)/F4", ("F7", "F8"), ("F4",), 0.8, 1.2, 0.7, 1.4),
+    ("(F1+F2)/(F7+F8)", ("F1", "F2"), ("F7", "F8"), 0.35, 0.65, 0.25, 0.75),
+    ("(F1+F3)/(F5+F6)", ("F1", "F3"), ("F5", "F6"), 0.5, 0.8, 0.4, 0.9),
+)
+CHANNELS = ("F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "CLEAR", "NIR")
+SATURATED = 65500
+DARK = 10
+
+
+def grade_of(score):
+    """Grade of a score in 0..1 (use the published, rounded score)."""
+    for lo, g in GRADE_BANDS:
+        if score >= lo:
+            return g
+    return "REJECT"
+
+
+def r3(x):
+    """Round half away from zero to 3 decimals; the same double on CPython and MicroPython."""
+    if x < 0:
+        return -r3(-x)
+    return int(x * 1000 + 0.5) / 1000
+
+
+def _clip(x, lo=0.0, hi=1.0):
+    return lo if x < lo else hi if x > hi else x
+
+
+def _interp(x, curve):
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for k in range(1, len(curve)):
+        x1, y1 = curve[k]
+        if x <= x1:
+            x0, y0 = curve[k - 1]
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return curve[-1][1]
+
+
+def _median(vals):
+    s = sorted(vals)
+    n = len(s)
+    if n == 0:
+        return 0.0
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+# --- ToF ---
+
+def tof_features(distances_mm, statuses, resolution):
+    """Features of one VL53L8 frame (see the module comment). Raises ValueError on bad input."""
+    res = resolution
+    if res != 4 and res != 8:
+        raise ValueError("resolution: %r is not 4 or 8" % (res,))
+    n = res * res
+    if len(distances_mm) != n or len(statuses) != n:
+        raise ValueError("tof: expected %d distances and statuses, got %d and %d"
+                         % (n, len(distances_mm), len(statuses)))
+    zw = TRAY_W_MM / res
+    zh = TRAY_H_MM / res
+    valid = [statuses[i] in VALID_STATUS for i in range(n)]
+    h = [0.0] * n
+    for i in range(n):
+        if valid[i]:
+            v = SENSOR_MM - TRAY_MM - distances_mm[i]
+            h[i] = v if v > 0 else 0.0
+    n_valid = 0
+    hmax = 0.0
+    for i in range(n):
+        if valid[i]:
+            n_valid += 1
+            if h[i] > hmax:
+                hmax = h[i]
+    occ = [valid[i] and hmax > 0 and h[i] > OCCUPIED_FRAC * hmax for i in range(n)]
+    hs = [h[i] for i in range(n) if occ[i]]
+    n_occ = len(hs)
+    f = {"resolution": res, "valid_zones": n_valid, "invalid_zones": n - n_valid, "occupied_zones": n_occ,
+         "zone_w_mm": zw, "zone_h_mm": zh}
+    if n_occ:
+        mean = sum(hs) / n_occ
+        var = 0.0
+        for x in hs:
+            var += (x - mean) * (x - mean)
+        sd = (var / n_occ) ** 0.5
+        hmin = min(hs)
+    else:
+        mean = sd = hmin = 0.0
+    volume = sum(hs) * zw * zh / 1000.0  # mm3 -> cm3
+    med = _median(hs)
+    f["volume_cm3"] = volume
+    f["weight_g"] = volume * DENSITY
+    f["height_mean_mm"] = mean
+    f["height_max_mm"] = hmax
+    f["height_min_mm"] = hmin
+    f["height_sd_mm"] = sd
+    f["height_median_mm"] = med
+    f["uniformity"] = _uniformity(h, occ, res, zw, zh)
+    f["defects"] = _defects(h, valid, occ, res, med, DEFECT_MM[res])
+    return f
+
+
+def _uniformity(h, occ, res, zw, zh):
+    total = 0.0
+    count = 0
+    for i in range(res * res):
+        if not occ[i]:
+            continue
+        if i % res < res - 1 and occ[i + 1]:
+            total += abs(h[i] - h[i + 1]) / zw
+            count += 1
+        if i + res < res * res and occ[i + res]:
+            total += abs(h[i] - h[i + res]) / zh
+            count += 1
+    return 1.0 / (1.0 + total / count) if count else 0.0
+
+
+_PAIRS = ((0, -1, 0, 1), (-1, 0, 1, 0), (-1, -1, 1, 1), (-1, 1, 1, -1))  # (dr1, dc1, dr2, dc2)
+
+
+def _defects(h, valid, occ, res, med, threshold):
+    out = []
+    if med <= 0:
+        return out
+    scale = 0.5 * med
+    for i in range(res * res):
+        if not occ[i]:
+            continue
+        r = i // res
+        c = i % res
+        # foreign body: above every valid neighbour
+        top = None
+        nb = 0
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                rr = r + dr
+                cc = c + dc
+                if (dr or dc) and 0 <= rr < res and 0 <= cc < res and valid[rr * res + cc]:
+                    nb += 1
+                    v = h[rr * res + cc]
+                    if top is None or v > top:
+                        top = v
+        dev = 0.0
+        if nb >= 3 and h[i] - top > threshold:
+            dev = h[i] - top
+        else:
+            # deformation: below both ends of an occupied opposite pair
+            for dr1, dc1, dr2, dc2 in _PAIRS:
+                r1, c1, r2, c2 = r + dr1, c + dc1, r + dr2, c + dc2
+                if 0 <= r1 < res and 0 <= c1 < res and 0 <= r2 < res and 0 <= c2 < res:
+                    j = r1 * res + c1
+                    k = r2 * res + c2
+                    if occ[j] and occ[k]:
+                        d = h[i] - (h[j] if h[j] < h[k] else h[k])
+                        if d < -threshold and d < dev:
+                            dev = d
+        if dev != 0.0:
+            sev = abs(dev) / scale
+            out.append({"zone": i, "type": "foreign_body" if dev > 0 else "deformation",
+                        "dev_mm": dev, "severity": sev if sev < 1.0 else 1.0})
+    return out
+
+
+def tof_score(f):
+    """(score, reject_reasons) from tof_features()."""
+    reasons = []
+    n = f["valid_zones"] + f["invalid_zones"]
+    invalid_frac = f["invalid_zones"] / n
+    if invalid_frac > MAX_INVALID_FRAC:
+        reasons.append("tof: %d of %d zones invalid" % (f["invalid_zones"], n))
+    if f["height_max_mm"] < MIN_PRODUCT_MM or f["occupied_zones"] < 2:
+        reasons.append("tof: no product detected")
+    s_weight = _interp(f["weight_g"], WEIGHT_CURVE)
+    s_shape = _clip((f["uniformity"] - SHAPE_LO) / (SHAPE_HI - SHAPE_LO))
+    sev = 0.0
+    for d in f["defects"]:
+        sev += d["severity"]
+    s_def = 1.0 - (sev if sev < 1.0 else 1.0)
+    score = _clip(W_WEIGHT * s_weight + W_SHAPE * s_shape + W_DEFECTS * s_def - invalid_frac)
+    if reasons:
+        score = 0.0  # no trustworthy measurement: nothing to average with the spectral side
+    elif grade_of(r3(score)) == "REJECT":
+        reasons.append("tof: score below 0.45")
+    return score, reasons
+
+
+# --- spectral ---
+
+def ratio_score(x, opt_lo, opt_hi, acc_lo, acc_hi):
+    """1.0 in the optimal band, 0.7..1.0 in the acceptable band (1.0 at the optimal edge), else 0.3."""
+    if x is None or x < acc_lo or x > acc_hi:
+        return 0.3
+    if opt_lo <= x <= opt_hi:
+        return 1.0
+    if x < opt_lo:
+        return 0.7 + 0.3 * (x - acc_lo) / (opt_lo - acc_lo)
+    return 0.7 + 0.3 * (acc_hi - x) / (acc_hi - opt_hi)
+
+
+def spectral(channels):
+    """Spectral ratios, sub-scores, anomalies and score from an AS7341 reading (dict of counts)."""
+    for ch in CHANNELS:
+        v = channels.get(ch)
+        if type(v) is not int and type(v) is not float:
+            raise ValueError("channels.%s: expected a number, got %r" % (ch, v))
+    anomalies = []
+    ratios = {}
+    scores = {}
+    for name, num, den, olo, ohi, alo, ahi in RATIOS:
+        top = 0
+        for ch in num:
+            top += channels[ch]
+        bottom = 0
+        for ch in den:
+            bottom += channels[ch]
+        x = top / bottom if bottom > 0 else None
+        ratios[name] = x
+        scores[name] = ratio_score(x, olo, ohi, alo, ahi)
+        if x is None:
+            anomalies.append("ratio %s undefined" % name)
+        elif x < alo or x > ahi:
+            anomalies.append("ratio %s out of band" % name)
+    sat = False
+    for ch in CHANNELS:
+        v = channels[ch]
+        if v >= SATURATED:
+            anomalies.append("%s saturated" % ch)
+            sat = True
+        elif v < DARK:
+            anomalies.append("%s dark" % ch)
+    if channels.get("saturated") and not sat:
+        anomalies.append("saturated")
+    fresh = 0.6 * scores["F1/F7"] + 0.4 * scores["(F1+F2)/(F7+F8)"]
+    fat = 0.6 * scores["(F7+F8)/F4"] + 0.4 * scores["(F1+F3)/(F5+F6)"]
+    color = scores["(F5+F6)/(F1+F2)"]
+    oxidation = 1.0 - fat
+    penalty = 0.10 * len(anomalies)
+    score = 0.35 * fresh + 0.30 * fat + 0.20 * color + 0.15 * (1.0 - oxidation) - (penalty if penalty < 0.5 else 0.5)
+    return {"ratios": ratios, "ratio_scores": scores, "freshness": fresh, "fat_quality": fat,
+            "oxidation": oxidation, "color_uniformity": color, "anomalies": anomalies,
+            "score": _clip(score)}
+
+
+# --- fusion ---
+
+def analyze(distances_mm, statuses, resolution, channels):
+    """Grade one sample: {"score", "grade", "tof", "spectral", "reject_reasons", "alerts"}."""
+    tof = tof_features(distances_mm, statuses, resolution)
+    t_score, reasons = tof_score(tof)
+    tof["score"] = t_score
+    tof["grade"] = "REJECT" if reasons else grade_of(r3(t_score))
+    spec = spectral(channels)
+    spec["grade"] = grade_of(r3(spec["score"]))
+    if spec["grade"] == "REJECT":
+        reasons.append("spectral: score below 0.45")
+    for d in tof["defects"]:
+        if d["type"] == "foreign_body" and d["severity"] > FB_REJECT_SEVERITY:
+            reasons.append("foreign body in zone %d, severity %.2f" % (d["zone"], d["severity"]))
+    score = r3(W_TOF * t_score + W_SPEC * spec["score"])
+    grade = "REJECT" if reasons else grade_of(score)
+    alerts = alerts_for(score, grade, spec["freshness"], spec["oxidation"], tof["defects"])
+    return _rounded({"score": score, "grade": grade, "tof": tof, "spectral": spec,
+                     "reject_reasons": reasons, "alerts": alerts})
+
+
+def alerts_for(score, grade, freshness, oxidation, defects):
+    """domain.md alerts, plus one for any foreign body (even one too small to force a REJECT)."""
+    alerts = []
+    if score < 0.40:
+        alerts.append("critical:score_low")
+    elif score < 0.60:
+        alerts.append("warning:score_low")
+    if grade == "REJECT":
+        alerts.append("critical:reject")
+    if oxidation > 0.70:  # note: with domain.md ratio scores oxidation peaks at exactly 0.70
+        alerts.append("warning:oxidation_high")
+    if freshness < 0.50:
+        alerts.append("warning:freshness_low")
+    for d in defects:
+        if d["type"] == "foreign_body":
+            alerts.append("critical:foreign_body")
+            break
+    return alerts
+
+
+def _rounded(x):
+    if type(x) is float:
+        return r3(x)
+    if type(x) is dict:
+        out = {}
+        for k in x:
+            out[k] = _rounded(x[k])
+        return out
+    if type(x) is list:
+        return [_rounded(v) for v in x]
+    return x

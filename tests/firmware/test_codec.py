@@ -1,0 +1,490 @@
+"""Contract v1 codec (firmware/sqalfw/codec.py): round trips, every rejection, sizes, and the same
+bytes and the same reasons on CPython and on the real MicroPython interpreter."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqalfw import codec
+from sqalfw.codec import ContractError
+
+DEV = "ESP32_DEMO_LL_01"
+
+
+def make_sample(res: int = 8, **over: Any) -> dict[str, Any]:
+    n = res * res
+    s: dict[str, Any] = {
+        "v": 1, "device_id": DEV, "boot": 12, "seq": 3041, "ts": 1736850000123, "synced": True,
+        "lot_id": "LOT_20250114_0042", "fw": "0.1.0",
+        "tof": {"res": res, "dist": [95 - (i * 7) % 60 for i in range(n)], "st": [5 if i % 7 else 9 for i in range(n)]},
+        "spec": {"F1": 402, "F2": 598, "F3": 505, "F4": 1893, "F5": 904, "F6": 597, "F7": 1148, "F8": 751,
+                 "CLEAR": 6497, "NIR": 603, "gain": 4.0, "atime": 29, "astep": 599, "sat": False},
+        "q": {"score": 0.812, "grade": "A"},
+    }
+    s.update(over)
+    return s
+
+
+def worst_case_sample() -> dict[str, Any]:
+    """The largest legal sample: every field at its longest encoding."""
+    s = make_sample(
+        device_id="D" * 48, boot=codec.U32, seq=codec.U32, ts=codec.MAX_TS, synced=False,
+        lot_id="LOT_20250114_123456", fw="1.2.3-rc.45+abcd",
+        q={"score": 0.123, "grade": "REJECT"},
+    )
+    s["tof"] = {"res": 8, "dist": [4000] * 64, "st": [255] * 64}
+    s["spec"] = {**{ch: 65535 for ch in codec.CHANNELS}, "gain": 512.0, "atime": 255, "astep": 65534, "sat": True}
+    return s
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("res", [4, 8])
+@pytest.mark.parametrize("encode", [codec.encode_sample, codec.encode_sample_bin])
+def test_round_trip(res: int, encode: Callable[[dict[str, Any]], bytes]) -> None:
+    s = make_sample(res)
+    out = codec.decode_sample(encode(s), topic_device_id=DEV)
+    assert out == s
+
+
+def test_optional_fields_absent_round_trip() -> None:
+    s = make_sample()
+    del s["lot_id"], s["q"]
+    for enc in (codec.encode_sample, codec.encode_sample_bin):
+        out = codec.decode_sample(enc(s))
+        assert out == s and "lot_id" not in out and "q" not in out
+    # null is accepted for an optional field and normalised away
+    assert "lot_id" not in codec.decode_sample(json.dumps({**s, "lot_id": None}).encode())
+
+
+def test_json_is_compact_and_binary_is_tagged() -> None:
+    j = codec.encode_sample(make_sample())
+    assert b" " not in j and j.startswith(b'{"v":1,"device_id":"ESP32_DEMO_LL_01"')
+    assert json.loads(j)["tof"]["dist"][:3] == [95, 88, 81]
+    b = codec.encode_sample_bin(make_sample())
+    assert b[0] == codec.MAGIC and b[1] == 1
+    # the binary layout of docs/contract.md section 3.2, checked field by field
+    assert struct.unpack_from("<BBBBIIQ", b, 0) == (0xA5, 1, 0b1101, 8, 12, 3041, 1736850000123)
+    assert b[44] == len(DEV) and b[45:45 + len(DEV)] == DEV.encode()
+    assert len(b) == 44 + 1 + len(DEV) + 1 + 5 + 1 + 17 + 3 + 64 * 3
+
+
+def test_json_binary_json_is_lossless() -> None:
+    s = make_sample()
+    assert codec.encode_sample(codec.decode_sample(codec.encode_sample_bin(s))) == codec.encode_sample(s)
+
+
+def test_int_gain_and_score_are_normalised_to_float() -> None:
+    s = make_sample()
+    s["spec"]["gain"] = 4
+    s["q"] = {"score": 1, "grade": "A+"}
+    out = codec.decode_sample(codec.encode_sample(s))
+    assert out["spec"]["gain"] == 4.0 and type(out["spec"]["gain"]) is float
+    assert out["q"]["score"] == 1.0 and type(out["q"]["score"]) is float
+
+
+def test_unknown_fields_are_ignored_and_dropped() -> None:
+    s = make_sample()
+    raw = json.dumps({**s, "future_field": {"x": 1}}, separators=(",", ":")).encode()
+    assert codec.decode_sample(raw) == s
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+def test_full_8x8_sample_fits_1_kib() -> None:
+    assert len(codec.encode_sample(make_sample())) < 1024
+    worst = codec.encode_sample(worst_case_sample())
+    assert len(worst) <= codec.MAX_SAMPLE_BYTES < 1025
+    assert codec.decode_sample(worst) == worst_case_sample()
+    assert len(codec.encode_sample_bin(worst_case_sample())) < 0.5 * len(worst)
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+def mutate(path: str, value: Any) -> dict[str, Any]:
+    s = make_sample()
+    obj = s
+    keys = path.split(".")
+    for k in keys[:-1]:
+        obj = obj[k]
+    if value is DELETE:
+        del obj[keys[-1]]
+    else:
+        obj[keys[-1]] = value
+    return s
+
+
+DELETE = object()
+NAN = float("nan")
+INF = float("inf")
+
+# (mutation, expected reason); every reason names the field and the problem
+REJECTIONS: list[tuple[str, Any, str]] = [
+    ("v", 2, "v: unsupported version 2 (this gateway speaks 1)"),
+    ("v", "1", "v: expected int, got str"),
+    ("v", DELETE, "v: missing"),
+    ("device_id", "ab", "device_id: invalid device id"),
+    ("device_id", "_ESP32", "device_id: invalid device id"),
+    ("device_id", "ESP32 01", "device_id: invalid device id"),
+    ("device_id", "x" * 49, "device_id: invalid device id"),
+    ("device_id", 12, "device_id: expected str, got int"),
+    ("device_id", DELETE, "device_id: missing"),
+    ("boot", -1, "boot: -1 out of range 0..4294967295"),
+    ("boot", 2**32, "boot: 4294967296 out of range 0..4294967295"),
+    ("boot", 1.0, "boot: expected int, got float"),
+    ("boot", True, "boot: expected int, got bool"),
+    ("seq", "3", "seq: expected int, got str"),
+    ("seq", DELETE, "seq: missing"),
+    ("ts", -5, "ts: -5 out of range"),
+    ("ts", None, "ts: missing"),
+    ("synced", 1, "synced: expected bool, got int"),
+    ("lot_id", "LOT_2025_0001", "lot_id: invalid lot id"),
+    ("lot_id", "LOT_20250114_123", "lot_id: invalid lot id"),
+    ("lot_id", "LOT_20250114_1234567", "lot_id: invalid lot id"),
+    ("lot_id", 7, "lot_id: expected str, got int"),
+    ("fw", "", "fw: expected 1-16 printable"),
+    ("fw", "x" * 17, "fw: expected 1-16 printable"),
+    ("fw", 'a"b', "fw: expected 1-16 printable"),
+    ("tof", [], "tof: expected object, got list"),
+    ("tof", DELETE, "tof: expected object, got null"),
+    ("tof.res", 6, "tof.res: 6 is not 4 or 8"),
+    ("tof.res", 16, "tof.res: 16 out of range 4..8"),
+    ("tof.dist", [1] * 12, "tof.dist: expected 64 items for res 8, got 12"),
+    ("tof.st", [5] * 65, "tof.st: expected 64 items for res 8, got 65"),
+    ("tof.dist", "95,95", "tof.dist: expected list, got str"),
+    ("tof.dist", DELETE, "tof.dist: missing"),
+    ("tof.dist", [4100] + [1] * 63, "tof.dist[0]: 4100 out of range 0..4000"),
+    ("tof.dist", [1] * 63 + [-1], "tof.dist[63]: -1 out of range 0..4000"),
+    ("tof.dist", [1] * 10 + [1.5] + [1] * 53, "tof.dist[10]: expected int, got float"),
+    ("tof.st", [256] + [5] * 63, "tof.st[0]: 256 out of range 0..255"),
+    ("spec.F2", 1.5, "spec.F2: expected int, got float"),
+    ("spec.NIR", 65536, "spec.NIR: 65536 out of range 0..65535"),
+    ("spec.CLEAR", DELETE, "spec.CLEAR: missing"),
+    ("spec.gain", 3.0, "spec.gain: 3 is not one of 0.5, 1, 2, 4 ... 512"),
+    ("spec.gain", 1024, "spec.gain: 1024 out of range 0.5..512"),
+    ("spec.gain", "4", "spec.gain: expected number, got str"),
+    ("spec.atime", 256, "spec.atime: 256 out of range 0..255"),
+    ("spec.astep", 65535, "spec.astep: 65535 out of range 0..65534"),
+    ("spec.sat", "no", "spec.sat: expected bool, got str"),
+    ("spec", None, "spec: expected object, got null"),
+    ("q", "A", "q: expected object, got str"),
+    ("q.score", 1.5, "q.score: 1.5 out of range 0..1"),
+    ("q.score", DELETE, "q.score: missing"),
+    ("q.grade", "D", "q.grade: 'D' is not one of A+, A, B, C, REJECT"),
+]
+
+
+@pytest.mark.parametrize("path,value,reason", REJECTIONS, ids=[f"{p}={v!r}"[:40] for p, v, _ in REJECTIONS])
+def test_json_rejections_name_field_and_problem(path: str, value: Any, reason: str) -> None:
+    raw = json.dumps(mutate(path, value)).encode()
+    with pytest.raises(ContractError) as err:
+        codec.decode_sample(raw)
+    assert str(err.value).startswith(reason), str(err.value)
+    assert err.value.reason == str(err.value)
+
+
+@pytest.mark.parametrize("text,reason", [
+    ('{"v":1,"ts":NaN}', "ts: expected int, got float"),
+    (None, "q.score: not a finite number"),
+    ('{"v":1,"boot":1e999}', "boot: expected int, got float"),
+])
+def test_non_finite_numbers_rejected(text: str | None, reason: str) -> None:
+    if text is None:  # a NaN inside an otherwise valid sample, as CPython's json writes it
+        raw = json.dumps(mutate("q.score", NAN)).encode()
+        assert b"NaN" in raw
+    else:
+        raw = json.dumps({**json.loads(json.dumps(make_sample())), **json.loads(text.replace("NaN", "null"))}).encode()
+        raw = raw.replace(b'"ts": null', b'"ts": NaN')
+    with pytest.raises(ContractError, match="^" + reason.replace("(", r"\(")):
+        codec.decode_sample(raw)
+    with pytest.raises(ContractError, match="not a finite number"):
+        codec.decode_sample(json.dumps(mutate("spec.gain", INF)).encode())
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b"", "payload: empty"),
+    (b"{" + b" " * 1100 + b"}", "size: payload is 1102 bytes, limit is 1024"),
+    (b'{"v":1,', "json: not valid JSON"),
+    (b"\xff\xfe{}", "json: payload is not UTF-8 text"),
+    (b"[1,2]", "json: expected object, got list"),
+    (b"42", "json: expected object, got int"),
+    (b"[" * 600 + b"]" * 600, "size: payload is 1200 bytes"),
+    (b"[" * 500 + b"]" * 500, "json: expected object, got list"),
+])
+def test_payload_level_rejections(raw: bytes, reason: str) -> None:
+    with pytest.raises(ContractError) as err:
+        codec.decode_sample(raw)
+    assert str(err.value).startswith(reason)
+
+
+def test_size_checked_before_parsing() -> None:
+    # 1 MB of garbage: rejected on size alone (a parse would say "not valid JSON")
+    with pytest.raises(ContractError, match="^size: payload is 1048576 bytes"):
+        codec.decode_sample(b"\x00" * 1_048_576)
+    with pytest.raises(ContractError, match="^payload: expected bytes, got str"):
+        codec.decode_sample("{}")  # type: ignore[arg-type]
+
+
+def test_spoofed_device_id_rejected() -> None:
+    for enc in (codec.encode_sample, codec.encode_sample_bin):
+        with pytest.raises(ContractError) as err:
+            codec.decode_sample(enc(make_sample()), topic_device_id="ESP32_OTHER_01")
+        assert str(err.value) == "device_id: payload says 'ESP32_DEMO_LL_01' but topic says 'ESP32_OTHER_01'"
+
+
+def bin_sample(**over: Any) -> bytearray:
+    return bytearray(codec.encode_sample_bin(make_sample(**over)))
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda b: b.__setitem__(1, 2), "v: unsupported version 2 (this gateway speaks 1)"),
+    (lambda b: b.__setitem__(2, b[2] | 0x10), "binary.flags: unknown bits 0x10"),
+    (lambda b: b.__setitem__(3, 5), "tof.res: 5 is not 4 or 8"),
+    (lambda b: b.__setitem__(3, 6), "tof.res: 6 is not 4 or 8"),
+    (lambda b: b.__setitem__(40, 11), "spec.gain: code 11 is not 0..10"),
+    (lambda b: b.__setitem__(slice(12, 20), struct.pack("<Q", 2**63)), "ts: 9223372036854775808 out of range"),
+    (lambda b: b.__setitem__(slice(42, 44), b"\xff\xff"), "spec.astep: 65535 out of range 0..65534"),
+    (lambda b: b.__setitem__(45, ord(" ")), "device_id: invalid device id"),
+    (lambda b: b.__setitem__(44, 255), "binary: truncated at device_id"),
+    (lambda b: b.__setitem__(45, 0xFF), "device_id: not UTF-8 text"),
+    (lambda b: b.__delitem__(slice(-1, None)), "binary: truncated at tof.dist (needs 280 bytes, got 279)"),
+    (lambda b: b.extend(b"\x00\x00"), "binary: 2 trailing bytes after tof.st"),
+    (lambda b: b.__delitem__(slice(30, None)), "binary: truncated header (needs 44 bytes, got 30)"),
+    (lambda b: b.__setitem__(-1, 0) or b.__setitem__(slice(-128 - 64, -126 - 64), b"\xa1\x0f"),
+     "tof.dist[0]: 4001 out of range 0..4000"),
+])
+def test_binary_rejections(edit: Callable[[bytearray], Any], reason: str) -> None:
+    b = bin_sample()
+    edit(b)
+    with pytest.raises(ContractError) as err:
+        codec.decode_sample(bytes(b))
+    assert str(err.value).startswith(reason), str(err.value)
+
+
+def test_binary_q_rejections() -> None:
+    b = bin_sample()
+    q_at = 44 + 1 + len(DEV) + 1 + 5 + 1 + 17
+    b[q_at:q_at + 3] = struct.pack("<HB", 1001, 1)
+    with pytest.raises(ContractError, match=r"^q.score: 1.001 out of range 0..1"):
+        codec.decode_sample(bytes(b))
+    b[q_at:q_at + 3] = struct.pack("<HB", 500, 5)
+    with pytest.raises(ContractError, match=r"^q.grade: index 5 is not 0..4"):
+        codec.decode_sample(bytes(b))
+
+
+def test_encoders_refuse_invalid_samples() -> None:
+    for enc in (codec.encode_sample, codec.encode_sample_bin):
+        with pytest.raises(ContractError, match=r"^tof.dist: expected 64 items"):
+            enc(mutate("tof.dist", [1, 2]))
+
+
+# --- topics --------------------------------------------------------------------------------------
+
+def test_topics() -> None:
+    for kind in codec.KINDS:
+        t = codec.topic(DEV, kind)
+        assert t == f"sqal/v1/{DEV}/{kind}"
+        assert codec.parse_topic(t) == (DEV, kind)
+    for bad, reason in [("sqal/v2/ESP32_A1/sample", "is not sqal/v1"), ("sqal/v1/E/sample", "invalid device id"),
+                        ("sqal/v1/ESP32_A1/other", "'other' is not one of"), ("sqal/v1/ESP32_A1", "is not sqal/v1")]:
+        with pytest.raises(ContractError, match=reason):
+            codec.parse_topic(bad)
+    with pytest.raises(ContractError, match="is not one of"):
+        codec.topic(DEV, "samples")
+
+
+# --- status, telemetry -----------------------------------------------------------------------------
+
+def make_status(**over: Any) -> dict[str, Any]:
+    s = {"v": 1, "device_id": DEV, "state": "online", "boot": 12, "fw": "0.1.0", "ts": 1736850000000,
+         "location": "Ligne A - Landes", "degraded": ["spec"], "safe_mode": False}
+    s.update(over)
+    return s
+
+
+def make_telemetry(**over: Any) -> dict[str, Any]:
+    t = {"v": 1, "device_id": DEV, "boot": 12, "ts": 1736850000000, "synced": True, "uptime_s": 3600,
+         "mem_free": 61000, "mem_min_free": 52000, "spool_depth": 3,
+         "counters": {c: i for i, c in enumerate(codec.COUNTERS)}, "fw": "0.1.0", "rssi": -67,
+         "lot_id": "LOT_20250114_0042", "sample_s": 30.0}
+    t.update(over)
+    return t
+
+
+def test_status_round_trip_and_rejections() -> None:
+    s = make_status()
+    assert codec.decode_status(codec.encode_status(s), DEV) == s
+    will = {"v": 1, "device_id": DEV, "state": "offline", "boot": 12, "fw": "0.1.0"}
+    assert codec.decode_status(codec.encode_status(will)) == will
+    cases: list[tuple[dict[str, Any], str]] = [({"state": "gone"}, "state: 'gone' is not one of online, offline"),
+                         ({"degraded": ["tof", "wifi"]}, "degraded[1]: 'wifi' is not one of tof, spec"),
+                         ({"location": "x" * 65}, "location: expected 0-64 printable"),
+                         ({"boot": -1}, "boot: -1 out of range"), ({"v": 3}, "v: unsupported version 3")]
+    for over, reason in cases:
+        with pytest.raises(ContractError) as err:
+            codec.decode_status(json.dumps(make_status(**over)).encode())
+        assert str(err.value).startswith(reason)
+    with pytest.raises(ContractError, match="topic says 'OTHER_1'"):
+        codec.decode_status(codec.encode_status(s), "OTHER_1")
+
+
+def test_telemetry_round_trip_and_rejections() -> None:
+    t = make_telemetry()
+    assert codec.decode_telemetry(codec.encode_telemetry(t), DEV) == t
+    assert codec.decode_telemetry(codec.encode_telemetry(make_telemetry(rssi=None)))["rssi"] is None
+    counters = dict(make_telemetry()["counters"])
+    del counters["acked"]
+    tcases: list[tuple[dict[str, Any], str]] = [({"rssi": 5}, "rssi: 5 out of range -127..0"),
+                         ({"counters": counters}, "counters.acked: missing"),
+                         ({"mem_free": -1}, "mem_free: -1 out of range"),
+                         ({"sample_s": 0.01}, "sample_s: 0.01 out of range 0.1..86400")]
+    for over, reason in tcases:
+        with pytest.raises(ContractError) as err:
+            codec.decode_telemetry(json.dumps(make_telemetry(**over)).encode())
+        assert str(err.value).startswith(reason)
+    bare = make_telemetry()
+    del bare["rssi"]
+    with pytest.raises(ContractError, match="^rssi: missing"):
+        codec.decode_telemetry(json.dumps(bare).encode())
+
+
+# --- commands and results ---------------------------------------------------------------------------
+
+def test_commands_round_trip() -> None:
+    cases: list[tuple[str, dict[str, Any] | None]] = [("set_interval", {"sample_s": 30}), ("set_interval", {"telemetry_s": 60.5}),
+             ("assign_lot", {"lot_id": "LOT_20250114_0042"}), ("clear_lot", None), ("status", None), ("reboot", {})]
+    for name, args in cases:
+        c = codec.decode_command(codec.encode_command("c-1", name, args))
+        assert c["id"] == "c-1" and c["cmd"] == name and c["v"] == 1
+        assert c["args"] == {k: (float(v) if name == "set_interval" else v) for k, v in (args or {}).items()}
+
+
+@pytest.mark.parametrize("payload,reason,cmd_id", [
+    ({"v": 1, "id": "c1", "cmd": "fly"}, "cmd: 'fly' is not one of", "c1"),
+    ({"v": 1, "cmd": "status"}, "id: missing", None),
+    ({"v": 1, "id": "bad id!", "cmd": "status"}, "id: expected 1-64 chars", None),
+    ({"v": 1, "id": 5, "cmd": "status"}, "id: expected str, got int", None),
+    ({"v": 2, "id": "c2", "cmd": "status"}, "v: unsupported version 2", "c2"),
+    ({"v": 1, "id": "c3", "cmd": "set_interval", "args": {}}, "args: set_interval needs sample_s or telemetry_s", "c3"),
+    ({"v": 1, "id": "c4", "cmd": "set_interval", "args": {"sample_s": 0}}, "args.sample_s: 0 out of range 0.1..86400", "c4"),
+    ({"v": 1, "id": "c5", "cmd": "set_interval", "args": {"sample_s": "5"}}, "args.sample_s: expected number", "c5"),
+    ({"v": 1, "id": "c6", "cmd": "assign_lot", "args": {}}, "args.lot_id: missing", "c6"),
+    ({"v": 1, "id": "c7", "cmd": "assign_lot", "args": {"lot_id": "LOT_1"}}, "args.lot_id: invalid lot id", "c7"),
+    ({"v": 1, "id": "c8", "cmd": "reboot", "args": {"now": True}}, "args: unknown key 'now' for reboot", "c8"),
+    ({"v": 1, "id": "c9", "cmd": "status", "args": [1]}, "args: expected object, got list", "c9"),
+])
+def test_command_rejections_echo_the_id(payload: dict[str, Any], reason: str, cmd_id: str | None) -> None:
+    with pytest.raises(ContractError) as err:
+        codec.decode_command(json.dumps(payload).encode())
+    assert str(err.value).startswith(reason), str(err.value)
+    assert err.value.cmd_id == cmd_id
+
+
+def test_results() -> None:
+    ok = codec.decode_result(codec.encode_result("c1", "assign_lot", True, {"lot_id": "LOT_20250114_0042"}))
+    assert ok == {"v": 1, "id": "c1", "cmd": "assign_lot", "ok": True, "data": {"lot_id": "LOT_20250114_0042"}}
+    err = codec.decode_result(codec.encode_result(None, None, False, error="x" * 500))
+    assert err["ok"] is False and err["id"] is None and len(err["error"]) == 200 and err["error"].endswith("...")
+    for bad, reason in [({"v": 1, "id": "c1", "cmd": "status", "ok": False}, "error: expected a reason"),
+                        ({"v": 1, "id": "c1", "cmd": "x", "ok": True}, "cmd: 'x' is not one of"),
+                        ({"v": 1, "cmd": "status", "ok": True}, "id: missing"),
+                        ({"v": 1, "id": "c1", "cmd": "status", "ok": 1}, "ok: expected bool")]:
+        with pytest.raises(ContractError) as e:
+            codec.decode_result(json.dumps(bad).encode())
+        assert str(e.value).startswith(reason)
+    with pytest.raises(ContractError, match="^size: result is"):
+        codec.encode_result("c1", "status", True, {"blob": "x" * 2000})
+
+
+# --- the same codec on MicroPython ----------------------------------------------------------------
+
+# One case per line and one answer per line, so the board-sized heap holds only one at a time.
+MP_SCRIPT = r"""
+import json, gc
+from binascii import hexlify, unhexlify
+from sqalfw import codec
+
+
+for line in open("cases.txt"):
+    kind, _, arg = line.rstrip("\n").partition(" ")
+    if kind == "S":
+        s = json.loads(arg)
+        j = codec.encode_sample(s)
+        b = codec.encode_sample_bin(s)
+        row = [j.decode(), hexlify(b).decode(),
+               codec.decode_sample(j) == codec.decode_sample(b), codec.decode_sample(b) == s]
+    elif kind == "R":
+        try:
+            codec.decode_sample(unhexlify(arg), "ESP32_DEMO_LL_01")
+            row = None
+        except codec.ContractError as e:
+            row = str(e)
+    else:
+        try:
+            row = ["ok", getattr(codec, "decode_" + kind)(arg.encode())]
+        except codec.ContractError as e:
+            row = ["err", str(e), getattr(e, "cmd_id", None)]
+    print(json.dumps(row))
+    gc.collect()
+"""
+
+
+def cpython_side(lines: list[str]) -> list[Any]:
+    rows: list[Any] = []
+    for line in lines:
+        kind, _, arg = line.partition(" ")
+        if kind == "S":
+            s = json.loads(arg)
+            j, b = codec.encode_sample(s), codec.encode_sample_bin(s)
+            rows.append([j.decode(), b.hex(), codec.decode_sample(j) == codec.decode_sample(b),
+                         codec.decode_sample(b) == s])
+        elif kind == "R":
+            try:
+                codec.decode_sample(bytes.fromhex(arg), DEV)
+                rows.append(None)
+            except ContractError as e:
+                rows.append(str(e))
+        else:
+            try:
+                rows.append(["ok", getattr(codec, "decode_" + kind)(arg.encode())])
+            except ContractError as e:
+                rows.append(["err", str(e), e.cmd_id])
+    return rows
+
+
+def test_micropython_gives_the_same_bytes_and_reasons(micropython_run: Any, tmp_path: Any) -> None:
+    samples = [make_sample(8), make_sample(4), worst_case_sample()]
+    bare = make_sample()
+    del bare["lot_id"], bare["q"]
+    samples.append(bare)
+    rejects = [json.dumps(mutate(p, v)).encode().hex() for p, v, _ in REJECTIONS]
+    rejects += [b"".hex(), (b"{" + b" " * 1100 + b"}").hex(), b"\xff\xfe{}".hex(), b'{"v":1,'.hex(),
+                (b"[" * 500 + b"]" * 500).hex(), b"1e999".hex()]
+    for edit in (lambda b: b.__setitem__(1, 2), lambda b: b.__delitem__(slice(-1, None)),
+                 lambda b: b.__setitem__(44, 255), lambda b: b.__setitem__(40, 11)):
+        b = bin_sample()
+        edit(b)
+        rejects.append(bytes(b).hex())
+    rejects.append(codec.encode_sample(make_sample(device_id="ESP32_SPOOF_01")).hex())
+    messages = [
+        ["status", codec.encode_status(make_status()).decode()],
+        ["telemetry", codec.encode_telemetry(make_telemetry()).decode()],
+        ["command", codec.encode_command("c1", "set_interval", {"sample_s": 2.5}).decode()],
+        ["command", json.dumps({"v": 1, "id": "c9", "cmd": "reboot", "args": {"now": 1}})],
+        ["command", '{"v":1,"cmd":"status"}'],
+        ["result", codec.encode_result("c1", "status", True, {"spool_depth": 3}).decode()],
+        ["telemetry", json.dumps(make_telemetry(rssi=3))],
+    ]
+    lines = [f"S {json.dumps(x)}" for x in samples] + [f"R {h}" for h in rejects] + [f"{k} {m}" for k, m in messages]
+    (tmp_path / "cases.txt").write_text("\n".join(lines) + "\n")
+    mp = [json.loads(x) for x in micropython_run(MP_SCRIPT, cwd=tmp_path).stdout.splitlines()]
+    py = cpython_side(lines)
+    assert len(py) == len(lines) == len(mp)
+    assert mp == py  # byte-identical encodings, the same decoded values and the same reasons
+    assert all(row[2] and row[3] for row in py[:len(samples)])
+    assert None not in py[len(samples):len(samples) + len(rejects)]
+    assert [row[0] for row in py[-len(messages):]] == ["ok", "ok", "ok", "err", "err", "ok", "err"]

@@ -1,0 +1,362 @@
+"""The shared quality model (firmware/sqalfw/quality.py): hand-computed cases, and the same results
+on CPython and on the real MicroPython interpreter."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+import pytest
+from sqalfw import quality
+from sqalfw.quality import analyze, grade_of, ratio_score
+
+# Reference counts of domain.md (gain 4, 100 ms): every ratio falls in its optimal band.
+REF = {"F1": 400, "F2": 600, "F3": 500, "F4": 1900, "F5": 900, "F6": 600, "F7": 1150, "F8": 750, "NIR": 600,
+       "CLEAR": 6500}
+
+
+def block(res: int = 8, height: float = 40, rows: range = range(2, 6), cols: range = range(2, 6)) -> list[int]:
+    """A flat block of `height` mm on the tray (distance 95 - height), bare tray (distance 95) elsewhere."""
+    d = [95] * (res * res)
+    for r in rows:
+        for c in cols:
+            d[r * res + c] = int(95 - height)
+    return d
+
+
+# --- ToF features by hand ------------------------------------------------------------------------
+
+def test_flat_block_volume_weight_and_features() -> None:
+    f = quality.tof_features(block(), [5] * 64, 8)
+    # 16 zones x 40 mm x (37.5 x 22.5 mm) = 540,000 mm3 = 540 cm3; x 0.947 = 511.38 g
+    assert f["volume_cm3"] == pytest.approx(16 * 40 * 37.5 * 22.5 / 1000)
+    assert f["volume_cm3"] == pytest.approx(540.0)
+    assert f["weight_g"] == pytest.approx(511.38)
+    assert (f["occupied_zones"], f["valid_zones"], f["invalid_zones"]) == (16, 64, 0)
+    assert (f["height_mean_mm"], f["height_max_mm"], f["height_min_mm"], f["height_sd_mm"]) == (40, 40, 40, 0)
+    assert f["uniformity"] == 1.0 and f["defects"] == []
+
+
+def test_4x4_zone_area_is_75_by_45() -> None:
+    f = quality.tof_features(block(4, 30, range(1, 3), range(1, 3)), [9] * 16, 4)
+    assert f["volume_cm3"] == pytest.approx(4 * 30 * 75 * 45 / 1000)  # 405 cm3
+
+
+def test_height_is_from_tray_top_and_clipped() -> None:
+    d = [95] * 64
+    d[0], d[1] = 100, 120  # below the tray top: height 0, not negative
+    d[9] = 45  # 50 mm
+    f = quality.tof_features(d, [5] * 64, 8)
+    assert f["height_max_mm"] == 50 and f["occupied_zones"] == 1
+    assert f["volume_cm3"] == pytest.approx(50 * 843.75 / 1000)
+
+
+def test_invalid_zones_are_excluded_and_counted() -> None:
+    st = [5] * 64
+    d = block()
+    for i in (18, 19, 63):  # two liver zones and one tray zone untrusted
+        st[i] = 0 if i != 63 else 255
+    d[18] = 5  # an untrusted zone may say anything: it must not count
+    f = quality.tof_features(d, st, 8)
+    assert f["invalid_zones"] == 3 and f["valid_zones"] == 61 and f["occupied_zones"] == 14
+    assert f["volume_cm3"] == pytest.approx(14 * 40 * 843.75 / 1000)
+    assert f["height_max_mm"] == 40
+
+
+def test_uniformity_is_mean_gradient_per_mm() -> None:
+    d = block()
+    for r in range(2, 6):
+        d[r * 8 + 5] = 95 - 55  # right column 55 mm: 4 horizontal steps of 15 mm over 37.5 mm
+    f = quality.tof_features(d, [5] * 64, 8)
+    # 12 horizontal pairs (3 per row): 4 with 15/37.5 = 0.4; 12 vertical pairs, all 0
+    assert f["uniformity"] == pytest.approx(1 / (1 + 4 * 0.4 / 24))
+
+
+def test_foreign_body_is_a_zone_above_all_neighbours() -> None:
+    d = block()
+    d[3 * 8 + 3] = 95 - 60  # +20 mm over a 40 mm block
+    f = quality.tof_features(d, [5] * 64, 8)
+    assert f["height_median_mm"] == 40
+    assert f["defects"] == [{"zone": 27, "type": "foreign_body", "dev_mm": 20.0, "severity": 1.0}]  # 20/(0.5*40)
+    d[27] = 95 - 52  # +12 mm: severity 12 / 20 = 0.6
+    f = quality.tof_features(d, [5] * 64, 8)
+    assert f["defects"] == [{"zone": 27, "type": "foreign_body", "dev_mm": 12.0, "severity": pytest.approx(0.6)}]
+    d[27] = 95 - 47  # +7 mm: under the 8 mm threshold
+    assert quality.tof_features(d, [5] * 64, 8)["defects"] == []
+
+
+def test_deformation_is_a_zone_below_both_ends_of_a_line() -> None:
+    d = block()
+    d[3 * 8 + 3] = 95 - 25  # a 15 mm dent inside the block
+    f = quality.tof_features(d, [5] * 64, 8)
+    assert f["defects"] == [{"zone": 27, "type": "deformation", "dev_mm": -15.0, "severity": 0.75}]
+
+
+def test_healthy_dome_edges_and_top_are_not_defects() -> None:
+    # the literal "distance from the median height" rule would flag most of these zones
+    for seed in range(40):
+        d = scene(random.Random(seed))
+        f = quality.tof_features(d, [5] * 64, 8)
+        assert f["defects"] == [], seed
+        assert 350 < f["weight_g"] < 650
+
+
+def test_tof_score_by_hand() -> None:
+    f = quality.tof_features(block(), [5] * 64, 8)
+    score, reasons = quality.tof_score(f)
+    # weight 511.38 g: 0.8 + 0.2 x (511.38 - 450) / 100 = 0.922760; shape 1; defects 1
+    assert score == pytest.approx(0.45 * 0.92276 + 0.25 + 0.30)
+    assert reasons == []
+    st = [5] * 64
+    for i in range(8):  # 8 invalid tray zones: score - 8/64
+        st[i] = 3
+    assert quality.tof_score(quality.tof_features(block(), st, 8))[0] == pytest.approx(score - 0.125)
+
+
+def test_tof_reject_rules() -> None:
+    _, reasons = quality.tof_score(quality.tof_features([95] * 64, [5] * 64, 8))
+    assert reasons == ["tof: no product detected"]
+    st = [5] * 48 + [0] * 16
+    _, reasons = quality.tof_score(quality.tof_features(block(), st, 8))
+    assert reasons == []  # exactly 25 % invalid is tolerated
+    st[47] = 0
+    score, reasons = quality.tof_score(quality.tof_features(block(), st, 8))
+    assert reasons == ["tof: 17 of 64 zones invalid"] and score == 0.0
+
+
+# --- spectral by hand ----------------------------------------------------------------------------
+
+BANDS = [(r[3], r[4], r[5], r[6]) for r in quality.RATIOS]
+
+
+@pytest.mark.parametrize("olo,ohi,alo,ahi", BANDS)
+def test_ratio_score_band_edges(olo: float, ohi: float, alo: float, ahi: float) -> None:
+    assert ratio_score(olo, olo, ohi, alo, ahi) == 1.0
+    assert ratio_score(ohi, olo, ohi, alo, ahi) == 1.0
+    assert ratio_score((olo + ohi) / 2, olo, ohi, alo, ahi) == 1.0
+    assert ratio_score(alo, olo, ohi, alo, ahi) == pytest.approx(0.7)
+    assert ratio_score(ahi, olo, ohi, alo, ahi) == pytest.approx(0.7)
+    assert ratio_score((alo + olo) / 2, olo, ohi, alo, ahi) == pytest.approx(0.85)
+    assert ratio_score((ohi + ahi) / 2, olo, ohi, alo, ahi) == pytest.approx(0.85)
+    assert ratio_score(alo - 1e-9, olo, ohi, alo, ahi) == 0.3
+    assert ratio_score(ahi + 1e-9, olo, ohi, alo, ahi) == 0.3
+    assert ratio_score(None, olo, ohi, alo, ahi) == 0.3
+
+
+def test_bands_are_domain_md() -> None:
+    assert BANDS == [(0.25, 0.45, 0.20, 0.55), (1.2, 1.8, 1.0, 2.0), (1.3, 1.7, 1.1, 2.0), (0.8, 1.2, 0.7, 1.4),
+                     (0.35, 0.65, 0.25, 0.75), (0.5, 0.8, 0.4, 0.9)]
+
+
+def test_reference_counts_score_one() -> None:
+    s = quality.spectral(REF)
+    assert s["ratios"]["F1/F7"] == pytest.approx(400 / 1150)
+    assert s["ratios"]["(F7+F8)/F4"] == pytest.approx(1900 / 1900)
+    assert (s["freshness"], s["fat_quality"], s["color_uniformity"], s["oxidation"]) == (1, 1, 1, 0)
+    assert s["score"] == pytest.approx(1.0)
+    assert s["anomalies"] == []
+
+
+def test_spectral_scores_by_hand() -> None:
+    ch = dict(REF, F1=100, F2=200)
+    s = quality.spectral(ch)
+    # F1/F7 0.087 out; NIR/F1 6 out; (F5+F6)/(F1+F2) 5 out; (F7+F8)/F4 1.0 opt;
+    # (F1+F2)/(F7+F8) 0.158 out; (F1+F3)/(F5+F6) 600/1500 = 0.4: acceptable edge 0.7
+    fresh, fat, color = 0.3, 0.6 * 1.0 + 0.4 * 0.7, 0.3
+    assert s["freshness"] == pytest.approx(fresh) and s["fat_quality"] == pytest.approx(fat)
+    assert s["oxidation"] == pytest.approx(1 - fat) and s["color_uniformity"] == pytest.approx(color)
+    assert len(s["anomalies"]) == 4
+    assert s["score"] == pytest.approx(0.35 * fresh + 0.30 * fat + 0.20 * color + 0.15 * fat - 0.4)
+    # a little off-optimal: F1/F7 = 0.5 (acceptable, 0.7 + 0.3 x 0.05/0.10 = 0.85), no anomaly
+    s = quality.spectral(dict(REF, F1=575, F2=425))
+    assert s["ratio_scores"]["F1/F7"] == pytest.approx(0.85) and s["anomalies"] == []
+
+
+def test_anomalies_and_penalty_cap() -> None:
+    s = quality.spectral(dict(REF, CLEAR=65535))
+    assert s["anomalies"] == ["CLEAR saturated"] and s["score"] == pytest.approx(0.9)
+    s = quality.spectral(dict(REF, NIR=5))
+    assert "NIR dark" in s["anomalies"]
+    s = quality.spectral(dict(REF, saturated=True))
+    assert s["anomalies"] == ["saturated"]
+    s = quality.spectral({k: 0 for k in REF})  # every ratio undefined + every channel dark: capped at -0.5
+    assert len(s["anomalies"]) == 16 and s["score"] == 0.0
+    s = quality.spectral(dict(REF, F3=65535, F4=65535, F5=65535, F6=65535, F7=65535, F8=65535))
+    assert s["score"] == pytest.approx(max(0.0, 0.35 * s["freshness"] + 0.30 * s["fat_quality"]
+                                           + 0.20 * s["color_uniformity"] + 0.15 * s["fat_quality"] - 0.5))
+
+
+def test_bad_channels_are_named() -> None:
+    with pytest.raises(ValueError, match="channels.F3"):
+        quality.spectral({k: v for k, v in REF.items() if k != "F3"})
+    with pytest.raises(ValueError, match="expected 64 distances"):
+        analyze([95] * 12, [5] * 64, 8, REF)
+    with pytest.raises(ValueError, match="resolution"):
+        analyze([95] * 36, [5] * 36, 6, REF)
+
+
+# --- fusion, grades, forced REJECT, alerts -------------------------------------------------------------
+
+@pytest.mark.parametrize("score,grade", [(1.0, "A+"), (0.85, "A+"), (0.849, "A"), (0.75, "A"), (0.749, "B"),
+                                         (0.60, "B"), (0.599, "C"), (0.45, "C"), (0.449, "REJECT"), (0.0, "REJECT")])
+def test_grade_thresholds(score: float, grade: str) -> None:
+    assert grade_of(score) == grade
+
+
+def test_fusion_by_hand() -> None:
+    r = analyze(block(), [5] * 64, 8, REF)
+    tof = 0.45 * 0.92276 + 0.25 + 0.30
+    assert r["tof"]["score"] == round(tof, 3) and r["spectral"]["score"] == 1.0
+    assert r["score"] == round(0.6 * tof + 0.4 * 1.0, 3) == 0.979
+    assert r["grade"] == "A+" and r["alerts"] == [] and r["reject_reasons"] == []
+    ch = dict(REF, F1=575, F2=425, CLEAR=65535)  # spectral 0.35 x (0.6 x 0.85 + 0.4) + ... - 0.1
+    s = quality.spectral(ch)["score"]
+    r = analyze(block(), [5] * 64, 8, ch)
+    assert r["score"] == round(0.6 * tof + 0.4 * s, 3)
+
+
+def test_foreign_body_forces_reject() -> None:
+    d = block()
+    d[27] = 95 - 55  # +15 mm: severity 0.75 > 0.7
+    r = analyze(d, [5] * 64, 8, REF)
+    assert r["score"] >= 0.6 and r["grade"] == "REJECT"  # the score alone would be B or better
+    assert r["reject_reasons"] == ["foreign body in zone 27, severity 0.75"]
+    assert r["alerts"] == ["critical:reject", "critical:foreign_body"]
+    d[27] = 95 - 53  # +13 mm: severity 0.65, kept as a defect, not a REJECT
+    r = analyze(d, [5] * 64, 8, REF)
+    assert r["grade"] != "REJECT" and r["alerts"] == ["critical:foreign_body"]
+
+
+def test_tof_reject_forces_reject_whatever_the_spectrum() -> None:
+    r = analyze([95] * 64, [5] * 64, 8, REF)
+    assert r["grade"] == "REJECT" and r["tof"]["grade"] == "REJECT" and r["spectral"]["grade"] == "A+"
+    assert r["reject_reasons"] == ["tof: no product detected"]
+
+
+def test_spectral_reject_forces_reject_whatever_the_shape() -> None:
+    r = analyze(block(), [5] * 64, 8, dict(REF, F1=100, F2=200))
+    assert r["spectral"]["grade"] == "REJECT" and r["tof"]["grade"] == "A+"
+    assert r["score"] >= 0.6  # 0.6 x 0.965 + 0.4 x 0.161: B by score, REJECT by rule
+    assert r["grade"] == "REJECT" and r["reject_reasons"] == ["spectral: score below 0.45"]
+    assert r["alerts"] == ["critical:reject", "warning:freshness_low"]
+
+
+@pytest.mark.parametrize("args,alerts", [
+    ((0.399, "REJECT", 1.0, 0.0), ["critical:score_low", "critical:reject"]),
+    ((0.40, "C", 1.0, 0.0), ["warning:score_low"]),
+    ((0.599, "C", 1.0, 0.0), ["warning:score_low"]),
+    ((0.60, "B", 1.0, 0.0), []),
+    ((0.9, "A+", 1.0, 0.71), ["warning:oxidation_high"]),
+    ((0.9, "A+", 1.0, 0.70), []),
+    ((0.9, "A+", 0.49, 0.0), ["warning:freshness_low"]),
+    ((0.9, "A+", 0.50, 0.0), []),
+])
+def test_alerts(args: tuple[float, str, float, float], alerts: list[str]) -> None:
+    assert quality.alerts_for(*args, []) == alerts
+
+
+def test_oxidation_cannot_exceed_070_with_domain_ratio_scores() -> None:
+    # every ratio score is >= 0.3, so fat quality >= 0.3 and oxidation <= 0.7: the domain's
+    # "oxidation > 0.70" alert cannot fire from real channels (reported to the lead)
+    s = quality.spectral({k: 0 for k in REF})
+    assert s["oxidation"] == pytest.approx(0.7)
+
+
+def test_rounding_at_the_end_only() -> None:
+    r = analyze(block(), [5] * 64, 8, REF)
+    assert r["tof"]["weight_g"] == 511.38 and r["tof"]["score"] == 0.965
+    assert quality.r3(0.0005) == 0.001 and quality.r3(-0.0005) == -0.001 and quality.r3(0.8124999) == 0.812
+
+
+# --- a synthetic scene (domain.md section 3), for calibration and cross-interpreter checks -------------
+
+def scene(rng: random.Random, res: int = 8, bump: float = 0.0, invalid: int = 0) -> list[int]:
+    """Half-ellipsoid liver (85 x 42.5 x 55-80 mm) at 45 +/- 22 deg, zone = mean height over the zone."""
+    c = rng.uniform(55, 80)
+    th = math.radians(rng.gauss(45, 22))
+    cx, cy = rng.uniform(-10, 10), rng.uniform(-8, 8)
+    bx, by = cx + rng.uniform(-15, 15), cy + rng.uniform(-8, 8)
+    zw, zh = 300 / res, 180 / res
+
+    def h(x: float, y: float) -> float:
+        u = (x - cx) * math.cos(th) + (y - cy) * math.sin(th)
+        v = -(x - cx) * math.sin(th) + (y - cy) * math.cos(th)
+        r = 1 - (u / 85) ** 2 - (v / 42.5) ** 2
+        z = c * math.sqrt(r) if r > 0 else 0.0
+        if z > 0:
+            z += 0.75 * (math.sin(x / 20) + math.sin(y / 15)) + bump * math.exp(-((x - bx) ** 2 + (y - by) ** 2) / 288)
+        return max(z, 0.0)
+
+    out = []
+    for r in range(res):
+        for col in range(res):
+            vals = [h(-150 + col * zw + (i + 0.5) * zw / 5, -90 + r * zh + (j + 0.5) * zh / 5)
+                    for i in range(5) for j in range(5)]
+            out.append(round(95 - sum(vals) / 25 + rng.gauss(0, 1)))
+    return out
+
+
+def test_calibration_healthy_livers_score_well_on_tof() -> None:
+    rng = random.Random(7)
+    scores = [analyze(scene(rng), [5] * 64, 8, REF)["tof"]["score"] for _ in range(60)]
+    assert min(scores) >= 0.70 and sorted(scores)[30] >= 0.80  # the original graded these REJECT on ToF
+    grades = [analyze(scene(rng), [5] * 64, 8, REF)["grade"] for _ in range(30)]
+    assert grades.count("REJECT") == 0
+
+
+def cross_cases() -> list[list[Any]]:
+    rng = random.Random(11)
+    cases: list[list[Any]] = []
+    spectra = [REF, dict(REF, F1=575, F2=425), dict(REF, F1=100, F2=200), dict(REF, CLEAR=65535, NIR=3),
+               {k: rng.randint(0, 3000) for k in REF}, {k: 0 for k in REF}]
+    for k in range(24):
+        res = 4 if k % 6 == 5 else 8
+        d = scene(rng, res, bump=25 if k % 4 == 1 else 0)
+        st = [5 if rng.random() > 0.08 else rng.choice([0, 4, 255]) for _ in range(res * res)]
+        if k % 5 == 0:
+            st = [9] * (res * res)
+        cases.append([d, st, res, spectra[k % len(spectra)]])
+    d = block()
+    d[27] = 40
+    cases += [[block(), [5] * 64, 8, REF], [d, [5] * 64, 8, REF], [[95] * 64, [5] * 64, 8, REF]]
+    return cases
+
+
+MP_SCRIPT = r"""
+import json, gc
+from sqalfw import quality
+for line in open("cases.txt"):
+    d, st, res, ch = json.loads(line)
+    print(json.dumps(quality.analyze(d, st, res, ch)))
+    gc.collect()
+"""
+
+
+def assert_same(a: Any, b: Any, path: str = "") -> None:
+    if isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-6, path
+    elif isinstance(a, dict):
+        assert sorted(a) == sorted(b), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_micropython_gives_the_same_results(micropython_run: Any, tmp_path: Any) -> None:
+    cases = cross_cases()
+    (tmp_path / "cases.txt").write_text("".join(json.dumps(c) + "\n" for c in cases))
+    mp = [json.loads(x) for x in micropython_run(MP_SCRIPT, cwd=tmp_path).stdout.splitlines()]
+    py = [json.loads(json.dumps(analyze(*c))) for c in cases]
+    assert len(mp) == len(py) == len(cases)
+    for i, (a, b) in enumerate(zip(py, mp)):
+        assert_same(a, b, f"case {i}")
+    grades = {r["grade"] for r in py}
+    assert "REJECT" in grades and len(grades) >= 3  # the cases cover more than one outcome
+    assert any(r["tof"]["defects"] for r in py) and any(r["tof"]["invalid_zones"] for r in py)
