@@ -1,0 +1,134 @@
+# The product under the sensor (domain.md section 3): a liver on its tray, 100 mm below the
+# VL53L8, seen as res x res zones over the 300 x 180 mm tray; and its spectral signature for
+# the AS7341. Deterministic for a seed, identical under CPython and MicroPython (own PRNG).
+import math
+
+from emulation.peripherals import Rng, profiles
+
+SENSOR_MM = 100.0
+TRAY_MM = 5.0
+TRAY_W = 300.0
+TRAY_H = 180.0
+SUB = 3            # sub-samples per zone side: a zone reports the mean range over its area
+RANGE_SD = 1.0     # per-zone ranging noise, mm
+INVALID = (2, 4, 12)
+SIZE_FAT = 0.25   # *choice*: liver size grows with fat quality (a fattened liver is heavier)  # statuses for a low-reflectance patch (not 5/9: not trustworthy)
+
+
+class Scene:
+    def __init__(self, profile="default", seed=1):
+        self.profile = profiles.check(profile)
+        self.seed = seed
+        self.rng = Rng(seed)
+        self.product = None
+        self.count = 0
+        self.next_product()
+
+    def next_product(self):
+        """The belt brings a new liver. Returns its description (profile, qualities, defects)."""
+        r = self.rng
+        name = profiles.pick(self.profile, r.random())
+        mf, mt, mo = profiles.PROFILES[name]
+        fresh = _clip(r.gauss(mf, profiles.SD))
+        fat = _clip(r.gauss(mt, profiles.SD))
+        ox = _clip(r.gauss(mo, profiles.SD))
+        k = r.uniform(0.97, 1.10) + SIZE_FAT * (fat - 0.7)   # fatter livers are bigger
+        p = {
+            "profile": name, "freshness": fresh, "fat": fat, "oxidation": ox,
+            "a": 85.0 * k, "b": 42.5 * k, "c": r.uniform(62.0, 80.0) * (0.85 + 0.15 * fat),
+            "angle": math.radians(r.gauss(45.0, 11.0)),  # 45 +/- 22 deg at 2 sd
+            "cx": r.uniform(-12.0, 12.0), "cy": r.uniform(-8.0, 8.0),
+            "waves": [(r.uniform(0.02, 0.06), r.uniform(0.02, 0.06), r.uniform(0, 6.283))
+                      for _ in range(3)],
+            "roughness": 1.0 + 4.0 * (1.0 - fat),
+            "defects": [],
+        }
+        rates = profiles.DEFECT_RATES[name]
+        for i in range(len(profiles.DEFECTS)):
+            u = r.random()
+            if u < rates[i]:
+                p["defects"].append(self._defect(profiles.DEFECTS[i], p))
+        self.product = p
+        self._factors = profiles.spectral_factors(fresh, fat, ox)
+        for d in p["defects"]:
+            if d["kind"] == "optical":  # a dull patch: less light back in every band
+                for ch in self._factors:
+                    self._factors[ch] *= 0.85
+        self.count += 1
+        return p
+
+    def _defect(self, kind, p):
+        r = self.rng
+        # a point inside the liver's footprint (ellipse coordinates, then to tray coordinates)
+        t = r.uniform(0.0, 6.283)
+        q = r.uniform(0.0, 0.55)
+        u, v = q * p["a"] * math.cos(t), q * p["b"] * math.sin(t)
+        ca, sa = math.cos(p["angle"]), math.sin(p["angle"])
+        x, y = p["cx"] + u * ca - v * sa, p["cy"] + u * sa + v * ca
+        if kind == "foreign_body":
+            return {"kind": kind, "x": x, "y": y, "h": r.uniform(10.0, 25.0), "r": 14.0}
+        if kind == "deformation":
+            return {"kind": kind, "x": x, "y": y, "h": -r.uniform(5.0, 15.0), "r": 22.0}
+        if kind == "edge_damage":  # the tip beyond this fraction of the long axis is missing
+            return {"kind": kind, "cut": r.uniform(0.55, 0.8), "side": 1 if r.random() < 0.5 else -1}
+        return {"kind": kind, "x": x, "y": y, "r": r.uniform(25.0, 40.0)}
+
+    def height(self, x, y):
+        """Height of the liver surface above the tray top at tray point (x, y), mm (0 = bare tray)."""
+        p = self.product
+        ca, sa = math.cos(p["angle"]), math.sin(p["angle"])
+        dx, dy = x - p["cx"], y - p["cy"]
+        u = dx * ca + dy * sa
+        v = -dx * sa + dy * ca
+        q = (u / p["a"]) ** 2 + (v / p["b"]) ** 2
+        h = 0.0
+        if q < 1.0:
+            h = p["c"] * math.sqrt(1.0 - q)
+            w = 0.0
+            for fx, fy, ph in p["waves"]:
+                w += math.sin(fx * u + fy * v + ph)
+            h += p["roughness"] * w / 3.0 * min(1.0, 4.0 * (1.0 - q))
+        for d in p["defects"]:
+            kind = d["kind"]
+            if kind == "edge_damage":
+                if d["side"] * u > d["cut"] * p["a"]:
+                    h = 0.0
+            elif kind in ("foreign_body", "deformation") and h > 0.0:
+                e = ((x - d["x"]) ** 2 + (y - d["y"]) ** 2) / (d["r"] * d["r"])
+                if e < 4.0:
+                    h += d["h"] * math.exp(-e)
+        return h if h > 0.0 else 0.0
+
+    def tof_zone(self, res):
+        """(distances_mm, statuses) for res x res zones, row-major, with ranging noise."""
+        r = self.rng
+        zw, zh = TRAY_W / res, TRAY_H / res
+        optical = [d for d in self.product["defects"] if d["kind"] == "optical"]
+        dist = [0] * (res * res)
+        st = [5] * (res * res)
+        for row in range(res):
+            y0 = -TRAY_H / 2 + row * zh
+            for col in range(res):
+                x0 = -TRAY_W / 2 + col * zw
+                s = 0.0
+                for i in range(SUB):
+                    for j in range(SUB):
+                        s += self.height(x0 + (j + 0.5) * zw / SUB, y0 + (i + 0.5) * zh / SUB)
+                z = row * res + col
+                d = SENSOR_MM - TRAY_MM - s / (SUB * SUB) + r.gauss(0.0, RANGE_SD)
+                dist[z] = int(d + 0.5) if d > 0 else 0
+                xc, yc = x0 + zw / 2, y0 + zh / 2
+                for o in optical:
+                    if (xc - o["x"]) ** 2 + (yc - o["y"]) ** 2 < o["r"] * o["r"]:
+                        st[z] = INVALID[int(r.random() * len(INVALID))]
+                if st[z] == 5 and r.random() < 0.03:
+                    st[z] = 9  # valid, target seen through a wrap-around check
+        return dist, st
+
+    def spectral_factors(self):
+        """Per-channel factor on the AS7341 reference counts for the current liver."""
+        return self._factors
+
+
+def _clip(x):
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x

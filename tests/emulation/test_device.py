@@ -1,0 +1,239 @@
+"""Emulated devices end to end: the real firmware on the real MicroPython, a real Mosquitto broker,
+a paho-mqtt subscriber, and sqalfw.codec decoding what arrives."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from emulation.device import EmulatedDevice
+from sqalfw import codec
+from tests.fixtures.mqtt import MqttCollector
+
+DeviceFactory = Callable[..., EmulatedDevice]
+
+
+@pytest.fixture
+def make_device(tmp_path: Path, mosquitto_broker: Any) -> Iterator[DeviceFactory]:
+    made: list[EmulatedDevice] = []
+
+    def make(interval: float = 0.2, config: dict | None = None, emulation: dict | None = None,
+             start: bool = True) -> EmulatedDevice:
+        did = f"ESP32_T_{uuid.uuid4().hex[:8].upper()}"
+        cfg = {"watchdog_s": 5, "telemetry_interval_s": 1, "keepalive_s": 5}
+        cfg.update(config or {})
+        d = EmulatedDevice(did, tmp_path / did, mosquitto_broker.url, profile="default", seed=3,
+                           interval=interval, config=cfg, emulation=emulation)
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        d.kill()
+
+
+def _collector(broker: Any, dev: EmulatedDevice) -> MqttCollector:
+    return MqttCollector(broker, [f"sqal/v1/{dev.device_id}/#"])
+
+
+def _samples(col: MqttCollector, dev: EmulatedDevice) -> list[dict]:
+    return [codec.decode_sample(p, dev.device_id) for p in col.payloads(codec.topic(dev.device_id, "sample"))]
+
+
+def _keys(samples: list[dict]) -> list[tuple[int, int]]:
+    return [(s["boot"], s["seq"]) for s in samples]
+
+
+def _statuses(col: MqttCollector, dev: EmulatedDevice) -> list[dict]:
+    return [codec.decode_status(p, dev.device_id) for p in col.payloads(codec.topic(dev.device_id, "status"))]
+
+
+class Commander:
+    """The gateway's side of the command topic."""
+
+    def __init__(self, broker: Any, dev: EmulatedDevice) -> None:
+        self.topic = codec.topic(dev.device_id, "cmd")
+        self.results = MqttCollector(broker, [codec.topic(dev.device_id, "cmd/result")])
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"gw-{uuid.uuid4().hex[:8]}")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send_raw(self, payload: bytes) -> None:
+        self.client.publish(self.topic, payload, qos=1).wait_for_publish(5)
+
+    def call(self, payload: bytes, cid: str | None, timeout: float = 15) -> dict:
+        n = len(self.results.payloads())
+        self.send_raw(payload)
+        assert self.results.wait_count(n + 1, timeout), "no command result"
+        res = codec.decode_result(self.results.payloads()[n])
+        assert res["id"] == cid
+        return res
+
+    def close(self) -> None:
+        self.results.close()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_device_publishes_samples_a_subscriber_decodes(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(config={"location": "Ligne A - Landes"})
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 6, 30), dev.log()
+        samples = _samples(col, dev)
+        assert _keys(samples)[:6] == [(1, i) for i in range(6)]
+        for s in samples:
+            assert s["fw"] and s["tof"]["res"] == 8
+            assert s["q"]["grade"] in codec.GRADES and 0 <= s["q"]["score"] <= 1
+            assert "lot_id" not in s
+        assert samples[-1]["synced"] is True  # NTP done once the link came up
+        assert [s["ts"] for s in samples] == sorted(s["ts"] for s in samples)
+        assert abs(samples[-1]["ts"] / 1000 - time.time()) < 30
+        online = [s for s in _statuses(col, dev) if s["state"] == "online"]
+        assert online and online[-1].get("degraded") is None and online[-1]["location"] == "Ligne A - Landes"
+        assert col.wait_for(lambda m: any(t.endswith("/telemetry") for t, _p, _r in m), 10)
+        tele = codec.decode_telemetry(col.payloads(codec.topic(dev.device_id, "telemetry"))[-1], dev.device_id)
+        assert tele["counters"]["sampled"] >= 1 and tele["mem_free"] > 0 and tele["boot"] == 1
+    finally:
+        col.close()
+    # graceful stop: retained status says offline
+    assert dev.stop() == 0
+    late = MqttCollector(mosquitto_broker, [codec.topic(dev.device_id, "status")])
+    try:
+        assert late.wait_count(1, 5)
+        assert codec.decode_status(late.payloads()[-1])["state"] == "offline"
+    finally:
+        late.close()
+
+
+def test_commands_answered_and_bad_ones_change_nothing(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(interval=0.3)
+    col = _collector(mosquitto_broker, dev)
+    gw = Commander(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 1, 30), dev.log()
+        r = gw.call(codec.encode_command("c1", "assign_lot", {"lot_id": "LOT_20250114_0042"}), "c1")
+        assert r["ok"] and r["data"] == {"lot_id": "LOT_20250114_0042"}
+        assert dev.state()["lot_id"] == "LOT_20250114_0042"
+        n = len(_samples(col, dev))
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= n + 2, 15)
+        assert _samples(col, dev)[-1]["lot_id"] == "LOT_20250114_0042"
+
+        # malformed, unknown, bad argument: an error result, nothing changed
+        r = gw.call(b"{not json", None)
+        assert not r["ok"] and r["error"].startswith("json")
+        r = gw.call(json.dumps({"v": 1, "id": "c2", "cmd": "self_destruct"}).encode(), "c2")
+        assert not r["ok"] and r["error"].startswith("cmd:") and "self_destruct" in r["error"]
+        r = gw.call(json.dumps({"v": 1, "id": "c3", "cmd": "assign_lot", "args": {"lot_id": "LOT_1"}}).encode(), "c3")
+        assert not r["ok"] and "lot_id" in r["error"]
+        r = gw.call(json.dumps({"v": 1, "id": "c4", "cmd": "set_interval", "args": {"sample_s": -1}}).encode(), "c4")
+        assert not r["ok"] and "sample_s" in r["error"]
+        assert dev.state()["lot_id"] == "LOT_20250114_0042" and dev.state()["interval_s"] is None
+
+        r = gw.call(codec.encode_command("c5", "set_interval", {"sample_s": 0.5}), "c5")
+        assert r["ok"] and r["data"]["sample_s"] == 0.5 and dev.state()["interval_s"] == 0.5
+        r = gw.call(codec.encode_command("c6", "status"), "c6")
+        assert r["ok"] and r["data"]["lot_id"] == "LOT_20250114_0042" and r["data"]["sample_s"] == 0.5
+        assert r["data"]["counters"]["sampled"] >= 3
+        r = gw.call(codec.encode_command("c7", "clear_lot"), "c7")
+        assert r["ok"] and dev.state()["lot_id"] is None
+
+        # reboot: answered first, then the board resets and comes back with boot 2
+        r = gw.call(codec.encode_command("c8", "reboot"), "c8")
+        assert r["ok"]
+        assert col.wait_for(lambda m: any(b == 2 for b, _s in _keys(_samples(col, dev))), 30), dev.log()
+        assert (75, "reset") in dev.exits and dev.state()["interval_s"] == 0.5
+    finally:
+        gw.close()
+        col.close()
+
+
+def test_outage_loses_nothing_and_replays_oldest_first(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(interval=0.2)
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 3, 30), dev.log()
+        dev.network_down()
+        time.sleep(1.0)  # let the cut take effect; whatever was in flight is retransmitted later
+        before = len(_samples(col, dev))
+        time.sleep(3.0)
+        assert len(_samples(col, dev)) == before, "samples arrived while the network was down"
+        cut_at = time.time()
+        dev.network_up()
+        # everything sampled meanwhile arrives: contiguous seqs 0..max, nothing missing
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= before + 12, 30), dev.log()
+        keys = _keys(_samples(col, dev))
+        first_seen: list[tuple[int, int]] = []
+        for k in keys:
+            if k not in first_seen:
+                first_seen.append(k)
+        assert first_seen == sorted(first_seen), "replay not oldest first"
+        seqs = [s for _b, s in first_seen]
+        assert seqs == list(range(len(seqs))), "a sample was lost"
+        replayed = [s for s in _samples(col, dev)[before:] if s["ts"] / 1000 < cut_at]
+        assert len(replayed) >= 8  # produced during the outage, original timestamps kept
+    finally:
+        col.close()
+
+
+def test_reset_keeps_flash_boot_plus_one_seq_restarts(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(interval=0.2)
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 3, 30), dev.log()
+        dev.reset()
+        assert col.wait_for(lambda m: (2, 1) in _keys(_samples(col, dev)), 30), dev.log()
+        keys = _keys(_samples(col, dev))
+        assert (2, 0) in keys and dev.state()["boot"] == 2 and dev.starts == 2
+    finally:
+        col.close()
+
+
+def test_absent_sensor_degraded_reported_no_boot_loop(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(emulation={"absent": ["tof"]}, config={"sensor_retry_s": 1})
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: any(s.get("degraded") == ["tof"] for s in _statuses(col, dev)), 30), dev.log()
+        assert col.wait_for(lambda m: len(col.payloads(codec.topic(dev.device_id, "telemetry"))) >= 3, 15)
+        assert _samples(col, dev) == []
+        assert dev.running and dev.starts == 1 and dev.exits == []
+        assert dev.log().count("sensor tof degraded") >= 2  # retried, not given up
+    finally:
+        col.close()
+
+
+def test_watchdog_resets_hung_loop_then_safe_mode(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(config={"watchdog_s": 2, "safe_mode_after": 2})
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 1, 30), dev.log()
+        dev.hang_i2c()  # the bus never answers again: every normal boot hangs at sensor init
+        assert col.wait_for(lambda m: any(s.get("safe_mode") for s in _statuses(col, dev)), 60), dev.log()
+        reasons = [r for _rc, r in dev.exits]
+        assert reasons.count("watchdog") >= 2 and "WATCHDOG" in dev.log()
+        n = len(_samples(col, dev))
+        time.sleep(3)  # safe mode: network and status only, and it stays up
+        assert len(_samples(col, dev)) == n and dev.running
+        assert (dev.flash_dir / "reset_reason").read_text() == "watchdog"
+    finally:
+        col.close()
+
+
+def test_invalid_config_exits_without_restart(make_device: DeviceFactory) -> None:
+    dev = make_device(config={"sample_interval_s": "abc"}, start=False)
+    dev.start()
+    deadline = time.monotonic() + 15
+    while dev.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert dev.exits == [(78, "config_error")] and dev.starts == 1
+    assert "config.json: sample_interval_s must be a number" in dev.log()
