@@ -1,0 +1,233 @@
+"""Registry HTTP API under /api/lots. Thin: validate with pydantic, call registry/, shape the answer.
+
+Errors: unknown lot -> 404 naming it; illegal lifecycle step -> 409 with the registry's message;
+invalid input -> 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Path, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api import WRITE_DEPENDENCIES
+from registry import assignments, gavage, inspection, lots, stats, timeline
+from registry.lifecycle import STATES
+
+router = APIRouter(prefix="/api/lots", tags=["lots"])
+
+LotId = Annotated[str, Path(pattern=r"^LOT_\d{8}_\d{4,6}$", description="Lot id, LOT_YYYYMMDD_XXXX",
+                            examples=["LOT_20260105_0001"])]
+State = Literal["created", "gavage", "ready", "inspecting", "inspected", "suspended", "closed"]
+assert set(STATES) == set(State.__args__)  # type: ignore[attr-defined]
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.pool  # type: ignore[no-any-return]
+
+
+class LotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    farmer_id: str = Field(min_length=1, max_length=64, examples=["G042"])
+    farmer_name: str = Field(min_length=1, max_length=200, examples=["Jean Dupont"])
+    site_code: str = Field(pattern=r"^[A-Z]{2}$", description="LL, LS, MT, BS, PX...", examples=["LL"])
+    genetics: Literal["Mulard", "Barbarie", "Pekin"] = "Mulard"
+    nb_ducks: int = Field(ge=1, le=100000, examples=[50])
+    planned_duration_days: int = Field(ge=1, le=60, examples=[12])
+    quality_profile: str | None = Field(default=None, max_length=32, examples=["premium"])
+
+
+class Lot(BaseModel):
+    id: str
+    farmer_id: str
+    farmer_name: str
+    site_code: str
+    genetics: str
+    nb_ducks: int
+    planned_duration_days: int
+    state: State
+    suspended_from: str | None = None
+    quality_profile: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    gavage_started_at: datetime | None = None
+    gavage_ended_at: datetime | None = None
+    current_day: int
+    maize_total_per_duck_g: float
+    mean_weight_g: float | None = None
+    live_ducks: int | None = None
+    mortality_pct: float | None = None
+    inspection_started_at: datetime | None = None
+    inspected_at: datetime | None = None
+    grade_distribution: dict[str, int] | None = None
+    sample_count: int
+    mean_liver_weight_g: float | None = None
+    itm: float | None = Field(default=None, description="maize per duck (g) / mean liver weight (g)")
+    itm_grade: Literal["A+", "A", "B", "C"] | None = None
+    closed_at: datetime | None = None
+
+
+class FeedingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    day: int = Field(ge=1, le=60)
+    moment: Literal["morning", "evening"]
+    planned_dose_g: float = Field(ge=0, le=2000, description="grams of maize per duck")
+    actual_dose_g: float = Field(ge=0, le=2000, description="grams of maize per duck")
+    mean_weight_g: float | None = Field(default=None, gt=0, le=20000)
+    live_ducks: int | None = Field(default=None, ge=0)
+    mortality_pct: float | None = Field(default=None, ge=0, le=100)
+    temperature_c: float | None = Field(default=None, ge=-30, le=60)
+    humidity_pct: float | None = Field(default=None, ge=0, le=100)
+    simulated_at: datetime | None = Field(default=None, description="simulated time of the feeding")
+    ready_for_slaughter: bool = Field(default=False, description="last evening: also move the lot to ready")
+
+
+class FeedingOut(BaseModel):
+    new: bool = Field(description="false when this (lot, day, moment) was already recorded: nothing changed")
+    lot: Lot
+
+
+class AssignmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$", examples=["ESP32_DEMO_LL_01"])
+    line: str | None = Field(default=None, max_length=100, examples=["Ligne A - Landes"])
+    valid_from: datetime | None = Field(default=None, description="default: now")
+    valid_to: datetime | None = Field(default=None, description="default: open until the next assignment")
+
+
+class Assignment(BaseModel):
+    id: int
+    lot_id: str
+    device_id: str
+    line: str | None
+    valid_from: datetime
+    valid_to: datetime | None
+    created_at: datetime
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=500)
+
+
+class Event(BaseModel):
+    id: int
+    at: datetime
+    stage: Literal["registry", "gavage", "sqal", "consumer"]
+    type: str
+    data: dict[str, Any]
+    description: str
+
+
+class Timeline(BaseModel):
+    lot_id: str
+    state: State
+    total: int
+    limit: int
+    offset: int
+    first_at: datetime | None
+    last_at: datetime | None
+    duration_s: float
+    events_by_stage: dict[str, int]
+    feedings: int
+    samples: int
+    feedbacks: int
+    events: list[Event]
+
+
+class Stats(BaseModel):
+    total_lots: int
+    active_lots: int
+    completed_lots: int
+    total_ducks: int
+    average_gavage_days: float | None
+    avg_itm: float | None
+    average_consumer_rating: float | None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Lot, dependencies=WRITE_DEPENDENCIES,
+             summary="Create a lot (state created, new LOT_YYYYMMDD_XXXX id)")
+async def create_lot(body: LotCreate, request: Request) -> dict[str, Any]:
+    return await lots.create_lot(_pool(request), **body.model_dump())
+
+
+@router.get("", response_model=list[Lot], summary="List lots, newest first, optionally by state")
+async def list_lots(request: Request, state: State | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+    return await lots.list_lots(_pool(request), state=state, limit=limit, offset=offset)
+
+
+@router.get("/active", response_model=list[Lot], summary="Lots in progress (created, gavage, ready, inspecting)")
+async def active(request: Request) -> list[dict[str, Any]]:
+    return await lots.active_lots(_pool(request))
+
+
+@router.get("/stats", response_model=Stats, summary="Global registry statistics")
+async def global_stats(request: Request) -> dict[str, Any]:
+    return await stats.global_stats(_pool(request))
+
+
+@router.get("/{lot_id}", response_model=Lot, summary="One lot", responses={404: {"description": "Unknown lot"}})
+async def get_lot(lot_id: LotId, request: Request) -> dict[str, Any]:
+    return await lots.get_lot(_pool(request), lot_id)
+
+
+@router.get("/{lot_id}/timeline", response_model=Timeline, summary="Every event of the lot, oldest first (paginated)",
+            responses={404: {"description": "Unknown lot"}})
+async def lot_timeline(lot_id: LotId, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                       offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    return await timeline.timeline(_pool(request), lot_id, limit=limit, offset=offset)
+
+
+_TRANSITION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown lot"}, 409: {"description": "Step not allowed from the lot's state"}}
+
+
+@router.post("/{lot_id}/feedings", response_model=FeedingOut, dependencies=WRITE_DEPENDENCIES,
+             responses=_TRANSITION_RESPONSES, summary="Record a gavage feeding (idempotent per day and moment)")
+async def record_feeding(lot_id: LotId, body: FeedingIn, request: Request) -> dict[str, Any]:
+    res = await gavage.record_feeding(_pool(request), lot_id, **body.model_dump())
+    return {"new": res.new, "lot": res.lot}
+
+
+@router.post("/{lot_id}/ready", response_model=Lot, dependencies=WRITE_DEPENDENCIES, responses=_TRANSITION_RESPONSES,
+             summary="Gavage finished: gavage -> ready")
+async def mark_ready(lot_id: LotId, request: Request) -> dict[str, Any]:
+    return await lots.mark_ready(_pool(request), lot_id)
+
+
+@router.post("/{lot_id}/assignments", response_model=Assignment, status_code=status.HTTP_201_CREATED,
+             dependencies=WRITE_DEPENDENCIES, responses=_TRANSITION_RESPONSES,
+             summary="Assign the lot to a SQAL device/line for a time interval: ready -> inspecting")
+async def assign(lot_id: LotId, body: AssignmentIn, request: Request) -> dict[str, Any]:
+    return await assignments.assign_device(_pool(request), lot_id, body.device_id, line=body.line,
+                                           valid_from=body.valid_from, valid_to=body.valid_to)
+
+
+@router.post("/{lot_id}/inspection/close", response_model=Lot, dependencies=WRITE_DEPENDENCIES,
+             responses=_TRANSITION_RESPONSES,
+             summary="Close the SQAL inspection (grades, liver weight, ITM): inspecting -> inspected")
+async def close_inspection(lot_id: LotId, request: Request) -> dict[str, Any]:
+    return await inspection.close_inspection(_pool(request), lot_id)
+
+
+@router.post("/{lot_id}/suspend", response_model=Lot, dependencies=WRITE_DEPENDENCIES,
+             responses=_TRANSITION_RESPONSES, summary="Suspend an active lot")
+async def suspend(lot_id: LotId, request: Request, body: ReasonIn | None = None) -> dict[str, Any]:
+    return await lots.suspend(_pool(request), lot_id, body.reason if body else "")
+
+
+@router.post("/{lot_id}/resume", response_model=Lot, dependencies=WRITE_DEPENDENCIES,
+             responses=_TRANSITION_RESPONSES, summary="Resume a suspended lot (back to its previous state)")
+async def resume(lot_id: LotId, request: Request) -> dict[str, Any]:
+    return await lots.resume(_pool(request), lot_id)
+
+
+@router.post("/{lot_id}/close", response_model=Lot, dependencies=WRITE_DEPENDENCIES,
+             responses=_TRANSITION_RESPONSES, summary="Close the lot (terminal)")
+async def close(lot_id: LotId, request: Request, body: ReasonIn | None = None) -> dict[str, Any]:
+    return await lots.close(_pool(request), lot_id, body.reason if body else "")

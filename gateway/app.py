@@ -1,0 +1,84 @@
+"""The gateway's FastAPI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from gateway import __version__
+from gateway.api import api_routers
+from gateway.config import Settings, get_settings
+from gateway.db import open_database
+from gateway.ingest.service import IngestService, IngestSettings
+from gateway.ingest.service import install as install_ingest
+from registry.errors import (
+    AssignmentConflict,
+    IllegalTransition,
+    InvalidInput,
+    LotNotFound,
+    ProductNotFound,
+    RegistryError,
+)
+
+# Registry refusals -> HTTP status; the registry's message is the detail, unchanged.
+_STATUS: list[tuple[type[RegistryError], int]] = [
+    (LotNotFound, 404), (ProductNotFound, 404), (IllegalTransition, 409), (AssignmentConflict, 409),
+    (InvalidInput, 422), (RegistryError, 400),
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = await open_database(settings)
+        app.state.db = db
+        app.state.pool = db.pool
+        ingest = None
+        try:
+            if settings.ingest_enabled:  # ingest: embedded broker (no SQAL_MQTT_URL), MQTT source, pipeline
+                ingest = IngestService(db.pool, IngestSettings.from_settings(settings))
+                app.state.ingest = ingest
+                await ingest.start()
+            yield
+        finally:
+            try:
+                if ingest is not None:
+                    await ingest.stop()
+            finally:
+                await db.close()
+
+    app = FastAPI(
+        title="SQAL gateway",
+        version=__version__,
+        summary="Traceability of foie gras lots: gavage -> SQAL line inspection -> consumer feedback.",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "lots", "description": "The lot registry: lifecycle, gavage, inspection, timeline, stats."},
+            {"name": "health", "description": "Liveness and database reachability."},
+        ],
+    )
+    app.state.settings = settings
+
+    async def registry_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next(code for cls, code in _STATUS if isinstance(exc, cls))
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    app.add_exception_handler(RegistryError, registry_error)
+
+    @app.get("/health", tags=["health"], summary="Gateway and database health")
+    async def health(request: Request) -> JSONResponse:
+        try:
+            await request.app.state.pool.fetchval("SELECT 1")
+        except Exception as exc:  # report, do not crash: a health probe must always answer
+            return JSONResponse({"status": "degraded", "database": f"error: {exc}"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+
+    for router in api_routers():
+        app.include_router(router)
+    install_ingest(app)
+    return app

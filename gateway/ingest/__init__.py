@@ -1,0 +1,14 @@
+"""Ingest: MQTT and WebSocket readings -> one pipeline -> PostgreSQL, exactly once per dedupe key.
+
+Modules, one concern each:
+    envelope     what a source hands to the pipeline (raw bytes + how to answer/acknowledge)
+    prepare      decode + validate (sqalfw.codec), authoritative grade (sqalfw.quality), clock flags
+    rejects      reason keys and payload truncation for rejected messages
+    pipeline     bounded intake, batches flushed on size or time, one transaction per batch, acks after commit
+    mqtt_source  paho-mqtt 2.x, manual acknowledgement, persistent session, shared subscriptions
+    ws_source    /ws/sensors/ (the original WebSocket protocol)
+    realtime     /ws/realtime/ sample summaries and grade counts for dashboards
+    metrics      Prometheus metrics (/metrics)
+    service      wires the above (and the embedded broker) into the gateway app
+See docs/ingest.md for the guarantees and their limits.
+"""

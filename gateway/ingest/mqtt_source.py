@@ -1,0 +1,187 @@
+"""MQTT source: paho-mqtt 2.x in its own network thread, acknowledging each message only once it
+is committed.
+
+- Persistent session: `clean_session=False` with a stable client id, so QoS 1 readings published
+  while the gateway is down are queued by the broker and delivered when it comes back.
+- `manual_ack=True`: paho does not PUBACK by itself. The pipeline calls back after COMMIT and the
+  PUBACK goes out then, in receive order (MQTT 3.1.1 section 4.6).
+- Acks belong to a connection: message ids are per connection, so an ack for a message received on
+  a connection that has since dropped is NOT sent (it could acknowledge another message with the
+  same id on the new connection). The broker redelivers such a message; the dedupe key absorbs it.
+  A generation counter, bumped under a lock on every connect and disconnect, tells them apart.
+- Backpressure: the paho thread takes a pipeline slot before handing a message over and blocks
+  when there is none; the socket is then not read, TCP fills, the broker keeps the rest queued.
+  While blocked paho sends no PINGREQ: a block longer than 1.5 x keepalive makes the broker drop the
+  connection; unacked messages are then redelivered on reconnect (no loss, duplicates absorbed).
+- Shared subscriptions: with `shared_group`, every filter is prefixed `$share/<group>/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+
+from gateway.ingest.envelope import Envelope, Outcome
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.rejects import truncate
+from sqalfw import codec
+
+log = logging.getLogger(__name__)
+
+KINDS = ("sample", "status", "telemetry", "cmd/result")
+
+
+class MqttUrlError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str  # mqtt://[user:password@]host[:port]  or mqtts://... (TLS)
+    client_id: str = "sqal-gateway"
+    shared_group: str | None = None
+    keepalive: int = 30
+
+    def filters(self) -> list[str]:
+        prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
+        return [f"{prefix}sqal/v1/+/{k}" for k in KINDS]
+
+
+def parse_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
+    """-> (host, port, tls, username, password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
+        raise MqttUrlError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise MqttUrlError(f"MQTT URL {url!r}: no host")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise MqttUrlError(f"MQTT URL {url!r}: bad port") from exc
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, port, tls, user, password
+
+
+class MqttSource:
+    def __init__(self, config: MqttConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self.host, self.port, tls, user, password = parse_url(config.url)
+        self._lock = threading.Lock()
+        self._gen = 0
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.connects = 0
+        c = self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=config.client_id,
+                                      clean_session=False, manual_ack=True)
+        if user is not None:
+            c.username_pw_set(user, password)
+        if tls:
+            c.tls_set_context(ssl.create_default_context())
+        c.reconnect_delay_set(1, 5)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+
+    # ---- lifecycle (event loop side) ----
+
+    async def start(self, wait_s: float = 0.0) -> None:
+        """Connect in the background (paho retries until the broker answers); optionally wait for the
+        subscription to be acknowledged."""
+        self.client.connect_async(self.host, self.port, keepalive=self.config.keepalive)
+        self.client.loop_start()
+        if wait_s > 0:
+            ok = await asyncio.to_thread(self.subscribed.wait, wait_s)
+            if not ok:
+                log.warning("MQTT: not subscribed after %.1fs on %s:%d (still trying)", wait_s, self.host, self.port)
+
+    async def stop(self, drain_s: float = 10.0) -> None:
+        """Stop handing messages in (those not handed in stay unacked: the broker redelivers them),
+        let the pipeline commit and acknowledge what it has, then disconnect."""
+        self._stopping.set()
+        await self.pipeline.drain(drain_s)
+        with self._lock:
+            self._gen += 1
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+
+    # ---- paho thread callbacks ----
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            log.warning("MQTT connect to %s:%d refused: %s", self.host, self.port, rc)
+            return
+        with self._lock:
+            self._gen += 1
+        self.connects += 1
+        self.connected.set()
+        log.info("MQTT connected to %s:%d as %s (session present: %s)", self.host, self.port,
+                 self.config.client_id, getattr(flags, "session_present", "?"))
+        client.subscribe([(f, 1) for f in self.config.filters()])
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        bad = [rc for rc in rcs if rc.is_failure]
+        if bad:
+            log.error("MQTT subscription refused by the broker: %s (filters %s)", bad, self.config.filters())
+        else:
+            self.subscribed.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        with self._lock:
+            self._gen += 1
+        self.connected.clear()
+        if not self._stopping.is_set():
+            log.warning("MQTT disconnected from %s:%d (%s); reconnecting", self.host, self.port, rc)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if self._stopping.is_set():
+            return
+        gen = self._gen
+        received_at = datetime.now(timezone.utc)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = repr(msg._topic)[:256]
+        payload = bytes(msg.payload)
+        size = len(payload)
+        pre = None
+        if size > codec.MAX_MESSAGE_BYTES:
+            # Keep only the head of an oversize payload: a 1 MB message must not sit in the queue.
+            try:  # the codec's own size check (it runs first, O(1)) gives the reason
+                codec.decode_sample(payload)
+            except codec.ContractError as exc:
+                pre = str(exc)
+            else:  # unreachable while every kind shares the 1 KiB limit
+                pre = "size: payload is %d bytes" % size
+            payload = truncate(payload, self.pipeline.config.payload_limit)
+        env = Envelope("mqtt", topic, payload, received_at, size=size, pre_reject=pre,
+                       done=functools.partial(self._ack, gen, msg.mid, msg.qos))
+        while not self.pipeline.slot_mqtt.acquire(timeout=0.5):  # backpressure: block, never drop
+            if self._stopping.is_set():
+                return
+        self.pipeline.put_threadsafe(env)
+
+    # ---- event loop side ----
+
+    def _ack(self, gen: int, mid: int, qos: int, outcome: Outcome) -> None:
+        if qos == 0:
+            return
+        with self._lock:
+            if gen != self._gen:
+                self.metrics.acks_skipped.inc()
+                return
+            self.client.ack(mid, qos)

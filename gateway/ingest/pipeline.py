@@ -1,0 +1,333 @@
+"""The one ingest pipeline: bounded intake -> batches (size or time) -> one transaction -> answers.
+
+- Intake is bounded. A source takes a slot before it hands a message in (`slot_mqtt`, a threading
+  semaphore the paho thread blocks on; `slot_ws`, an asyncio semaphore a WebSocket awaits) and the
+  slot is given back only once the message is committed and answered. So a slow database slows
+  the sources down (the broker keeps the rest); nothing is ever dropped to make room.
+- Decoding and grading run in a worker thread (`prepare_batch`), so the event loop keeps serving
+  WebSockets and the database while a batch is being graded; the next batch is prepared while the
+  previous one commits (two stages, batches still committed and answered in receive order).
+- One transaction per batch: samples (COPY, dedupe in SQL), rejects, device updates. Only after
+  COMMIT are the `done` callbacks run (the MQTT ack, the WebSocket answer), in receive order.
+- Database errors: connection-class errors are retried forever with capped backoff (the batch is
+  kept, the intake fills and pushes back). Any other error isolates the bad item by committing the
+  batch's items one by one; the item that still fails becomes a reject ('storage: ...').
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import asyncpg
+
+from gateway.ingest.envelope import Envelope, Outcome
+from gateway.ingest.metrics import IngestMetrics
+from gateway.ingest.prepare import ClockPolicy, Prepared, prepare
+from gateway.ingest.rejects import reason_key, truncate
+from registry import devices as reg_devices
+from registry.rejects import RejectRow, insert_rejects
+from registry.sample_refs import SampleRef, sample_refs
+from registry.samples import store_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    batch_max: int = 500  # messages per transaction at most
+    flush_s: float = 0.05  # a batch waits at most this long for more messages
+    mqtt_capacity: int = 5000  # MQTT messages received and not yet committed, at most
+    ws_capacity: int = 1000  # same for WebSocket messages
+    payload_limit: int = 4096  # bytes kept of a rejected payload
+    clock: ClockPolicy = ClockPolicy()
+    retry_max_s: float = 5.0  # cap of the backoff between commit retries
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error worth retrying the same batch for (connection lost, server restarting,
+    too many connections, serialization/deadlock)."""
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.InterfaceError,
+                        asyncpg.PostgresConnectionError)):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("08", "57", "53", "40")
+
+
+Listener = Callable[[list[Prepared], dict[int, Outcome]], None]
+
+
+class Pipeline:
+    def __init__(self, pool: asyncpg.Pool, metrics: IngestMetrics | None = None,
+                 config: PipelineConfig = PipelineConfig()) -> None:
+        self.pool = pool
+        self.metrics = metrics or IngestMetrics()
+        self.config = config
+        self.slot_mqtt = threading.BoundedSemaphore(config.mqtt_capacity)
+        self.slot_ws = asyncio.Semaphore(config.ws_capacity)
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._stage: asyncio.Queue[list[Prepared] | None] = asyncio.Queue(maxsize=1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._listeners: list[Listener] = []
+        self.metrics.set_queue_depth_source(lambda: float(self._in_flight))
+        self.committed_batches = 0
+
+    # ---- sources ----
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "pipeline not started"
+        return self._loop
+
+    def add_listener(self, fn: Listener) -> None:
+        """Called on the event loop after each commit with the batch and its outcomes (realtime)."""
+        self._listeners.append(fn)
+
+    def put_threadsafe(self, env: Envelope) -> None:
+        """From another thread, once it holds a `slot_mqtt`: hand the message to the event loop."""
+        self.loop.call_soon_threadsafe(self._enqueue, env)
+
+    def _enqueue(self, env: Envelope) -> None:
+        self._in_flight += 1
+        self.metrics.received.labels(env.source, env.kind_hint or _topic_kind(env.topic)).inc()
+        self._queue.put_nowait(env)
+
+    async def submit(self, env: Envelope) -> Outcome:
+        """From the event loop (WebSocket): wait for a slot, then for the committed outcome."""
+        fut: asyncio.Future[Outcome] = self.loop.create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not fut.done():
+                fut.set_result(outcome)
+
+        env.done = done
+        async with self.slot_ws:
+            self._enqueue(env)
+            return await fut
+
+    @property
+    def depth(self) -> int:
+        return self._in_flight
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [asyncio.create_task(self._collect(), name="ingest-collect"),
+                       asyncio.create_task(self._write(), name="ingest-write")]
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until everything received so far is committed (True) or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self._in_flight == 0
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        await self.drain(drain_timeout)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+
+    # ---- stage 1: batch and prepare ----
+
+    async def _collect(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + cfg.flush_s
+            while len(batch) < cfg.batch_max:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            prepared = await asyncio.to_thread(self._prepare_batch, batch)
+            await self._stage.put(prepared)
+
+    def _prepare_batch(self, batch: Sequence[Envelope]) -> list[Prepared]:
+        cfg = self.config
+        return [prepare(env, cfg.clock, cfg.payload_limit) for env in batch]
+
+    # ---- stage 2: commit, then answer ----
+
+    async def _write(self) -> None:
+        while True:
+            items = await self._stage.get()
+            if items is None:
+                return
+            started = time.perf_counter()
+            refs, applied = await self._commit_with_retry(items)
+            now = datetime.now(timezone.utc)
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(items))
+            self.committed_batches += 1
+            outcomes = self._outcomes(items, refs, applied)
+            self._answer(items, outcomes, now)
+
+    async def _commit_with_retry(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
+        delay = 0.05
+        while True:
+            try:
+                return await self._commit(items)
+            except Exception as exc:
+                if is_transient(exc):
+                    self.metrics.db_retries.inc()
+                    log.warning("ingest commit failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, self.config.retry_max_s)
+                    continue
+                if len(items) == 1:
+                    if items[0].kind == "reject":  # even the reject row is refused: nothing left to try
+                        log.error("ingest: could not store reject %r: %s", items[0].reject, exc)
+                        self.metrics.rejected.labels("storage_failed").inc()
+                        return {}, {}
+                    self._to_reject(items[0], "storage: %s: %s" % (type(exc).__name__, exc))
+                    continue
+                log.error("ingest batch refused (%s: %s); committing its %d items one by one",
+                          type(exc).__name__, exc, len(items))
+                refs: dict[int, tuple[bool, SampleRef | None]] = {}
+                applied: dict[int, bool] = {}
+                for it in items:  # results are keyed by id(item), so they merge as they are
+                    r, a = await self._commit_with_retry([it])
+                    refs.update(r)
+                    applied.update(a)
+                return refs, applied
+
+    def _to_reject(self, it: Prepared, reason: str) -> None:
+        env = it.env
+        it.kind, it.row, it.data = "reject", None, None
+        it.reject = RejectRow(received_at=env.received_at, source=env.source, topic=env.topic[:256],
+                              device_id=it.device_id, reason_key=reason_key(reason), reason=reason[:1000],
+                              payload=truncate(env.payload, self.config.payload_limit), payload_size=env.size)
+
+    async def _commit(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
+        """One transaction. Returns, keyed by id(item): samples -> (new, ref for WebSocket answers);
+        status items -> applied (False when older than the stored status)."""
+        samples = [it for it in items if it.kind == "sample"]
+        rejects = [it.reject for it in items if it.kind == "reject" and it.reject is not None]
+        touches: dict[str, reg_devices.DeviceTouch] = {}
+        refs: dict[int, tuple[bool, SampleRef | None]] = {}
+        applied: dict[int, bool] = {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            if samples:
+                res = await store_samples(conn, [it.row for it in samples if it.row is not None])
+                for it, new, lot in zip(samples, res.new, res.lot_ids):
+                    refs[id(it)] = (new, None)
+                    if new and it.row is not None:
+                        it.row["linked_lot_id"] = lot  # the lot the registry linked it to (None: unlinked)
+                    t = touches.setdefault(it.device_id or "", reg_devices.DeviceTouch(it.env.received_at))
+                    t.last_seen = max(t.last_seen, it.env.received_at)
+                    if new:
+                        t.stored += 1
+                        ma = it.row["measured_at"] if it.row else None
+                        if ma is not None and (t.last_sample_at is None or ma > t.last_sample_at):
+                            t.last_sample_at = ma
+                    else:
+                        t.duplicates += 1
+                ws_keys = [it.key for it in samples if it.env.source == "ws" and it.key is not None]
+                if ws_keys:
+                    found = await sample_refs(conn, ws_keys)
+                    for it in samples:
+                        if it.env.source == "ws" and it.key is not None:
+                            refs[id(it)] = (refs[id(it)][0], found.get(it.key))
+            if rejects:
+                await insert_rejects(conn, rejects)
+                for it in items:
+                    if it.kind == "reject" and it.device_id:
+                        t = touches.setdefault(it.device_id, reg_devices.DeviceTouch(it.env.received_at))
+                        t.rejects += 1
+            latest_tel: dict[str, Prepared] = {}
+            for it in items:
+                if it.kind == "status" and it.data is not None:
+                    applied[id(it)] = await reg_devices.apply_status(conn, it.data, it.env.received_at)
+                elif it.kind == "telemetry" and it.data is not None:
+                    latest_tel[it.data["device_id"]] = it  # QoS 0 snapshots: the newest of the batch is enough
+                elif it.kind == "result" and it.data is not None and it.device_id:
+                    await reg_devices.apply_result(conn, it.device_id, it.data, it.env.received_at)
+            for dev in sorted(latest_tel):
+                it = latest_tel[dev]
+                assert it.data is not None
+                await reg_devices.apply_telemetry(conn, it.data, it.env.received_at)
+            touches.pop("", None)
+            await reg_devices.touch_devices(conn, touches)
+        return refs, applied
+
+    def _outcomes(self, items: list[Prepared], refs: dict[int, tuple[bool, SampleRef | None]],
+                  applied: dict[int, bool]) -> dict[int, Outcome]:
+        m = self.metrics
+        out: dict[int, Outcome] = {}
+        for it in items:
+            if it.kind == "sample" and it.row is not None:
+                new, ref = refs.get(id(it), (False, None))
+                row = it.row
+                o = Outcome("saved" if new else "duplicate", "sample", row["device_id"], row["boot"], row["seq"],
+                            lot_id=row.get("linked_lot_id"))
+                if ref is not None:
+                    o.sample_id, o.score, o.grade, o.lot_id = ref.id, ref.score, ref.grade, ref.lot_id
+                elif new:
+                    o.score, o.grade = row["score"], row["grade"]
+                if new:
+                    m.stored.inc()
+                    m.grades.labels(row["grade"] or "none").inc()
+                    for f in it.clock_flags:
+                        m.clock_flags.labels(f).inc()
+                else:
+                    m.duplicates.inc()
+            elif it.kind == "reject" and it.reject is not None:
+                o = Outcome("rejected", _topic_kind(it.env.topic) if it.env.kind_hint is None else it.env.kind_hint,
+                            it.device_id, reason=it.reject.reason)
+                m.rejected.labels(it.reject.reason_key).inc()
+            else:
+                ok = applied.get(id(it), True)
+                o = Outcome("applied" if ok else "stale", it.kind, it.device_id)
+                m.device_updates.labels(it.kind).inc()
+            out[id(it)] = o
+        return out
+
+    def _answer(self, items: list[Prepared], outcomes: dict[int, Outcome], now: datetime) -> None:
+        m = self.metrics
+        for it in items:
+            m.latency_seconds.observe(max(0.0, (now - it.env.received_at).total_seconds()))
+            if it.kind == "sample" and it.row is not None and it.row["measured_at"] is not None:
+                m.lag_seconds.observe(max(0.0, (now - it.row["measured_at"]).total_seconds()))
+            done = it.env.done
+            try:
+                if done is not None:
+                    done(outcomes[id(it)])
+            except Exception:  # an answer that cannot be sent (client gone) must not stop the others
+                log.exception("ingest: answering %s failed", it.env.topic)
+            finally:
+                self._in_flight -= 1
+                if it.env.source == "mqtt":
+                    self.slot_mqtt.release()
+        for fn in self._listeners:
+            try:
+                fn(items, outcomes)
+            except Exception:
+                log.exception("ingest listener failed")
+
+
+def _topic_kind(topic: str) -> str:
+    parts = topic.split("/", 3)
+    kind = parts[3] if len(parts) == 4 else "unknown"
+    return kind if kind in ("sample", "status", "telemetry", "cmd/result", "cmd") else "other"

@@ -1,0 +1,126 @@
+"""IngestService: the embedded broker (when no SQAL_MQTT_URL), the pipeline, the MQTT source, the
+realtime hub; `install(app)` adds the WebSocket, devices and /metrics routes.
+
+Start order: broker -> pipeline -> MQTT source. Stop order is the reverse, so everything handed to
+the pipeline is committed and acknowledged before the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request, Response
+
+from gateway.broker import EmbeddedBroker
+from gateway.ingest.metrics import IngestMetrics
+from gateway.ingest.mqtt_source import MqttConfig, MqttSource
+from gateway.ingest.pipeline import Pipeline, PipelineConfig
+from gateway.ingest.prepare import ClockPolicy
+from gateway.ingest.realtime import RealtimeHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    mqtt_url: str | None = None  # None: run the embedded broker
+    mqtt_client_id: str = "sqal-gateway"
+    mqtt_shared_group: str | None = None
+    mqtt_embedded_port: int = 1883  # 0 = any free port; a busy port falls back to a free one (logged)
+    batch_max: int = 500
+    flush_ms: int = 50
+    queue_max: int = 5000
+    clock_future_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "IngestSettings":
+        d = cls()
+        return cls(
+            mqtt_url=getattr(settings, "mqtt_url", None) or None,
+            mqtt_client_id=getattr(settings, "mqtt_client_id", d.mqtt_client_id),
+            mqtt_shared_group=getattr(settings, "mqtt_shared_group", None) or None,
+            mqtt_embedded_port=getattr(settings, "mqtt_embedded_port", d.mqtt_embedded_port),
+            batch_max=getattr(settings, "ingest_batch_max", d.batch_max),
+            flush_ms=getattr(settings, "ingest_flush_ms", d.flush_ms),
+            queue_max=getattr(settings, "ingest_queue_max", d.queue_max),
+            clock_future_s=getattr(settings, "ingest_clock_future_s", d.clock_future_s),
+        )
+
+
+class IngestService:
+    def __init__(self, pool: asyncpg.Pool, settings: IngestSettings = IngestSettings()) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics()
+        cfg = PipelineConfig(batch_max=settings.batch_max, flush_s=settings.flush_ms / 1000,
+                             mqtt_capacity=settings.queue_max, clock=ClockPolicy(future_s=settings.clock_future_s))
+        self.pipeline = Pipeline(pool, self.metrics, cfg)
+        self.hub = RealtimeHub(self.metrics)
+        self.pipeline.add_listener(self.hub.on_batch)
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttSource | None = None
+        self.broker_url: str | None = settings.mqtt_url
+
+    async def start(self, wait_subscribed_s: float = 5.0) -> None:
+        s = self.settings
+        if s.mqtt_url is None:
+            self.broker = await self._start_embedded(s.mqtt_embedded_port)
+            self.broker_url = self.broker.url
+        await self.pipeline.start()
+        assert self.broker_url is not None
+        self.mqtt = MqttSource(MqttConfig(self.broker_url, client_id=s.mqtt_client_id,
+                                          shared_group=s.mqtt_shared_group), self.pipeline)
+        await self.mqtt.start(wait_s=wait_subscribed_s)
+
+    async def _start_embedded(self, port: int) -> EmbeddedBroker:
+        broker = EmbeddedBroker(port)
+        try:
+            await broker.start()
+        except OSError as exc:
+            if port == 0:
+                raise
+            log.warning("embedded MQTT broker: port %d unavailable (%s); using a free port instead", port, exc)
+            await broker.stop()
+            broker = EmbeddedBroker(0)
+            await broker.start()
+        return broker
+
+    async def stop(self) -> None:
+        try:
+            if self.mqtt is not None:
+                await self.mqtt.stop()
+            await self.pipeline.stop()
+        finally:
+            if self.broker is not None:
+                await self.broker.stop()
+
+    def status(self) -> dict[str, Any]:
+        m = self.mqtt
+        return {"broker_url": self.broker_url, "embedded_broker": self.broker is not None,
+                "mqtt_connected": bool(m and m.connected.is_set()), "mqtt_subscribed": bool(m and m.subscribed.is_set()),
+                "shared_group": self.settings.mqtt_shared_group, "client_id": self.settings.mqtt_client_id,
+                "queue_depth": self.pipeline.depth, "committed_batches": self.pipeline.committed_batches,
+                "realtime_subscribers": self.hub.subscribers}
+
+
+def install(app: FastAPI) -> None:
+    """Routes of the ingest; the service itself is expected on app.state.ingest (set by the lifespan)."""
+    from gateway.api.devices import router as devices_router
+    from gateway.ingest.realtime import router as realtime_router
+    from gateway.ingest.ws_source import router as ws_router
+
+    app.include_router(ws_router)
+    app.include_router(realtime_router)
+    app.include_router(devices_router)
+
+    @app.get("/metrics", tags=["ingest"], summary="Prometheus metrics of the ingest")
+    async def metrics(request: Request) -> Response:
+        svc: IngestService = request.app.state.ingest
+        return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/ingest/status", tags=["ingest"], summary="Broker connection, queue depth, batches")
+    async def ingest_status(request: Request) -> dict[str, Any]:
+        svc: IngestService = request.app.state.ingest
+        return svc.status()

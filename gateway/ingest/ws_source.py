@@ -1,0 +1,106 @@
+"""WebSocket ingest at /ws/sensors/ and /ws/sensors/{device_id}: the original protocol
+(docs/contract.md section 8), through the same pipeline as MQTT.
+
+Every client message gets exactly one answer, sent once the outcome is committed: an `ack` means
+"stored" (or "already stored": status `duplicate`, with the first row's id and grade). Anything
+refused -- bad JSON, a sample the contract rejects, an unknown message type -- is answered with
+`{"type":"error","reason":...}` AND stored as a reject like an MQTT one; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from gateway.ingest.envelope import Envelope, Outcome
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.rejects import truncate
+from sqalfw import codec
+
+router = APIRouter()
+FRAME_LIMIT = 64 * 1024  # a text frame larger than this is refused before it is parsed
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _answer(o: Outcome) -> dict[str, Any]:
+    if o.status == "rejected":
+        return {"type": "error", "reason": o.reason}
+    return {"type": "ack", "sample_id": o.sample_id, "device_id": o.device_id, "boot": o.boot, "seq": o.seq,
+            "status": o.status, "score": o.score, "grade": o.grade, "lot_id": o.lot_id}
+
+
+async def _refuse(pipeline: Pipeline, path: str, raw: bytes, reason: str, device_id: str | None) -> dict[str, Any]:
+    env = Envelope("ws", path, truncate(raw, pipeline.config.payload_limit), datetime.now(timezone.utc),
+                   size=len(raw), kind_hint="message", path_device_id=device_id, pre_reject=reason)
+    return _answer(await pipeline.submit(env))
+
+
+async def _handle_text(pipeline: Pipeline, path: str, raw: bytes, device_id: str | None) -> dict[str, Any]:
+    if len(raw) > FRAME_LIMIT:
+        return await _refuse(pipeline, path, raw, "size: frame is %d bytes, limit is %d" % (len(raw), FRAME_LIMIT),
+                             device_id)
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        return await _refuse(pipeline, path, raw, "json: not valid JSON", device_id)
+    if not isinstance(msg, dict):
+        return await _refuse(pipeline, path, raw, "message: expected a JSON object", device_id)
+    kind = msg.get("type")
+    if kind == "sensor_data":
+        if "data" not in msg:
+            return await _refuse(pipeline, path, raw, "data: missing", device_id)
+        env = Envelope("ws", path, raw, datetime.now(timezone.utc), obj=msg["data"], kind_hint="sample",
+                       path_device_id=device_id)
+        return _answer(await pipeline.submit(env))
+    if kind == "heartbeat":
+        return {"type": "heartbeat_ack", "server_time": _now_ms()}
+    if kind == "ping":
+        return {"type": "pong", "server_time": _now_ms()}
+    if kind == "hello":
+        dev = msg.get("device_id")
+        if not (isinstance(dev, str) and codec.valid_device_id(dev)):
+            return await _refuse(pipeline, path, raw, "device_id: %r is not a valid device id" % (dev,)[:120],
+                                 device_id)
+        if device_id is not None and dev != device_id:
+            return await _refuse(pipeline, path, raw,
+                                 "device_id: hello says '%s' but path says '%s'" % (dev, device_id), device_id)
+        return {"type": "hello_ack", "device_id": dev, "server_time": _now_ms()}
+    shown = kind if isinstance(kind, str) else json.dumps(kind)
+    return await _refuse(pipeline, path, raw, "type: unknown message type '%s'" % shown[:64], device_id)
+
+
+@router.websocket("/ws/sensors")
+@router.websocket("/ws/sensors/")
+@router.websocket("/ws/sensors/{device_id}")
+async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
+    pipeline: Pipeline = ws.app.state.ingest.pipeline
+    await ws.accept()
+    path = ws.url.path[:256]
+    if device_id is not None and not codec.valid_device_id(device_id):
+        await ws.send_json({"type": "error", "reason": "device_id: %r in the path is not a valid device id"
+                            % device_id[:64]})
+        await ws.close(code=1008)
+        return
+    await ws.send_json({"type": "connection_established", "device_id": device_id, "contract": codec.VERSION,
+                        "server_time": _now_ms()})
+    try:
+        while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            if frame.get("bytes") is not None:
+                env = Envelope("ws", path, frame["bytes"], datetime.now(timezone.utc), kind_hint="sample",
+                               path_device_id=device_id)
+                answer = _answer(await pipeline.submit(env))
+            else:
+                answer = await _handle_text(pipeline, path, (frame.get("text") or "").encode(), device_id)
+            await ws.send_json(answer)
+    except WebSocketDisconnect:
+        return

@@ -1,0 +1,61 @@
+"""prepare(): decode, grade, clock flags and reject reasons (pure CPU, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway.ingest.envelope import Envelope
+from gateway.ingest.prepare import ClockPolicy, prepare
+from gateway.ingest.rejects import reason_key
+from sqalfw import codec
+from tests.gateway.ingest_support import sample
+
+NOW = datetime(2025, 1, 14, 12, 0, tzinfo=timezone.utc)
+NOW_MS = int(NOW.timestamp() * 1000)
+DEV = "ESP32_DEMO_LL_01"
+
+
+def env(payload: bytes, topic: str = codec.topic(DEV, "sample")) -> Envelope:
+    return Envelope("mqtt", topic, payload, NOW)
+
+
+@pytest.mark.parametrize("ts_offset_s, synced, flags, trusted", [
+    (-2, True, [], True), (-7200, True, ["late"], True), (120, True, ["future"], False),
+    (-2, False, ["unsynced"], False), (30, True, [], True)])
+def test_clock_flags(ts_offset_s: int, synced: bool, flags: list[str], trusted: bool) -> None:
+    ts = NOW_MS + ts_offset_s * 1000
+    it = prepare(env(codec.encode_sample(sample(DEV, ts=ts, synced=synced))), ClockPolicy(future_s=60, late_s=3600))
+    assert it.kind == "sample" and it.row is not None
+    assert it.row["features"]["clock"] == {"device_ts": ts, "skew_ms": -ts_offset_s * 1000, "flags": flags}
+    assert (it.row["measured_at"] == NOW + timedelta(seconds=ts_offset_s)) if trusted else it.row["measured_at"] is None
+    assert it.row["received_at"] == NOW and it.row["clock_synced"] is synced
+
+
+def test_reject_reasons_are_the_codecs() -> None:
+    spoof = sample("ESP32_X_01")
+    it = prepare(env(codec.encode_sample(spoof)))
+    assert it.kind == "reject" and it.reject is not None
+    assert it.reject.reason == f"device_id: payload says 'ESP32_X_01' but topic says '{DEV}'"
+    assert (it.reject.reason_key, it.reject.device_id, it.reject.source) == ("device_id", DEV, "mqtt")
+    it = prepare(env(b"{}", topic="sqal/v1/ESP32_A_01/cmd"))
+    assert it.reject is not None and it.reject.reason_key == "topic"
+
+
+def test_internal_errors_become_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqalfw import quality
+
+    def boom(*a: object) -> None:
+        raise ZeroDivisionError("model bug")
+
+    monkeypatch.setattr(quality, "analyze", boom)
+    it = prepare(env(codec.encode_sample(sample(DEV))))
+    assert it.reject is not None and it.reject.reason == "internal: ZeroDivisionError: model bug"
+
+
+@pytest.mark.parametrize("reason, key", [("tof.dist[3]: 4100 out of range 0..4000", "tof.dist"),
+                                         ("json: not valid JSON", "json"), ("no colon here", "no_colon_here"),
+                                         ("", "unknown")])
+def test_reason_key(reason: str, key: str) -> None:
+    assert reason_key(reason) == key
