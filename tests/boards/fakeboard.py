@@ -1,0 +1,218 @@
+"""A MicroPython board on a pty: speaks the REPL protocol and executes on the real interpreter.
+
+The serial side models MicroPython's pyexec.c: friendly REPL (">>> "), Ctrl-A raw REPL, Ctrl-B back,
+Ctrl-C interrupt, Ctrl-D soft reboot (in the friendly REPL it then runs boot.py and main.py; in the
+raw REPL only boot.py), and raw-paste mode ("\\x05A\\x01" -> "R\\x01" + window, "\\x01" per window
+consumed). What the host sends is executed by a MicroPython unix-port child (mp_exec_server.py)
+whose cwd is `flash_dir`, so files land there. A soft reboot restarts the child (fresh heap).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import subprocess
+import threading
+import tty
+from pathlib import Path
+
+from tests.fixtures.micropython import micropython_binary
+
+SERVER = Path(__file__).with_name("mp_exec_server.py")
+WINDOW = 128  # raw-paste flow-control window the board announces (bytes)
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+
+
+class FakeBoard:
+    def __init__(self, flash_dir: Path, mp_path: str = ":.frozen:lib") -> None:
+        self.flash_dir = flash_dir
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self.mp_path = mp_path  # MICROPYPATH: the flash root first, like sys.path on a board
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # a UART: no echo, no newline translation
+        self.port = os.ttyname(self.slave)
+        self.commands: list[str] = []  # every raw-REPL command executed (for assertions)
+        self.soft_reboots = 0
+        self._wlock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._running_friendly = False
+        self._stop = False
+        self._start_child()
+        self._rx = threading.Thread(target=self._serial_loop, name="fakeboard-rx", daemon=True)
+        self._rx.start()
+
+    # --- the MicroPython child ------------------------------------------------------------------
+    def _start_child(self) -> None:
+        env = dict(os.environ, MICROPYPATH=self.mp_path)
+        self._child = subprocess.Popen(
+            [micropython_binary(), "-X", "heapsize=200k", str(SERVER)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=self.flash_dir, env=env,
+        )
+        child = self._child
+        threading.Thread(target=self._pump, args=(child,), name="fakeboard-tx", daemon=True).start()
+
+    def _pump(self, child: subprocess.Popen[bytes]) -> None:
+        """Child output -> serial line, verbatim (its framing is the raw REPL's)."""
+        assert child.stdout is not None
+        while True:
+            data = child.stdout.read1(4096)
+            if not data:
+                child.wait()
+                if child is self._child and not self._stop:
+                    self._child_died()
+                return
+            if b">>> " in data:
+                self._running_friendly = False
+            self._send(data)
+
+    def _child_died(self) -> None:
+        """The interpreter exited on its own (a Ctrl-C that hit it while starting, or a crash):
+        the board comes back at its REPL, as after an interrupted program."""
+        self._child = None
+        self._start_child()
+        self._running_friendly = False
+        self._send(b"\r\nKeyboardInterrupt\r\nMicroPython (fake board) on unix\r\n>>> ")
+
+    def _kill_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+
+    def _submit(self, kind: str, code: bytes) -> None:
+        child = self._child
+        assert child is not None and child.stdin is not None
+        child.stdin.write(f"{kind} {len(code)}\n".encode() + code)
+        child.stdin.flush()
+
+    def _soft_reboot(self, friendly: bool) -> None:
+        self.soft_reboots += 1
+        self._kill_child()
+        self._send(b"MPY: soft reboot\r\n")
+        self._start_child()
+        boot = self.flash_dir / "boot.py"
+        main = self.flash_dir / "main.py"
+        script = b""
+        if boot.is_file():
+            script += b"exec(open('boot.py').read())\n"
+        if friendly and main.is_file():
+            script += b"exec(open('main.py').read())\n"
+        if friendly:
+            self._running_friendly = True
+            self._submit("F", script)  # ends with the ">>> " prompt when main.py returns
+        else:
+            self._submit("B", script)  # ends with the raw REPL banner
+
+    # --- the serial side ------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        with self._wlock:
+            try:
+                os.write(self.master, data)
+            except OSError:
+                pass
+
+    def _read(self) -> bytes:
+        try:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            return os.read(self.master, 4096) if ready else b""
+        except (OSError, ValueError):
+            return b""
+
+    def _serial_loop(self) -> None:
+        raw = False
+        buf = bytearray()
+        pending = bytearray()
+        held = bytearray()  # typed while main.py runs: the REPL reads it once the program ends
+        while not self._stop:
+            if held and not self._running_friendly:
+                pending[:0] = held
+                held.clear()
+            if not pending:
+                data = self._read()
+                if not data:
+                    if self._stop:
+                        return
+                    continue
+                pending += data
+            c = pending[0]
+            del pending[0]
+            if self._running_friendly:
+                if c == 0x03 and self._child is not None:
+                    self._child.send_signal(signal.SIGINT)  # KeyboardInterrupt in main.py
+                else:
+                    held.append(c)
+                continue
+            if not raw:
+                if c == 0x01:
+                    raw = True
+                    buf.clear()
+                    self._send(RAW_BANNER + b">")
+                elif c == 0x04:
+                    self._soft_reboot(friendly=True)
+                elif c == 0x03:
+                    self._send(b"\r\n>>> ")
+                continue
+            # raw REPL
+            if c == 0x02:
+                raw = False
+                self._send(b"\r\nMicroPython (fake board) on unix\r\n>>> ")
+            elif c == 0x03:
+                buf.clear()
+            elif c == 0x05 and not buf:
+                pending = self._raw_paste(pending)
+            elif c == 0x04:
+                if not buf:
+                    self._soft_reboot(friendly=False)
+                else:
+                    self._send(b"OK")
+                    self._exec(bytes(buf))
+                    buf.clear()
+            else:
+                buf.append(c)
+
+    def _read_exact(self, pending: bytearray, n: int) -> bytes:
+        while len(pending) < n and not self._stop:
+            pending += self._read()
+        out = bytes(pending[:n])
+        del pending[:n]
+        return out
+
+    def _raw_paste(self, pending: bytearray) -> bytearray:
+        if self._read_exact(pending, 2) != b"A\x01":
+            return pending
+        self._send(b"R\x01" + struct.pack("<H", WINDOW) + b"\x01")
+        code = bytearray()
+        used = 0
+        while not self._stop:
+            if not pending:
+                pending += self._read()
+                continue
+            c = pending[0]
+            del pending[0]
+            if c == 0x04:
+                self._send(b"\x04")  # end of data acknowledged
+                break
+            code.append(c)
+            used += 1
+            if used == WINDOW:
+                used = 0
+                self._send(b"\x01")  # room for another window
+        self._exec(bytes(code))
+        return pending
+
+    def _exec(self, code: bytes) -> None:
+        self.commands.append(code.decode(errors="replace"))
+        self._submit("R", code)
+
+    def close(self) -> None:
+        self._stop = True
+        self._kill_child()
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._rx.join(timeout=5)
