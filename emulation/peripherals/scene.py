@@ -11,8 +11,8 @@ TRAY_W = 300.0
 TRAY_H = 180.0
 SUB = 3            # sub-samples per zone side: a zone reports the mean range over its area
 RANGE_SD = 1.0     # per-zone ranging noise, mm
-INVALID = (2, 4, 12)
-SIZE_FAT = 0.25   # *choice*: liver size grows with fat quality (a fattened liver is heavier)  # statuses for a low-reflectance patch (not 5/9: not trustworthy)
+INVALID = (2, 4, 12)  # statuses for a low-reflectance patch (not 5/9: not trustworthy)
+ASPECT = 2.0       # long / short semi-axis of the footprint (85 x 42.5 mm for the reference liver)
 
 
 class Scene:
@@ -32,10 +32,15 @@ class Scene:
         fresh = _clip(r.gauss(mf, profiles.SD))
         fat = _clip(r.gauss(mt, profiles.SD))
         ox = _clip(r.gauss(mo, profiles.SD))
-        k = r.uniform(0.97, 1.10) + SIZE_FAT * (fat - 0.7)   # fatter livers are bigger
+        # the condition drives size and firmness (profiles.WEIGHT_G / HEIGHT_MM); the footprint
+        # follows from the weight and the dome height: V = 2/3 pi a b c, b = a / ASPECT
+        cond = profiles.condition(fresh, fat, ox)
+        weight = profiles.interp(cond, profiles.WEIGHT_G) * (1.0 + r.gauss(0.0, profiles.WEIGHT_SD))
+        c = profiles.interp(cond, profiles.HEIGHT_MM) + r.gauss(0.0, profiles.HEIGHT_SD)
+        a = math.sqrt(1.5 * ASPECT * weight / profiles.DENSITY * 1000.0 / (math.pi * c))
         p = {
-            "profile": name, "freshness": fresh, "fat": fat, "oxidation": ox,
-            "a": 85.0 * k, "b": 42.5 * k, "c": r.uniform(62.0, 80.0) * (0.85 + 0.15 * fat),
+            "profile": name, "freshness": fresh, "fat": fat, "oxidation": ox, "weight_g": weight,
+            "a": a, "b": a / ASPECT, "c": c,
             "angle": math.radians(r.gauss(45.0, 11.0)),  # 45 +/- 22 deg at 2 sd
             "cx": r.uniform(-12.0, 12.0), "cy": r.uniform(-8.0, 8.0),
             "waves": [(r.uniform(0.02, 0.06), r.uniform(0.02, 0.06), r.uniform(0, 6.283))

@@ -16,21 +16,28 @@
 #   is a dome whose heights run from 0 at the edge to ~80 mm at the top, so its edges and top always
 #   sit far from the median. We keep the median as the severity scale and compare each zone with its
 #   neighbours instead, using the one fact about a dome that a defect breaks, convexity:
-#   - foreign body: a zone higher than every valid neighbour by more than the threshold (a dome's
+#   - foreign body: a zone higher than every neighbour by more than the threshold (a dome's
 #     top exceeds its neighbours by at most curvature x spacing^2 / 2, under 8 mm at 8x8 for the
-#     scene's livers); dev = height - max(neighbours) > 0.
+#     scene's livers); dev = height - max(neighbours) > 0. Every neighbour on the grid must be
+#     valid: an untrusted one (e.g. a low-reflectance patch) may hide the higher surface, and
+#     without this a slope zone next to such a patch read as a foreign body and forced a REJECT.
 #   - deformation: a zone lower than both occupied zones of an opposite pair (left/right, up/down,
 #     either diagonal) by more than the threshold; on a convex surface the middle of three aligned
 #     points is never below both ends, so this does not fire on healthy edges; dev < 0.
 #   threshold 8 mm at 8x8 (the low end of a 10-25 mm foreign body, above the dome top's excess) and
 #   20 mm at 4x4 (zones twice as wide: only gross defects are visible there).
 #   severity = min(1, |dev| / (0.5 x median height of occupied zones)).
-# ToF score (choice), each part 0..1:
-#   weight: 1.0 for 550-700 g (extra grade), 0.8 at 450 and 800 g, 0.5 at 350 and 900 g, 0 at 200
-#   and 1100 g, linear in between; shape: uniformity mapped linearly from 0.25 (0) to 0.75 (1);
-#   defects: 1 - min(1, sum of severities).
-#   tof score = 0.45 weight + 0.25 shape + 0.30 defects - invalid zone fraction, clipped to 0..1.
-#   A healthy 8x8 liver of the scene model (390-580 g) scores about 0.8-0.9.
+# ToF score (choice; revised with the scene calibration, docs/emulation.md):
+#   geometry = 0.6 size + 0.4 firmness, each 0..1:
+#   size: weight, 0 at 300 g rising linearly to 1.0 at 700 g (the "extra" class, 700-800 g stays
+#     1.0), then down to 0.6 at 900 g and 0 at 1100 g (overfattened livers melt when cooked);
+#   firmness: max height, 0 at 30 mm rising linearly to 1.0 at 75 mm: a fresh, well-fattened liver
+#     holds a tall dome, a soft or old one slumps.
+#   defects scale the geometry: x (1 - 0.5 x min(1, sum of severities)).
+#   tof score = geometry x defects - invalid zone fraction, clipped to 0..1.
+#   Uniformity stays a reported feature but is not scored: at 8x8 a dome's own slope dominates
+#   the mean gradient (0.56-0.62 for every liver of the scene, good or bad), so it does not grade.
+#   Scene livers score about: 660 g / 70 mm -> 0.9, 590 g / 63 mm -> 0.73, 500 g / 56 mm -> 0.53.
 #   ToF REJECT when no product is seen (max height < 10 mm or fewer than 2 occupied zones), when more
 #   than 25 % of zones are invalid, or when the ToF score itself grades REJECT (< 0.45).
 # Spectral (AS7341), exactly domain.md: six ratios scored 1.0 inside the optimal band, 0.7..1.0
@@ -57,10 +64,10 @@ DEFECT_MM = {8: 8.0, 4: 20.0}
 FB_REJECT_SEVERITY = 0.7
 MAX_INVALID_FRAC = 0.25
 MIN_PRODUCT_MM = 10.0
-WEIGHT_CURVE = ((200, 0.0), (350, 0.5), (450, 0.8), (550, 1.0), (700, 1.0), (800, 0.8), (900, 0.5),
-                (1100, 0.0))
-W_WEIGHT, W_SHAPE, W_DEFECTS = 0.45, 0.25, 0.30
-SHAPE_LO, SHAPE_HI = 0.25, 0.75
+WEIGHT_CURVE = ((300, 0.0), (700, 1.0), (800, 1.0), (900, 0.6), (1100, 0.0))
+FIRMNESS_CURVE = ((30, 0.0), (75, 1.0))
+W_SIZE, W_FIRM = 0.6, 0.4
+DEFECT_COST = 0.5
 W_TOF, W_SPEC = 0.60, 0.40
 GRADE_BANDS = ((0.85, "A+"), (0.75, "A"), (0.60, "B"), (0.45, "C"))
 
@@ -201,17 +208,22 @@ def _defects(h, valid, occ, res, med, threshold):
         # foreign body: above every valid neighbour
         top = None
         nb = 0
+        hidden = False
         for dr in (-1, 0, 1):
             for dc in (-1, 0, 1):
                 rr = r + dr
                 cc = c + dc
-                if (dr or dc) and 0 <= rr < res and 0 <= cc < res and valid[rr * res + cc]:
+                if not (dr or dc) or not (0 <= rr < res and 0 <= cc < res):
+                    continue
+                if not valid[rr * res + cc]:
+                    hidden = True  # an untrusted neighbour may be the higher surface
+                else:
                     nb += 1
                     v = h[rr * res + cc]
                     if top is None or v > top:
                         top = v
         dev = 0.0
-        if nb >= 3 and h[i] - top > threshold:
+        if nb >= 3 and not hidden and h[i] - top > threshold:
             dev = h[i] - top
         else:
             # deformation: below both ends of an occupied opposite pair
@@ -240,13 +252,11 @@ def tof_score(f):
         reasons.append("tof: %d of %d zones invalid" % (f["invalid_zones"], n))
     if f["height_max_mm"] < MIN_PRODUCT_MM or f["occupied_zones"] < 2:
         reasons.append("tof: no product detected")
-    s_weight = _interp(f["weight_g"], WEIGHT_CURVE)
-    s_shape = _clip((f["uniformity"] - SHAPE_LO) / (SHAPE_HI - SHAPE_LO))
+    geometry = W_SIZE * _interp(f["weight_g"], WEIGHT_CURVE) + W_FIRM * _interp(f["height_max_mm"], FIRMNESS_CURVE)
     sev = 0.0
     for d in f["defects"]:
         sev += d["severity"]
-    s_def = 1.0 - (sev if sev < 1.0 else 1.0)
-    score = _clip(W_WEIGHT * s_weight + W_SHAPE * s_shape + W_DEFECTS * s_def - invalid_frac)
+    score = _clip(geometry * (1.0 - DEFECT_COST * (sev if sev < 1.0 else 1.0)) - invalid_frac)
     if reasons:
         score = 0.0  # no trustworthy measurement: nothing to average with the spectral side
     elif grade_of(r3(score)) == "REJECT":

@@ -79,3 +79,60 @@ def test_default_mix_and_unknown_profile() -> None:
         assert abs(share.get(name, 0) - pct / 100) < 0.04, (name, share)
     with pytest.raises(ValueError, match="'gold' unknown"):
         Scene("gold")
+
+
+REF = {"F1": 400, "F2": 600, "F3": 500, "F4": 1900, "F5": 900, "F6": 600, "F7": 1150, "F8": 750, "NIR": 600,
+       "CLEAR": 6500}
+
+
+def out_of_band(profile: str) -> list[str]:
+    from sqalfw import quality
+
+    f = profiles.spectral_factors(*profiles.PROFILES[profile])
+    s = quality.spectral({k: REF[k] * f[k] for k in REF})
+    return sorted(a.split(" ")[1] for a in s["anomalies"])
+
+
+def test_profile_means_land_where_the_bands_say() -> None:
+    # the deliberate mapping of profiles.POSITION / AGING / OXIDATION / POOR_FAT (docs/emulation.md)
+    assert profiles.spectral_factors(1.0, 1.0, 0.0) == {k: 1.0 for k in profiles.CHANNELS}  # reference liver
+    assert out_of_band("premium") == out_of_band("good") == out_of_band("acceptable") == []
+    assert out_of_band("low") == ["(F5+F6)/(F1+F2)", "NIR/F1"]
+    assert len(out_of_band("defective")) >= 4
+
+
+def test_each_cause_moves_channels_the_physical_way() -> None:
+    base = profiles.spectral_factors(0.9, 0.9, 0.1)
+    aged = profiles.spectral_factors(0.5, 0.9, 0.1)
+    oxid = profiles.spectral_factors(0.9, 0.9, 0.5)
+    for ch in ("F1", "F2", "F3", "F7", "F8", "CLEAR"):
+        assert aged[ch] < base[ch], ch
+    for ch in ("F4", "F5", "NIR"):
+        assert aged[ch] > base[ch], ch
+    for ch in ("F6", "F4"):
+        assert oxid[ch] > base[ch], ch
+    for ch in ("F7", "F8"):
+        assert oxid[ch] < base[ch], ch
+
+
+def test_profile_drives_size_and_firmness() -> None:
+    def mean(profile: str, key: str) -> float:
+        s = Scene(profile, seed=11)
+        vals = [s.next_product()[key] for _ in range(40)]
+        return sum(vals) / len(vals)
+
+    order = ("premium", "good", "acceptable", "low")
+    weights = [mean(p, "weight_g") for p in order]
+    heights = [mean(p, "c") for p in order]
+    assert weights == sorted(weights, reverse=True) and heights == sorted(heights, reverse=True)
+    assert 600 < weights[0] < 720 and 440 < weights[-1] < 520
+    # the drawn weight is what the quality model measures (volume x 0.947 over the zone grid)
+    from sqalfw import quality
+
+    s = Scene("good", seed=4)
+    for _ in range(10):
+        p = s.next_product()
+        if p["defects"]:
+            continue
+        d, st = s.tof_zone(8)
+        assert abs(quality.tof_features(d, st, 8)["weight_g"] - p["weight_g"]) < 0.08 * p["weight_g"]
