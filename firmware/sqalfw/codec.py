@@ -401,14 +401,19 @@ def validate_status(s, topic_device_id=None):
     out = _head(s, "status", topic_device_id)
     out["state"] = _one_of(s.get("state"), "state", ("online", "offline"), "online, offline")
     _fields(s, _STATUS, "", out)
-    d = s.get("degraded")
+    _degraded(s, out)
+    return out
+
+
+def _degraded(msg, out):
+    # Optional list of sensors that failed to initialise; carried by status and telemetry.
+    d = msg.get("degraded")
     if d is not None:
         if type(d) is not list:
             raise _err("degraded", "expected list, got " + _tname(d))
         for i in range(len(d)):
             _one_of(d[i], "degraded[%d]" % i, DEGRADED, "tof, spec")
         out["degraded"] = list(d)
-    return out
 
 
 def encode_status(status):
@@ -422,13 +427,14 @@ def decode_status(data, topic_device_id=None):
 _TELEMETRY = (("boot", _I, 0, U32, 0), ("ts", _I, 0, MAX_TS, 0), ("synced", _B, 0, 0, 0),
               ("uptime_s", _I, 0, U32, 0), ("mem_free", _I, 0, U32, 0), ("mem_min_free", _I, 0, U32, 0),
               ("spool_depth", _I, 0, U32, 0), _FW, ("rssi", _I, -127, 0, 2), ("lot_id", _LOT, 0, 0, 1),
-              ("sample_s", _N, 0.1, 86400, 1))
+              ("sample_s", _N, 0.1, 86400, 1), ("safe_mode", _B, 0, 0, 1))
 _COUNTERS = tuple([(c, _I, 0, U32, 0) for c in COUNTERS])
 
 
 def validate_telemetry(t, topic_device_id=None):
     out = _fields(t, _TELEMETRY, "", _head(t, "telemetry", topic_device_id))
     out["counters"] = _fields(_obj(t.get("counters"), "counters"), _COUNTERS, "counters.", {})
+    _degraded(t, out)
     return out
 
 

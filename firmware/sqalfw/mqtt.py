@@ -17,15 +17,18 @@ import socket
 
 from sqalfw.backoff import Backoff
 
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython: tests and host tools
-    import time as _time
+import time
 
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
+if hasattr(time, "ticks_ms"):
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+else:  # CPython: tests and host tools
+    _mono = getattr(time, "monotonic")
 
-    def ticks_diff(a, b):
+    def ticks_ms():  # type: ignore[misc]
+        return int(_mono() * 1000)
+
+    def ticks_diff(a, b):  # type: ignore[misc]
         return a - b
 
 
@@ -143,9 +146,7 @@ class MQTTClient:
         self._sub_pid = 0
         self._birth_pid = 0
         self._pid = 0
-        self._last_rx = 0
-        self._last_tx = 0
-        self._last_ping = 0
+        self._last_rx = self._last_tx = self._last_ping = ticks_ms()
         self.last_error = None
         self.session_present = False
         # counters (telemetry)

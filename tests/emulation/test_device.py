@@ -12,9 +12,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from sqalfw import codec
 
 from emulation.device import EmulatedDevice
-from sqalfw import codec
 from tests.fixtures.mqtt import MqttCollector
 
 DeviceFactory = Callable[..., EmulatedDevice]
@@ -90,7 +90,7 @@ def test_device_publishes_samples_a_subscriber_decodes(make_device: DeviceFactor
     try:
         assert col.wait_for(lambda m: len(_samples(col, dev)) >= 6, 30), dev.log()
         samples = _samples(col, dev)
-        assert _keys(samples)[:6] == [(1, i) for i in range(6)]
+        assert _keys(samples)[:6] == [(1, i) for i in range(6)], dev.log()
         for s in samples:
             assert s["fw"] and s["tof"]["res"] == 8
             assert s["q"]["grade"] in codec.GRADES and 0 <= s["q"]["score"] <= 1
@@ -165,7 +165,7 @@ def test_outage_loses_nothing_and_replays_oldest_first(make_device: DeviceFactor
         dev.network_down()
         time.sleep(1.0)  # let the cut take effect; whatever was in flight is retransmitted later
         before = len(_samples(col, dev))
-        time.sleep(3.0)
+        time.sleep(6.0)  # longer than watchdog_s: waiting for the network is not a hang
         assert len(_samples(col, dev)) == before, "samples arrived while the network was down"
         cut_at = time.time()
         dev.network_up()
@@ -181,6 +181,7 @@ def test_outage_loses_nothing_and_replays_oldest_first(make_device: DeviceFactor
         assert seqs == list(range(len(seqs))), "a sample was lost"
         replayed = [s for s in _samples(col, dev)[before:] if s["ts"] / 1000 < cut_at]
         assert len(replayed) >= 8  # produced during the outage, original timestamps kept
+        assert dev.exits == [] and dev.starts == 1  # an outage is not a reason to reset
     finally:
         col.close()
 
@@ -237,3 +238,41 @@ def test_invalid_config_exits_without_restart(make_device: DeviceFactory) -> Non
     time.sleep(0.5)
     assert dev.exits == [(78, "config_error")] and dev.starts == 1
     assert "config.json: sample_interval_s must be a number" in dev.log()
+
+
+def test_offline_too_long_reboots_and_the_spool_survives(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nobody listens here
+    dev = make_device(config={"broker_url": f"mqtt://127.0.0.1:{dead}", "max_offline_s": 2})
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert dev.wait_for_log("boot 1", 15), dev.log()
+        # boot 1 has read its config; the next boot will find the broker
+        cfg = json.loads((dev.flash_dir / "config.json").read_text())
+        cfg["broker_url"] = mosquitto_broker.url
+        (dev.flash_dir / "config.json").write_text(json.dumps(cfg))
+        assert dev.wait_for_log("offline for 2 s: rebooting", 20), dev.log()
+        assert col.wait_for(lambda m: (1, 0) in _keys(_samples(col, dev)) and
+                            any(b == 2 for b, _s in _keys(_samples(col, dev))), 30), dev.log()
+        boot1 = [s for b, s in _keys(_samples(col, dev)) if b == 1]
+        assert boot1 == list(range(len(boot1))) and len(boot1) >= 5  # sampled offline, replayed in order
+        assert (75, "reset") in dev.exits
+    finally:
+        col.close()
+
+
+def test_clock_skew_moves_sample_timestamps(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(interval=0.2)
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 2, 30), dev.log()
+        dev.set_clock_skew(-3600)
+        n = len(_samples(col, dev))
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= n + 5, 15)
+        last = _samples(col, dev)[-1]
+        assert 3500 < time.time() - last["ts"] / 1000 < 3700
+    finally:
+        col.close()

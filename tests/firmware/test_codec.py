@@ -352,6 +352,14 @@ def test_telemetry_round_trip_and_rejections() -> None:
         codec.decode_telemetry(json.dumps(bare).encode())
 
 
+def test_telemetry_carries_degraded_sensors_and_safe_mode() -> None:
+    t = make_telemetry(degraded=["tof"], safe_mode=True)
+    out = codec.decode_telemetry(codec.encode_telemetry(t), DEV)
+    assert out["degraded"] == ["tof"] and out["safe_mode"] is True
+    with pytest.raises(ContractError, match=r"^degraded\[0\]: 'gps' is not one of tof, spec"):
+        codec.decode_telemetry(json.dumps(make_telemetry(degraded=["gps"])).encode())
+
+
 # --- commands and results ---------------------------------------------------------------------------
 
 def test_commands_round_trip() -> None:

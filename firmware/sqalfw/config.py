@@ -1,0 +1,243 @@
+# config.json on flash: load, validate, defaults.
+# Validation happens once at boot; every error names the field, the rule and the value found, so an
+# operator reading the serial console (or the emulator log) knows what to fix without the source.
+import json
+
+FILENAME = "config.json"
+
+
+class ConfigError(Exception):
+    pass
+
+
+# (field, kind, default, a, b)  kind: str | int | num | bool | choice | id | url
+#   str: a = max length; int/num: a..b inclusive range; choice: a = tuple of allowed values.
+# default None with kind "id"/"url" means required.
+FIELDS: tuple = (
+    ("device_id", "id", None, 0, 0),
+    ("location", "str", "", 64, 0),
+    ("wifi_ssid", "str", "", 32, 0),
+    ("wifi_password", "str", "", 64, 0),
+    ("broker_url", "url", None, 0, 0),
+    ("transport", "choice", "mqtt", ("mqtt", "websocket"), 0),
+    ("ws_url", "str", "", 200, 0),
+    ("keepalive_s", "int", 30, 2, 600),
+    ("reconnect_base_s", "num", 1, 0.05, 60),
+    ("reconnect_cap_s", "num", 60, 0.1, 3600),
+    ("sample_interval_s", "num", 30, 0.1, 86400),
+    ("telemetry_interval_s", "num", 60, 1, 86400),
+    ("resolution", "choice", 8, (4, 8), 0),
+    ("tof_frequency_hz", "int", 10, 1, 60),
+    ("tof_firmware_path", "str", "vl53l8cx_fw.bin", 128, 0),
+    ("as7341_atime", "int", 29, 0, 255),
+    ("as7341_astep", "int", 599, 0, 65534),
+    ("as7341_again", "int", 3, 0, 10),
+    ("i2c_id", "int", 0, 0, 1),
+    ("i2c_sda", "int", 21, 0, 48),
+    ("i2c_scl", "int", 22, 0, 48),
+    ("i2c_freq", "int", 400000, 10000, 1000000),
+    ("ntp_host", "str", "pool.ntp.org", 64, 0),
+    ("max_offline_s", "num", 900, 0, 604800),
+    ("spool_capacity", "int", 1000, 10, 1000000),
+    ("safe_mode_after", "int", 5, 1, 100),
+    ("healthy_after_s", "num", 300, 1, 86400),
+    ("watchdog_s", "num", 30, 2, 3600),
+    ("sensor_retry_s", "num", 60, 1, 3600),
+)
+
+
+def _bad(field, rule, value):
+    return ConfigError("config.json: %s must be %s, got %s" % (field, rule, _show(value)))
+
+
+def _show(value):
+    try:
+        text = json.dumps(value)
+    except Exception:
+        text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return text
+
+
+def _is_num(v):
+    # bool is an int subclass in CPython: true/false are not numbers in a config file.
+    return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool) and v == v \
+        and v not in (float("inf"), float("-inf"))
+
+
+def valid_device_id(s):
+    # ^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$ checked by hand: MicroPython's re has no {m,n} on all ports.
+    if not isinstance(s, str) or not 3 <= len(s) <= 48:
+        return False
+    for i, c in enumerate(s):
+        if "0" <= c <= "9" or "a" <= c <= "z" or "A" <= c <= "Z":
+            continue
+        if i > 0 and c in "_-":
+            continue
+        return False
+    return True
+
+
+def parse_broker_url(url):
+    """mqtt://[user[:pass]@]host[:port] or mqtts://... -> dict(host, port, user, password, tls).
+
+    Raises ValueError naming the part that is wrong."""
+    if not isinstance(url, str):
+        raise ValueError("not a string")
+    if url.startswith("mqtt://"):
+        tls, rest, port = False, url[7:], 1883
+    elif url.startswith("mqtts://"):
+        tls, rest, port = True, url[8:], 8883
+    else:
+        raise ValueError("scheme must be mqtt:// or mqtts://")
+    if "/" in rest:
+        rest = rest[:rest.index("/")]
+    user = password = None
+    if "@" in rest:
+        cred, rest = rest.rsplit("@", 1)
+        if ":" in cred:
+            user, password = cred.split(":", 1)
+        else:
+            user = cred
+        if not user:
+            raise ValueError("empty user name")
+    host = rest
+    if rest.startswith("["):  # [ipv6]:port
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError("unclosed [ in host")
+        host, rest = rest[1:end], rest[end + 1:]
+        if rest.startswith(":"):
+            port = _port(rest[1:])
+        elif rest:
+            raise ValueError("junk after host")
+    elif ":" in rest:
+        host, p = rest.rsplit(":", 1)
+        port = _port(p)
+    if not host:
+        raise ValueError("missing host")
+    return {"host": host, "port": port, "user": user, "password": password, "tls": tls}
+
+
+def _hide_pass(url):
+    # never echo a password into a log line
+    if isinstance(url, str) and "@" in url and "://" in url:
+        head, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        if ":" in cred:
+            return head + "://" + cred.split(":", 1)[0] + ":***@" + host
+    return url
+
+
+def _port(text):
+    for c in text:
+        if not "0" <= c <= "9":
+            raise ValueError("port must be 1..65535")
+    if not text or not 1 <= int(text) <= 65535:
+        raise ValueError("port must be 1..65535")
+    return int(text)
+
+
+class Config:
+    """Validated settings as attributes; `broker` is the parsed broker_url."""
+
+    def __init__(self, values):
+        for k in values:
+            setattr(self, k, values[k])
+        self.broker = parse_broker_url(values["broker_url"])
+
+    def get(self, name):
+        return getattr(self, name)
+
+
+def validate(raw):
+    """dict (parsed config.json) -> Config; ConfigError names the first bad field."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config.json: top level must be an object, got " + _show(raw))
+    known = {}
+    for f in FIELDS:
+        known[f[0]] = f
+    for k in raw:
+        if k not in known:
+            raise ConfigError("config.json: unknown field %s (typo? known fields are in docs/firmware.md)"
+                              % _show(k))
+    out = {}
+    for name, kind, default, a, b in FIELDS:
+        if name not in raw:
+            if default is None:
+                raise ConfigError("config.json: %s is required" % name)
+            out[name] = default
+            continue
+        v = raw[name]
+        if kind == "str":
+            if not isinstance(v, str) or len(v) > a:
+                raise _bad(name, "a string of at most %d characters" % a, v)
+        elif kind == "int":
+            if not _is_num(v) or int(v) != v or not a <= v <= b:
+                raise _bad(name, "an integer between %d and %d" % (a, b), v)
+            v = int(v)
+        elif kind == "num":
+            if not _is_num(v) or not a <= v <= b:
+                raise _bad(name, "a number between %s and %s" % (a, b), v)
+        elif kind == "choice":
+            if isinstance(v, bool) or v not in a:
+                raise _bad(name, "one of " + ", ".join([json.dumps(x) for x in a]), v)
+        elif kind == "id":
+            if not valid_device_id(v):
+                raise _bad(name, "3-48 characters [A-Za-z0-9_-] starting with a letter or digit", v)
+        elif kind == "url":
+            try:
+                parse_broker_url(v)
+            except ValueError as e:
+                raise _bad(name, "mqtt://[user:pass@]host[:port] or mqtts://... (%s)" % e, _hide_pass(v))
+        out[name] = v
+    if out["reconnect_cap_s"] < out["reconnect_base_s"]:
+        raise _bad("reconnect_cap_s", "at least reconnect_base_s (%s)" % out["reconnect_base_s"],
+                   out["reconnect_cap_s"])
+    if out["transport"] == "websocket" and not (out["ws_url"].startswith("ws://")
+                                               or out["ws_url"].startswith("wss://")):
+        raise _bad("ws_url", "a ws:// or wss:// URL when transport is \"websocket\"", out["ws_url"])
+    if out["transport"] == "websocket":
+        # named in the contract, not built yet: refuse rather than silently fall back to MQTT
+        raise ConfigError("config.json: transport \"websocket\" is not implemented by this firmware "
+                          "version yet, use \"mqtt\"")
+    return Config(out)
+
+
+def load(flash_dir):
+    """Read and validate <flash_dir>/config.json."""
+    path = join(flash_dir, FILENAME)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("config.json: not found at " + path)
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("config.json: not valid JSON (%s)" % e)
+    return validate(raw)
+
+
+def join(d, name):
+    if not d or d == "/":
+        return "/" + name
+    if d.endswith("/"):
+        return d + name
+    return d + "/" + name
+
+
+def redacted(cfg):
+    """Settings safe to report (status command): no passwords."""
+    out = {}
+    for f in FIELDS:
+        name = f[0]
+        if name in ("wifi_password",):
+            continue
+        v = getattr(cfg, name)
+        if name == "broker_url":
+            b = cfg.broker
+            v = ("mqtts://" if b["tls"] else "mqtt://") + b["host"] + ":" + str(b["port"])
+        out[name] = v
+    return out

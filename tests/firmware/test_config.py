@@ -1,0 +1,105 @@
+"""config.json validation: every bad field named in the message, same result on both interpreters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqalfw import config
+
+OK = {"device_id": "ESP32_DEMO_LL_01", "broker_url": "mqtt://127.0.0.1:1883"}
+
+BAD: list[tuple[dict[str, object], str]] = [
+    ({"sample_interval_s": "abc"},
+     "config.json: sample_interval_s must be a number between 0.1 and 86400, got \"abc\""),
+    ({"sample_interval_s": 0}, "config.json: sample_interval_s must be a number between 0.1 and 86400, got 0"),
+    ({"resolution": 6}, "config.json: resolution must be one of 4, 8, got 6"),
+    ({"resolution": True}, "config.json: resolution must be one of 4, 8, got true"),
+    ({"keepalive_s": 2.5}, "config.json: keepalive_s must be an integer between 2 and 600, got 2.5"),
+    ({"device_id": "ab"}, "config.json: device_id must be 3-48 characters"),
+    ({"device_id": "_ESP32"}, "config.json: device_id must be 3-48 characters"),
+    ({"broker_url": "http://h:1883"}, ("config.json: broker_url must be mqtt://[user:pass@]host[:port] or "
+                                       "mqtts://... (scheme must be mqtt:// or mqtts://)")),
+    ({"broker_url": "mqtt://h:99999"}, "(port must be 1..65535)"),
+    ({"broker_url": "mqtt://:1883"}, "(missing host)"),
+    ({"transport": "carrier-pigeon"}, "config.json: transport must be one of \"mqtt\", \"websocket\""),
+    ({"transport": "websocket"}, "config.json: ws_url must be a ws:// or wss:// URL"),
+    ({"transport": "websocket", "ws_url": "ws://gw:8000/ws/sensors/ESP32_DEMO_LL_01"},
+     "config.json: transport \"websocket\" is not implemented by this firmware version yet, use \"mqtt\""),
+    ({"reconnect_base_s": 5, "reconnect_cap_s": 1}, "config.json: reconnect_cap_s must be at least reconnect_base_s"),
+    ({"sampel_interval_s": 3}, "config.json: unknown field \"sampel_interval_s\""),
+    ({"wifi_ssid": "x" * 33}, "config.json: wifi_ssid must be a string of at most 32 characters"),
+    ({"spool_capacity": 1e300}, "config.json: spool_capacity must be an integer"),
+]
+
+
+def _bad(change: dict[str, object]) -> dict[str, object]:
+    d: dict[str, object] = dict(OK)
+    d.update(change)
+    return d
+
+
+def test_defaults_and_parsed_broker() -> None:
+    c = config.validate({"device_id": "ESP32_DEMO_LL_01", "broker_url": "mqtts://dev:s3cret@broker.local"})
+    assert c.broker == {"host": "broker.local", "port": 8883, "user": "dev", "password": "s3cret", "tls": True}
+    assert c.sample_interval_s == 30 and c.resolution == 8 and c.transport == "mqtt"
+    assert c.spool_capacity == 1000 and c.safe_mode_after == 5
+    assert "wifi_password" not in config.redacted(c)
+    assert "s3cret" not in json.dumps(config.redacted(c))
+
+
+@pytest.mark.parametrize("change,message", BAD)
+def test_bad_field_is_named(change: dict, message: str) -> None:
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(_bad(change))
+    assert message in str(e.value)
+
+
+def test_missing_required_field() -> None:
+    with pytest.raises(config.ConfigError, match="config.json: broker_url is required"):
+        config.validate({"device_id": "ESP32_A1"})
+
+
+def test_password_never_echoed() -> None:
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(_bad({"broker_url": "mqtt://dev:hunter2@h:0"}))
+    assert "hunter2" not in str(e.value) and "dev:***@h:0" in str(e.value)
+
+
+def test_load_missing_and_invalid_json(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="config.json: not found"):
+        config.load(str(tmp_path))
+    (tmp_path / "config.json").write_text("{\"device_id\": ")
+    with pytest.raises(config.ConfigError, match="config.json: not valid JSON"):
+        config.load(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps(OK))
+    assert config.load(str(tmp_path)).device_id == "ESP32_DEMO_LL_01"
+
+
+def test_same_messages_on_micropython(micropython_run) -> None:
+    """The board validates with MicroPython: its messages must be the CPython ones, byte for byte."""
+    cases = [_bad(c) for c, _ in BAD] + [OK]
+    code = (
+        "import json\nfrom sqalfw import config\n"
+        f"cases = json.loads({json.dumps(json.dumps(cases))})\n"
+        "for c in cases:\n"
+        "    try:\n"
+        "        v = config.validate(c)\n"
+        "        print(json.dumps(config.redacted(v)))\n"
+        "    except config.ConfigError as e:\n"
+        "        print(str(e))\n"
+    )
+    out = micropython_run(code).stdout.splitlines()
+    expected = []
+    for c in cases:
+        try:
+            expected.append(json.dumps(config.redacted(config.validate(c))))
+        except config.ConfigError as e:
+            expected.append(str(e))
+    assert len(out) == len(expected)
+    for got, want in zip(out, expected):
+        if got.startswith("{"):
+            assert json.loads(got) == json.loads(want)
+        else:
+            assert got == want
