@@ -290,6 +290,8 @@ class App:
                 offline_ms = 0
                 if c.connects != connects:
                     connects = c.connects
+                    # `sqal board deploy` follows the serial log until it sees this line.
+                    _log("online (broker %s:%d)" % (c.server, c.port))
                     self.queue(self.t_status, self._status("online"))
                 if not self.ident.healthy and c.acked:
                     self.ident.mark_healthy()
