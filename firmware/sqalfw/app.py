@@ -52,13 +52,16 @@ class App:
             except ImportError as e:  # a partial firmware upload: run degraded, don't boot-loop
                 self.sampler_error = "sampler: %r" % e
                 _log(self.sampler_error)
-        b = cfg.broker
-        self.client = MQTTClient(
-            did, b["host"], b["port"], user=b["user"], password=b["password"],
-            keepalive=cfg.keepalive_s, will=(self.t_status, self._status("offline"), True, 1),
-            birth=(self.t_status, self._status("online"), True, 1), ssl=self._tls() if b["tls"] else None,
-            backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s),
-            is_link_up=board.wlan.isconnected, max_packet=2048)
+        if cfg.transport == "websocket":
+            self.client = self._ws_transport()
+        else:
+            b = cfg.broker
+            self.client = MQTTClient(
+                did, b["host"], b["port"], user=b["user"], password=b["password"],
+                keepalive=cfg.keepalive_s, will=(self.t_status, self._status("offline"), True, 1),
+                birth=(self.t_status, self._status("online"), True, 1), ssl=self._tls() if b["tls"] else None,
+                backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s),
+                is_link_up=board.wlan.isconnected, max_packet=2048)
         self.client.set_callback(self._on_message)
         self.client.subscribe(self.t_cmd, 1)
         self.commands = Commands(self)
@@ -105,16 +108,33 @@ class App:
             s["degraded"] = list(self.degraded())
         return codec.encode_status(s)
 
+    def _ws_transport(self):
+        # The alternative transport: samples and heartbeats straight to the gateway. It offers the
+        # MQTTClient methods the app uses (commands are MQTT-only, see docs/firmware-transport.md).
+        # Credentials: in ws_url, else those of a provisioned broker_url (the same device password).
+        from sqalfw.ws_transport import WSTransport
+        cfg = self.cfg
+        b = cfg.broker or {}
+        return WSTransport(
+            cfg.ws_url, cfg.device_id, self.ident.boot, VERSION, keepalive=cfg.keepalive_s,
+            ssl=self._tls() if cfg.ws_url.startswith("wss://") else None,
+            backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s), is_link_up=self.board.wlan.isconnected,
+            user=b.get("user"), password=b.get("password"))
+
     def _tls(self):
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
             with open(config.join(self.board.flash_dir, "ca.pem"), "rb") as f:
-                ctx.load_verify_locations(cadata=f.read())
+                ctx.load_verify_locations(cadata=pem_to_der(f.read()))
             ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # exists, stubs lack it
         except OSError:
-            _log("mqtts without ca.pem on flash: the broker certificate is NOT verified")
+            _log("TLS without ca.pem on flash: the server certificate is NOT verified")
             ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
+        except ValueError as e:
+            # fail closed: no trusted CA, so every handshake is refused; sampling goes on into the spool
+            _log("ca.pem unusable (%s): TLS connections refused until it is fixed" % e)
+            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
         return ctx
 
     def queue(self, topic, payload, action=None):
@@ -329,6 +349,22 @@ class App:
         await self._supervisor(wdt)  # returns only on a stop request
         for t in started:
             t.cancel()
+
+
+def pem_to_der(data):
+    """The first certificate of a PEM file as DER (DER input is returned as it is).
+
+    MicroPython's mbedtls builds (the unix port at least) refuse PEM in load_verify_locations
+    ("invalid cert") but all take DER, so ca.pem is converted here: one CA certificate."""
+    import binascii
+    begin = data.find(b"-----BEGIN CERTIFICATE-----")
+    if begin < 0:
+        return data
+    start = data.find(b"\n", begin) + 1
+    end = data.find(b"-----END CERTIFICATE-----", start)
+    if start <= 0 or end < 0:
+        raise ValueError("ca.pem: unterminated CERTIFICATE block")
+    return binascii.a2b_base64(data[start:end].replace(b"\r", b"").replace(b"\n", b""))
 
 
 def main(board):

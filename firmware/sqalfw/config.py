@@ -145,7 +145,8 @@ class Config:
     def __init__(self, values):
         for k in values:
             setattr(self, k, values[k])
-        self.broker = parse_broker_url(values["broker_url"])
+        url = values["broker_url"]
+        self.broker = parse_broker_url(url) if url is not None else None
 
     def get(self, name):
         return getattr(self, name)
@@ -165,6 +166,9 @@ def validate(raw):
     out = {}
     for name, kind, default, a, b in FIELDS:
         if name not in raw:
+            if name == "broker_url" and raw.get("transport") == "websocket":
+                out[name] = None  # a WebSocket device needs no broker
+                continue
             if default is None:
                 raise ConfigError("config.json: %s is required" % name)
             out[name] = default
@@ -199,9 +203,12 @@ def validate(raw):
                                                or out["ws_url"].startswith("wss://")):
         raise _bad("ws_url", "a ws:// or wss:// URL when transport is \"websocket\"", out["ws_url"])
     if out["transport"] == "websocket":
-        # named in the contract, not built yet: refuse rather than silently fall back to MQTT
-        raise ConfigError("config.json: transport \"websocket\" is not implemented by this firmware "
-                          "version yet, use \"mqtt\"")
+        from sqalfw.wsclient import parse_url  # loaded only by devices that use it
+        try:
+            parse_url(out["ws_url"])
+        except ValueError as e:
+            raise _bad("ws_url", "ws://[user:pass@]host[:port][/path] or wss://... (%s)" % e,
+                       _hide_pass(out["ws_url"]))
     return Config(out)
 
 
@@ -236,8 +243,10 @@ def redacted(cfg):
         if name in ("wifi_password",):
             continue
         v = getattr(cfg, name)
-        if name == "broker_url":
+        if name == "broker_url" and cfg.broker is not None:
             b = cfg.broker
             v = ("mqtts://" if b["tls"] else "mqtt://") + b["host"] + ":" + str(b["port"])
+        elif name == "ws_url":
+            v = _hide_pass(v)
         out[name] = v
     return out

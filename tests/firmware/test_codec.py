@@ -118,7 +118,13 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
     return s
 
 
-DELETE = object()
+class _Delete:
+    # A stable repr keeps test ids identical across processes (pytest-xdist compares them).
+    def __repr__(self) -> str:
+        return "<delete>"
+
+
+DELETE = _Delete()
 NAN = float("nan")
 INF = float("inf")
 

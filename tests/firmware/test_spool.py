@@ -274,7 +274,12 @@ def test_sigkill_mid_write_never_loses_or_tears(tmp_path: Path, request: pytest.
             break
         time.sleep(rng.uniform(0.005, 0.08))
         proc.send_signal(signal.SIGKILL)
-        out, _err = proc.communicate(timeout=10)
+        # Read the rest through the same buffered reader readline() used: communicate() reads the raw
+        # fd and would miss the lines readline() already pulled into the buffer.
+        out = proc.stdout.read()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
         for line in out.decode().splitlines():
             parts = line.split()
             if len(parts) != 2:
