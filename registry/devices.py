@@ -76,21 +76,26 @@ async def apply_status(db: Executor, status: Mapping[str, Any], received_at: dat
     """Apply a decoded status (codec.decode_status). Returns False when it was older than the stored one."""
     device_id = str(status["device_id"])
     row = await db.fetchrow(
+        # Newest wins by (boot, conn) -- the connection number, immune to clock jumps; the same key
+        # replaces (a connection's will overrides its birth). Without conn: by (boot, ts) as before.
         """INSERT INTO devices AS d (id, site_code, location, firmware, boot, state, state_at, status_ts, degraded,
-                                     safe_mode, first_seen, last_seen)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7, $7)
+                                     safe_mode, status_conn, first_seen, last_seen)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7, $7)
            ON CONFLICT (id) DO UPDATE SET
                location = COALESCE(EXCLUDED.location, d.location), firmware = EXCLUDED.firmware,
                boot = EXCLUDED.boot, state = EXCLUDED.state, state_at = EXCLUDED.state_at,
                status_ts = EXCLUDED.status_ts, degraded = EXCLUDED.degraded, safe_mode = EXCLUDED.safe_mode,
-               last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen)
+               status_conn = EXCLUDED.status_conn, last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen)
            WHERE d.boot IS NULL OR EXCLUDED.boot > d.boot
-              OR (EXCLUDED.boot = d.boot AND (EXCLUDED.status_ts IS NULL OR d.status_ts IS NULL
-                                             OR EXCLUDED.status_ts >= d.status_ts))
+              OR (EXCLUDED.boot = d.boot AND CASE
+                    WHEN EXCLUDED.status_conn IS NOT NULL AND d.status_conn IS NOT NULL
+                        THEN EXCLUDED.status_conn >= d.status_conn
+                    ELSE EXCLUDED.status_ts IS NULL OR d.status_ts IS NULL OR EXCLUDED.status_ts >= d.status_ts
+                  END)
            RETURNING id""",
         device_id, site_of(device_id), status.get("location"), status.get("fw"), int(status["boot"]),
         status["state"], received_at, _ms(status.get("ts")), list(status.get("degraded") or []),
-        bool(status.get("safe_mode", False)))
+        bool(status.get("safe_mode", False)), status.get("conn"))
     return row is not None
 
 

@@ -52,6 +52,10 @@ class App:
             except ImportError as e:  # a partial firmware upload: run degraded, don't boot-loop
                 self.sampler_error = "sampler: %r" % e
                 _log(self.sampler_error)
+        # Status identity: birth and will of one broker connection share (conn, ts), so the gateway can
+        # tell a connection's will from an older one's (docs/contract.md, status ordering).
+        self.conn = 0
+        self.conn_ts = board.time_ms()
         if cfg.transport == "websocket":
             self.client = self._ws_transport()
         else:
@@ -62,6 +66,7 @@ class App:
                 birth=(self.t_status, self._status("online"), True, 1), ssl=self._tls() if b["tls"] else None,
                 backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s),
                 is_link_up=board.wlan.isconnected, max_packet=2048)
+            self.client.on_connecting = self._on_connecting
         self.client.set_callback(self._on_message)
         self.client.subscribe(self.t_cmd, 1)
         self.commands = Commands(self)
@@ -101,7 +106,9 @@ class App:
 
     def _status(self, state):
         s = {"v": 1, "device_id": self.cfg.device_id, "state": state, "boot": self.ident.boot,
-             "fw": VERSION, "ts": self.board.time_ms(), "safe_mode": self.ident.safe_mode}
+             "fw": VERSION, "ts": self.conn_ts, "safe_mode": self.ident.safe_mode}
+        if self.conn:
+            s["conn"] = self.conn
         if self.cfg.location:
             s["location"] = self.cfg.location
         if self.degraded():
@@ -145,12 +152,19 @@ class App:
         self._outev.set()
         return True
 
+    def _on_connecting(self):
+        self.conn += 1
+        self.conn_ts = self.board.time_ms()
+        self.client.birth = (self.t_status, self._status("online"), True, 1)
+        self.client.will = (self.t_status, self._status("offline"), True, 1)
+
     def _status_changed(self):
         # refresh what the broker keeps (birth on the next connect, retained status now)
         online = self._status("online")
         self.client.birth = (self.t_status, online, True, 1)
         self.client.will = (self.t_status, self._status("offline"), True, 1)
-        self.queue(self.t_status, online)
+        if self.conn:  # before the first connection the birth will carry this state
+            self.queue(self.t_status, online)
 
     # ---- incoming ----
 
@@ -312,7 +326,6 @@ class App:
                     connects = c.connects
                     # `sqal board deploy` follows the serial log until it sees this line.
                     _log("online (broker %s:%d)" % (c.server, c.port))
-                    self.queue(self.t_status, self._status("online"))
                 if not self.ident.healthy and c.acked:
                     self.ident.mark_healthy()
             else:

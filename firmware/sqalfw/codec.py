@@ -394,7 +394,7 @@ def _dumps(obj):
 
 
 _STATUS = (("boot", _I, 0, U32, 0), _FW, ("ts", _I, 0, MAX_TS, 1), ("location", _TXT, 0, 64, 1),
-           ("safe_mode", _B, 0, 0, 1))
+           ("safe_mode", _B, 0, 0, 1), ("conn", _I, 1, U32, 1))
 
 
 def validate_status(s, topic_device_id=None):

@@ -117,6 +117,9 @@ class MQTTClient:
         self.clean_session = clean_session
         self.will = will
         self.birth = birth
+        # Called (no arguments) right before each CONNECT: lets the app give the will and the birth of
+        # this connection a matching identity (see docs/contract.md, status ordering).
+        self.on_connecting = None
         self.ssl = ssl
         self.max_inflight = max_inflight
         self.max_packet = max_packet
@@ -260,6 +263,8 @@ class MQTTClient:
         else:
             coro = asyncio.open_connection(host, self.port)
         r, w = await asyncio.wait_for(coro, self.connect_timeout)
+        if self.on_connecting is not None:
+            self.on_connecting()
         try:
             w.write(self._connect_packet())
             await w.drain()

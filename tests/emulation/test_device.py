@@ -112,7 +112,10 @@ def test_device_publishes_samples_a_subscriber_decodes(make_device: DeviceFactor
     late = MqttCollector(mosquitto_broker, [codec.topic(dev.device_id, "status")])
     try:
         assert late.wait_count(1, 5)
-        assert codec.decode_status(late.payloads()[-1])["state"] == "offline"
+        final = codec.decode_status(late.payloads()[-1])
+        assert final["state"] == "offline"
+        # the will of a connection carries its birth's identity, so the gateway orders them (contract 5)
+        assert (final["conn"], final["ts"]) == (online[-1]["conn"], online[-1]["ts"]) and final["conn"] >= 1
     finally:
         late.close()
 

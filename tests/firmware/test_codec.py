@@ -326,10 +326,13 @@ def test_status_round_trip_and_rejections() -> None:
     assert codec.decode_status(codec.encode_status(s), DEV) == s
     will = {"v": 1, "device_id": DEV, "state": "offline", "boot": 12, "fw": "0.1.0"}
     assert codec.decode_status(codec.encode_status(will)) == will
+    with_conn = dict(will, conn=3, ts=1736850000123)
+    assert codec.decode_status(codec.encode_status(with_conn)) == with_conn
     cases: list[tuple[dict[str, Any], str]] = [({"state": "gone"}, "state: 'gone' is not one of online, offline"),
                          ({"degraded": ["tof", "wifi"]}, "degraded[1]: 'wifi' is not one of tof, spec"),
                          ({"location": "x" * 65}, "location: expected 0-64 printable"),
-                         ({"boot": -1}, "boot: -1 out of range"), ({"v": 3}, "v: unsupported version 3")]
+                         ({"boot": -1}, "boot: -1 out of range"), ({"v": 3}, "v: unsupported version 3"),
+                         ({"conn": 0}, "conn: 0 out of range")]
     for over, reason in cases:
         with pytest.raises(ContractError) as err:
             codec.decode_status(json.dumps(make_status(**over)).encode())
