@@ -1,20 +1,30 @@
-"""Ingest benchmark: stored readings per second end to end (publish -> commit) and latency, through
-Mosquitto into PostgreSQL, next to (a) the raw ceiling: a bare paho subscriber that only counts, and
-(b) the naive design: decode + grade + one INSERT (one transaction) per message.
+"""Ingest benchmark: stored readings per second end to end through Mosquitto into PostgreSQL, next to
+(a) the raw ceiling: a bare paho subscriber that only counts, and (b) the naive design: decode + grade
++ one INSERT (one commit) + one PUBACK per message. All three are measured THE SAME WAY, in the same run:
 
-    .venv/bin/python bench/ingest.py [--n 20000] [--naive-n 3000]
+1. Throughput = drain rate. The consumer's persistent session (clean session off, fixed client id) is
+   created, the consumer goes away, N samples are preloaded into Mosquitto for it by several
+   publisher processes (each PUBACKed, so the broker owns them), then the consumer starts and we time
+   first delivery -> last reading counted (raw) / committed (naive, SQAL). The publisher's own speed
+   is out of the figure: this measures the consumer, the broker and the database.
+2. Latency at half the max rate: publisher processes send live at half the SQAL drain rate (split
+   between them); each sample's `ts` is its publish time, the pipeline's commit listener compares it
+   with the commit time (publish -> committed, wall clock, same machine).
 
-The publisher runs in its own process (QoS 1, up to 1000 in flight) and writes the publish time
-into each sample's `ts`; the SQAL pipeline's commit listener compares it with the commit time, so
-latency is publish -> committed, wall clock, same machine. PostgreSQL is the embedded server with
-its default durability (fsync on). Mosquitto: persistence on, max_inflight_messages 1000.
+    .venv/bin/python bench/ingest.py [--n 20000] [--naive-n 3000] [--repeat 3] [--workers N]
+
+PostgreSQL is the embedded server with its default durability (fsync on). Mosquitto: persistence on
+(autosave every second), max_inflight_messages 1000. Everything (broker, database, bench, gateway
+workers) shares this machine's cores: see docs/ingest.md for how to read the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
+import os
 import shutil
 import statistics
 import sys
@@ -24,14 +34,15 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.ingest.prepare import ClockPolicy, prepare  # noqa: E402
 from gateway.ingest.envelope import Envelope  # noqa: E402
+from gateway.ingest.prepare import ClockPolicy, prepare  # noqa: E402
 from gateway.ingest.service import IngestService, IngestSettings  # noqa: E402
 from registry.embedded import EmbeddedPostgres  # noqa: E402
 from registry.migrate import migrate_dsn  # noqa: E402
@@ -39,41 +50,89 @@ from sqalfw import codec  # noqa: E402
 from tests.fixtures.mqtt import MosquittoBroker  # noqa: E402
 from tests.gateway.ingest_support import sample  # noqa: E402
 
+SAMPLE_FILTER = "sqal/v1/+/sample"
+SPAWN = mp.get_context("spawn")
 
-def _publisher(host: str, port: int, prefix: str, n: int, rate: float, ready: "mp.synchronize.Event") -> None:
-    base = [sample(f"{prefix}_{d:02d}", boot=1, seq=0) for d in range(10)]
+
+# ---- publishers (own processes) ----
+
+def _publisher(host: str, port: int, prefix: str, first: int, n: int, step: int, rate: float,
+               ready: Any) -> None:
+    """Publish samples first, first+step, ... (n of them) of the stream `prefix` (10 devices), QoS 1,
+    up to 1000 in flight; `rate` > 0 paces them. Returns once every one is PUBACKed."""
+    base = [sample(f"{prefix}_{d:02d}", boot=1, seq=0, seed=d) for d in range(10)]
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect(host, port)
     c.loop_start()
-    ready.wait(30)
+    ready.wait(60)
     t0 = time.time()
     infos = []
-    for i in range(n):
+    for k in range(n):
+        i = first + k * step
         s = dict(base[i % 10])
         s["seq"] = i // 10
         s["ts"] = int(time.time() * 1000)
         infos.append(c.publish(codec.topic(s["device_id"], "sample"), codec.encode_sample(s), qos=1))
         if rate:
-            ahead = (i + 1) / rate - (time.time() - t0)
+            ahead = (k + 1) / rate - (time.time() - t0)
             if ahead > 0:
                 time.sleep(ahead)
     for info in infos:
-        info.wait_for_publish(120)
+        info.wait_for_publish(300)
     c.loop_stop()
     c.disconnect()
 
 
-def publish(broker: MosquittoBroker, prefix: str, n: int, rate: float = 0) -> tuple[mp.Process, "mp.synchronize.Event"]:
-    ready = mp.get_context("spawn").Event()
-    p = mp.get_context("spawn").Process(target=_publisher, args=(broker.host, broker.port, prefix, n, rate, ready))
-    p.start()
-    return p, ready
+def publish(broker: MosquittoBroker, prefix: str, n: int, procs: int = 2, rate: float = 0) -> tuple[list[Any], Any]:
+    """Start `procs` publisher processes sharing the stream; they publish when the event is set."""
+    ready = SPAWN.Event()
+    ps = [SPAWN.Process(target=_publisher, args=(broker.host, broker.port, prefix, j, len(range(j, n, procs)),
+                                                  procs, rate / procs, ready)) for j in range(procs)]
+    for p in ps:
+        p.start()
+    return ps, ready
 
 
-def raw_ceiling(broker: MosquittoBroker, n: int) -> float:
-    prefix = f"RAW{uuid.uuid4().hex[:5].upper()}"
+def preload(broker: MosquittoBroker, client_id: str, prefix: str, n: int, procs: int = 2) -> None:
+    """Create `client_id`'s persistent session subscribed to the samples, then queue n samples for it
+    while it is offline."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    subscribed = threading.Event()
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.subscribe(SAMPLE_FILTER, 1)
+    assert subscribed.wait(10), "session subscription not acknowledged"
+    c.disconnect()
+    c.loop_stop()
+    ps, ready = publish(broker, prefix, n, procs)
+    ready.set()
+    for p in ps:
+        p.join()
+        assert p.exitcode == 0, "publisher failed"
+
+
+def forget_session(broker: MosquittoBroker, client_id: str) -> None:
+    """Drop a consumer's persistent session, so later preloads are not queued for it too."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    time.sleep(0.2)
+    c.disconnect()
+    c.loop_stop()
+
+
+def new_prefix(tag: str) -> str:
+    return f"{tag}{uuid.uuid4().hex[:5].upper()}"
+
+
+# ---- the three consumers, each draining its preloaded session ----
+
+def raw_drain(broker: MosquittoBroker, n: int) -> float:
+    cid, prefix = f"bench-raw-{uuid.uuid4().hex[:6]}", new_prefix("RAW")
+    preload(broker, cid, prefix, n)
     got = {"n": 0, "first": 0.0, "last": 0.0}
     done = threading.Event()
 
@@ -85,20 +144,16 @@ def raw_ceiling(broker: MosquittoBroker, n: int) -> float:
             got["last"] = time.time()
             done.set()
 
-    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-raw", clean_session=True)
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=False)
+    sub.max_inflight_messages_set(1000)
     sub.on_message = on_message
     sub.connect(broker.host, broker.port)
-    sub.subscribe(f"sqal/v1/+/sample", 1)
     sub.loop_start()
-    time.sleep(0.5)
-    p, ready = publish(broker, prefix, n)
-    t0 = time.time()
-    ready.set()
-    done.wait(300)
-    p.join()
+    assert done.wait(600), f"raw subscriber got {got['n']} of {n}"
     sub.loop_stop()
     sub.disconnect()
-    return n / (got["last"] - t0)
+    forget_session(broker, cid)
+    return (n - 1) / (got["last"] - got["first"])
 
 
 NAIVE_SQL = """INSERT INTO sqal_samples (device_id, boot, seq, link_kind, measured_at, received_at, clock_synced,
@@ -107,66 +162,95 @@ NAIVE_SQL = """INSERT INTO sqal_samples (device_id, boot, seq, link_kind, measur
   ON CONFLICT (device_id, boot, seq) DO NOTHING"""
 
 
-async def naive(broker: MosquittoBroker, dsn: str, n: int) -> float:
-    import json
-
-    prefix = f"NAIVE{uuid.uuid4().hex[:5].upper()}"
+async def naive_drain(broker: MosquittoBroker, dsn: str, n: int) -> float:
+    """The honest straightforward design: per message, decode + grade, one INSERT in its own
+    transaction, then the PUBACK (so it loses nothing either)."""
+    cid, prefix = f"bench-naive-{uuid.uuid4().hex[:6]}", new_prefix("NAIVE")
+    preload(broker, cid, prefix, n)
     loop = asyncio.get_running_loop()
-    q: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-naive", clean_session=True)
-    sub.on_message = lambda c, u, m: loop.call_soon_threadsafe(q.put_nowait, (m.topic, bytes(m.payload)))
-    sub.connect(broker.host, broker.port)
-    sub.subscribe(f"sqal/v1/+/sample", 1)
-    sub.loop_start()
+    q: asyncio.Queue[paho.MQTTMessage] = asyncio.Queue()
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=False, manual_ack=True)
+
+    def on_message(c: paho.Client, u: object, m: paho.MQTTMessage) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, m)
+
+    sub.on_message = on_message
     conn = await asyncpg.connect(dsn)
-    await asyncio.sleep(0.5)
-    p, ready = publish(broker, prefix, n)
-    t0 = time.time()
-    ready.set()
-    done = 0
-    while done < n:
-        topic, payload = await q.get()
-        it = prepare(Envelope("mqtt", topic, payload, datetime.now(timezone.utc)), ClockPolicy())
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    first = 0.0
+    for k in range(n):
+        m = await q.get()
+        if k == 0:
+            first = time.time()
+        it = prepare(Envelope("mqtt", m.topic, bytes(m.payload), datetime.now(timezone.utc)), ClockPolicy())
         r = it.row
-        assert r is not None
+        assert r is not None, it.reject
         await conn.execute(NAIVE_SQL, r["device_id"], r["boot"], r["seq"], r["measured_at"], r["received_at"],
                            r["clock_synced"], r["score"], r["grade"], r["device_score"], r["device_grade"],
                            r["weight_g"], r["volume_cm3"], r["alerts"], json.dumps(r["features"]), json.dumps(r["raw"]))
-        done += 1
-    rate = n / (time.time() - t0)
+        sub.ack(m.mid, m.qos)
+    rate = (n - 1) / (time.time() - first)
     await conn.close()
-    await asyncio.to_thread(p.join)
     sub.loop_stop()
     sub.disconnect()
+    forget_session(broker, cid)
     return rate
 
 
-async def sqal(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: float = 0) -> tuple[float, list[float]]:
-    prefix = f"SQAL{uuid.uuid4().hex[:5].upper()}"
-    svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=f"bench-{prefix}"))
-    await svc.start(wait_subscribed_s=10)
-    lat: list[float] = []
-    state = {"stored": 0, "last": 0.0}
-    finished = asyncio.Event()
+class Watch:
+    """Commit listener: counts this run's stored samples, first receive time, last commit time and
+    publish -> commit latencies."""
 
-    def listener(items: list, outcomes: dict) -> None:
+    def __init__(self, prefix: str, n: int) -> None:
+        self.prefix, self.n = prefix, n
+        self.stored, self.first, self.last = 0, float("inf"), 0.0
+        self.lat: list[float] = []
+        self.finished = asyncio.Event()
+
+    def __call__(self, items: list[Any], outcomes: dict[int, Any]) -> None:
         now = time.time()
         for it in items:
-            if it.row is not None and it.row["device_id"].startswith(prefix) and outcomes[id(it)].status == "saved":
-                state["stored"] += 1
-                lat.append(now - it.row["raw"]["ts"] / 1000)
-        state["last"] = now
-        if state["stored"] >= n:
-            finished.set()
+            row = it.row
+            if row is None or not row["device_id"].startswith(self.prefix) or outcomes[id(it)].status != "saved":
+                continue
+            self.stored += 1
+            self.first = min(self.first, it.env.received_at.timestamp())
+            self.lat.append(now - row["measured_at"].timestamp())  # measured_at = publish time (synced ts)
+        self.last = now
+        if self.stored >= self.n:
+            self.finished.set()
 
-    svc.pipeline.add_listener(listener)
-    p, ready = publish(broker, prefix, n, rate)
-    t0 = time.time()
-    ready.set()
-    await asyncio.wait_for(finished.wait(), 600)
-    await asyncio.to_thread(p.join)
+
+async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, workers: int | None) -> float:
+    cid, prefix = f"bench-sqal-{uuid.uuid4().hex[:6]}", new_prefix("SQAL")
+    preload(broker, cid, prefix, n)
+    svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=cid, workers=workers))
+    w = Watch(prefix, n)
+    svc.pipeline.add_listener(w)
+    await svc.start(wait_subscribed_s=10)
+    await asyncio.wait_for(w.finished.wait(), 600)
     await svc.stop()
-    return n / (state["last"] - t0), lat
+    forget_session(broker, cid)
+    return (n - 1) / (w.last - w.first)
+
+
+async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: float,
+                    workers: int | None) -> tuple[float, list[float]]:
+    cid, prefix = f"bench-live-{uuid.uuid4().hex[:6]}", new_prefix("LIVE")
+    svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=cid, workers=workers))
+    w = Watch(prefix, n)
+    svc.pipeline.add_listener(w)
+    await svc.start(wait_subscribed_s=10)
+    ps, ready = publish(broker, prefix, n, procs=2, rate=rate)
+    await asyncio.sleep(2)  # publisher processes connected (spawn start-up is not part of the run)
+    ready.set()
+    await asyncio.wait_for(w.finished.wait(), 600)
+    for p in ps:
+        await asyncio.to_thread(p.join)
+    await svc.stop()
+    forget_session(broker, cid)
+    return (n - 1) / (w.last - w.first), w.lat
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -174,10 +258,22 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
+def spread(xs: list[float]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]:,.0f}"
+    return f"median {statistics.median(xs):,.0f} (min {min(xs):,.0f}, max {max(xs):,.0f}; {', '.join(f'{x:,.0f}' for x in xs)})"
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count() or 0)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--naive-n", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=20000, help="samples per raw / SQAL drain")
+    ap.add_argument("--naive-n", type=int, default=3000, help="samples per naive drain")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of (raw, naive, SQAL), interleaved")
+    ap.add_argument("--workers", type=int, default=None, help="grading processes (default: the gateway's)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sqal-bench-"))
     tmp.chmod(0o711)
@@ -188,18 +284,27 @@ async def main() -> None:
         dsn = pg.start()
         await migrate_dsn(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
-        raw = raw_ceiling(broker, args.n)
-        print(f"raw ceiling (bare paho subscriber, counts only): {raw:,.0f} msg/s")
-        nv = await naive(broker, dsn, args.naive_n)
-        print(f"naive (decode + grade + one INSERT per message): {nv:,.0f} readings/s")
-        full, lat_max = await sqal(broker, pool, args.n)
-        print(f"SQAL pipeline at max rate: {full:,.0f} stored readings/s "
-              f"(p50 {pct(lat_max, .5):.0f} ms, p99 {pct(lat_max, .99):.0f} ms under saturation)")
-        half, lat = await sqal(broker, pool, args.n // 2, rate=full / 2)
-        print(f"SQAL pipeline at half the max rate ({full / 2:,.0f}/s offered): {half:,.0f}/s, "
-              f"latency publish->commit p50 {pct(lat, .5):.1f} ms, p99 {pct(lat, .99):.1f} ms, "
-              f"mean {statistics.fmean(lat) * 1000:.1f} ms")
-        print(f"ratios: SQAL / raw ceiling = {full / raw:.2f}; SQAL / naive = {full / nv:.1f}x")
+        print(f"start: {load()}")
+        raws, naives, sqals = [], [], []
+        for r in range(args.repeat):
+            raws.append(raw_drain(broker, args.n))
+            naives.append(await naive_drain(broker, dsn, args.naive_n))
+            sqals.append(await sqal_drain(broker, pool, args.n, args.workers))
+            print(f"round {r + 1}: raw {raws[-1]:,.0f} msg/s, naive {naives[-1]:,.0f}/s, SQAL {sqals[-1]:,.0f}/s "
+                  f"= {sqals[-1] / raws[-1]:.2f} raw, {sqals[-1] / naives[-1]:.1f}x naive  ({load()})", flush=True)
+        full = statistics.median(sqals)
+        half, lat = await sqal_live(broker, pool, max(2000, args.n // 2), full / 2, args.workers)
+        print(f"raw ceiling (bare paho subscriber, counts only), drain: {spread(raws)} msg/s")
+        print(f"naive (decode + grade + INSERT/commit + PUBACK per message), drain: {spread(naives)} readings/s")
+        print(f"SQAL pipeline, drain: {spread(sqals)} stored readings/s")
+        ratios_raw = [s / r for s, r in zip(sqals, raws)]
+        ratios_naive = [s / v for s, v in zip(sqals, naives)]
+        print(f"ratios per round: SQAL / raw {', '.join(f'{x:.2f}' for x in ratios_raw)}; "
+              f"SQAL / naive {', '.join(f'{x:.1f}x' for x in ratios_naive)}")
+        print(f"SQAL live at half the median max rate ({full / 2:,.0f}/s offered by 2 publishers): {half:,.0f}/s "
+              f"stored, latency publish->commit p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms, "
+              f"max {pct(lat, 1):.0f} ms")
+        print(f"end: {load()}")
         await pool.close()
     finally:
         broker.stop()

@@ -83,6 +83,14 @@ SELECT device_id, boot, seq, lot_id, link_kind, link_issue FROM ins
 """
 
 
+class JsonText(str):
+    """JSON already encoded by the caller (the ingest encodes `features` and `raw` in its grading
+    workers, off the event loop): stored as it is instead of being encoded again. Any other value
+    of those keys is encoded with json.dumps, as before."""
+
+    __slots__ = ()
+
+
 @dataclass
 class StoreResult:
     """Per input row, in input order: `new[i]` False means (device_id, boot, seq) was already stored
@@ -115,7 +123,9 @@ def _row_tuple(i: int, r: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
 
     def js(key: str) -> str | None:
         v = r.get(key)
-        return None if v is None else json.dumps(v, default=str)
+        if v is None or type(v) is JsonText:
+            return v
+        return json.dumps(v, default=str)
 
     def num(key: str) -> float | None:
         v = r.get(key)
@@ -129,7 +139,8 @@ def _row_tuple(i: int, r: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
 async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]]) -> StoreResult:
     """Store a batch of samples (dicts with device_id, boot, seq and optional lot_id, measured_at,
     received_at, clock_synced, score, grade, device_score, device_grade, weight_g, volume_cm3,
-    alerts, features, raw). Returns which rows were new and the lot each new row got."""
+    alerts, features, raw; `features` and `raw` may be `JsonText`, already encoded). Returns which rows
+    were new and the lot each new row got."""
     if not rows:
         return StoreResult()
     now = datetime.now(UTC)

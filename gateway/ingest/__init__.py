@@ -3,6 +3,7 @@
 Modules, one concern each:
     envelope     what a source hands to the pipeline (raw bytes + how to answer/acknowledge)
     prepare      decode + validate (sqalfw.codec), authoritative grade (sqalfw.quality), clock flags
+    grading      runs prepare for a batch in a pool of worker processes (survives a worker dying)
     rejects      reason keys and payload truncation for rejected messages
     pipeline     bounded intake, batches flushed on size or time, one transaction per batch, acks after commit
     mqtt_source  paho-mqtt 2.x, manual acknowledgement, persistent session, shared subscriptions

@@ -4,9 +4,12 @@
   semaphore the paho thread blocks on; `slot_ws`, an asyncio semaphore a WebSocket awaits) and the
   slot is given back only once the message is committed and answered. So a slow database slows
   the sources down (the broker keeps the rest); nothing is ever dropped to make room.
-- Decoding and grading run in a worker thread (`prepare_batch`), so the event loop keeps serving
-  WebSockets and the database while a batch is being graded; the next batch is prepared while the
-  previous one commits (two stages, batches still committed and answered in receive order).
+- Decoding and grading run in a small pool of worker processes (`grading.Grader`: the model is pure
+  Python and holds the GIL, so a thread would take the event loop's core). A batch is split into
+  one chunk per worker; up to `prepare_ahead` batches are graded while the previous one commits
+  (batches are still committed and answered in receive order).
+- The paho thread hands messages over in bursts: one event-loop wake-up for all that arrived since
+  the last one, not one per message. Counters are added per batch, not per message.
 - One transaction per batch: samples (COPY, dedupe in SQL), rejects, device updates. Only after
   COMMIT are the `done` callbacks run (the MQTT ack, the WebSocket answer), in receive order.
 - Database errors: connection-class errors are retried forever with capped backoff (the batch is
@@ -17,19 +20,22 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Callable
 
 import asyncpg
 
 from gateway.ingest.envelope import Envelope, Outcome
+from gateway.ingest.grading import Grader
 from gateway.ingest.metrics import IngestMetrics
-from gateway.ingest.prepare import ClockPolicy, Prepared, prepare
+from gateway.ingest.prepare import ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
 from registry import devices as reg_devices
 from registry.rejects import RejectRow, insert_rejects
@@ -37,6 +43,12 @@ from registry.sample_refs import SampleRef, sample_refs
 from registry.samples import store_samples
 
 log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Grading processes: one per core, at most 2 (the event loop, PostgreSQL and the broker want
+    the rest; measured in docs/ingest.md)."""
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,8 @@ class PipelineConfig:
     payload_limit: int = 4096  # bytes kept of a rejected payload
     clock: ClockPolicy = ClockPolicy()
     retry_max_s: float = 5.0  # cap of the backoff between commit retries
+    workers: int = field(default_factory=default_workers)  # grading processes (0: a thread of this process)
+    prepare_ahead: int = 2  # batches being graded while one commits
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -72,7 +86,10 @@ class Pipeline:
         self.slot_mqtt = threading.BoundedSemaphore(config.mqtt_capacity)
         self.slot_ws = asyncio.Semaphore(config.ws_capacity)
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue()
-        self._stage: asyncio.Queue[list[Prepared] | None] = asyncio.Queue(maxsize=1)
+        self._stage: asyncio.Queue[asyncio.Future[list[Prepared]]] = asyncio.Queue(maxsize=max(1, config.prepare_ahead))
+        self.grader = Grader(config.workers, config.clock, config.payload_limit)
+        self._handoff: collections.deque[Envelope] = collections.deque()  # paho thread -> event loop
+        self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
@@ -92,13 +109,33 @@ class Pipeline:
         self._listeners.append(fn)
 
     def put_threadsafe(self, env: Envelope) -> None:
-        """From another thread, once it holds a `slot_mqtt`: hand the message to the event loop."""
-        self.loop.call_soon_threadsafe(self._enqueue, env)
+        """From another thread, once it holds a `slot_mqtt`: hand the message to the event loop.
+        Appended first, flag read second (and cleared by the loop before it empties the deque): a
+        message is either taken by a wake-up already scheduled, or schedules one itself."""
+        self._handoff.append(env)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self._take_handoff)
+
+    def _take_handoff(self) -> None:
+        self._wake_pending = False
+        envs = []
+        while self._handoff:
+            envs.append(self._handoff.popleft())
+        self._accept(envs)
+
+    def _accept(self, envs: list[Envelope]) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for env in envs:
+            k = (env.source, env.kind_hint or _topic_kind(env.topic))
+            counts[k] = counts.get(k, 0) + 1
+            self._queue.put_nowait(env)
+        self._in_flight += len(envs)
+        for (source, kind), n in counts.items():
+            self.metrics.received.labels(source, kind).inc(n)
 
     def _enqueue(self, env: Envelope) -> None:
-        self._in_flight += 1
-        self.metrics.received.labels(env.source, env.kind_hint or _topic_kind(env.topic)).inc()
-        self._queue.put_nowait(env)
+        self._accept([env])
 
     async def submit(self, env: Envelope) -> Outcome:
         """From the event loop (WebSocket): wait for a slot, then for the committed outcome."""
@@ -121,6 +158,7 @@ class Pipeline:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self.grader.start()
         self._tasks = [asyncio.create_task(self._collect(), name="ingest-collect"),
                        asyncio.create_task(self._write(), name="ingest-write")]
 
@@ -141,40 +179,44 @@ class Pipeline:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        while not self._stage.empty():  # batches graded but never committed: not acknowledged, redelivered
+            self._stage.get_nowait().cancel()
+        await self.grader.close()
 
     # ---- stage 1: batch and prepare ----
 
     async def _collect(self) -> None:
+        """A batch leaves when it is full or `flush_s` after its first message. (Sending a batch as
+        soon as a grader is idle was tried: under load its many small batches, each with a commit,
+        gave a worse p99 on this machine; see docs/ingest.md.)"""
         cfg = self.config
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + cfg.flush_s
-            while len(batch) < cfg.batch_max:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
+            while True:
+                self._take(batch)
                 left = deadline - loop.time()
-                if left <= 0:
+                if len(batch) >= cfg.batch_max or left <= 0:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            prepared = await asyncio.to_thread(self._prepare_batch, batch)
-            await self._stage.put(prepared)
+            # Graded in the background; the stage queue bounds how many batches are ahead.
+            await self._stage.put(asyncio.ensure_future(self.grader.prepare(batch)))
 
-    def _prepare_batch(self, batch: Sequence[Envelope]) -> list[Prepared]:
-        cfg = self.config
-        return [prepare(env, cfg.clock, cfg.payload_limit) for env in batch]
+    def _take(self, batch: list[Envelope]) -> None:
+        room = self.config.batch_max - len(batch)
+        while room > 0 and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+            room -= 1
 
     # ---- stage 2: commit, then answer ----
 
     async def _write(self) -> None:
         while True:
-            items = await self._stage.get()
-            if items is None:
-                return
+            items = await (await self._stage.get())
             started = time.perf_counter()
             refs, applied = await self._commit_with_retry(items)
             now = datetime.now(timezone.utc)
@@ -276,6 +318,8 @@ class Pipeline:
                   applied: dict[int, bool]) -> dict[int, Outcome]:
         m = self.metrics
         out: dict[int, Outcome] = {}
+        stored = dups = 0
+        grades: dict[str, int] = {}
         for it in items:
             if it.kind == "sample" and it.row is not None:
                 new, ref = refs.get(id(it), (False, None))
@@ -287,12 +331,13 @@ class Pipeline:
                 elif new:
                     o.score, o.grade = row["score"], row["grade"]
                 if new:
-                    m.stored.inc()
-                    m.grades.labels(row["grade"] or "none").inc()
+                    stored += 1
+                    g = row["grade"] or "none"
+                    grades[g] = grades.get(g, 0) + 1
                     for f in it.clock_flags:
                         m.clock_flags.labels(f).inc()
                 else:
-                    m.duplicates.inc()
+                    dups += 1
             elif it.kind == "reject" and it.reject is not None:
                 o = Outcome("rejected", _topic_kind(it.env.topic) if it.env.kind_hint is None else it.env.kind_hint,
                             it.device_id, reason=it.reject.reason)
@@ -302,10 +347,17 @@ class Pipeline:
                 o = Outcome("applied" if ok else "stale", it.kind, it.device_id)
                 m.device_updates.labels(it.kind).inc()
             out[id(it)] = o
+        if stored:
+            m.stored.inc(stored)
+        if dups:
+            m.duplicates.inc(dups)
+        for g, n in grades.items():
+            m.grades.labels(g).inc(n)
         return out
 
     def _answer(self, items: list[Prepared], outcomes: dict[int, Outcome], now: datetime) -> None:
         m = self.metrics
+        mqtt_done = 0
         for it in items:
             m.latency_seconds.observe(max(0.0, (now - it.env.received_at).total_seconds()))
             if it.kind == "sample" and it.row is not None and it.row["measured_at"] is not None:
@@ -319,7 +371,9 @@ class Pipeline:
             finally:
                 self._in_flight -= 1
                 if it.env.source == "mqtt":
-                    self.slot_mqtt.release()
+                    mqtt_done += 1
+        if mqtt_done:
+            self.slot_mqtt.release(mqtt_done)
         for fn in self._listeners:
             try:
                 fn(items, outcomes)

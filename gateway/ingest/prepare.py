@@ -44,7 +44,8 @@ class Prepared:
         return (self.row["device_id"], self.row["boot"], self.row["seq"])
 
 
-def _reject(env: Envelope, reason: str, device_id: str | None, limit: int) -> Prepared:
+def reject_of(env: Envelope, reason: str, device_id: str | None, limit: int) -> Prepared:
+    """A reject for `env` with `reason` (the payload kept up to `limit` bytes)."""
     row = RejectRow(received_at=env.received_at, source=env.source, topic=env.topic[:256], device_id=device_id,
                     reason_key=reason_key(reason), reason=reason[:1000], payload=truncate(env.payload, limit),
                     payload_size=env.size)
@@ -99,7 +100,7 @@ def prepare(env: Envelope, policy: ClockPolicy = ClockPolicy(), payload_limit: i
         else:
             kind = env.kind_hint
         if env.pre_reject is not None:
-            return _reject(env, env.pre_reject, device_id, payload_limit)
+            return reject_of(env, env.pre_reject, device_id, payload_limit)
         if kind == "sample":
             data = env.payload
             if env.obj is not None:
@@ -117,8 +118,8 @@ def prepare(env: Envelope, policy: ClockPolicy = ClockPolicy(), payload_limit: i
         if kind == "cmd/result":
             res = codec.decode_result(env.payload)
             return Prepared(env, "result", device_id=device_id, data=res)
-        return _reject(env, "topic: the gateway does not ingest '%s' messages" % kind, device_id, payload_limit)
+        return reject_of(env, "topic: the gateway does not ingest '%s' messages" % kind, device_id, payload_limit)
     except codec.ContractError as exc:
-        return _reject(env, str(exc), device_id, payload_limit)
+        return reject_of(env, str(exc), device_id, payload_limit)
     except Exception as exc:  # a decoder or model bug must cost one message, never the batch
-        return _reject(env, "internal: %s: %s" % (type(exc).__name__, exc), device_id, payload_limit)
+        return reject_of(env, "internal: %s: %s" % (type(exc).__name__, exc), device_id, payload_limit)
