@@ -79,7 +79,7 @@ DEVICE_MODULES = (
     "asyncio", "sqalfw.app", "sqalfw.sampler", "sqalfw.commands", "sqalfw.telemetry",
     "emulation.mpboard.board", "emulation.mpboard.sensors", "emulation.mpboard.wdt",
     "emulation.peripherals.vl53l8", "emulation.peripherals.as7341", "emulation.peripherals.bus",
-    "emulation.peripherals.scene",
+    "emulation.peripherals.scene", "sqalfw.ws_transport",
 )
 _heap_cache: dict[str, int] = {}
 
@@ -155,12 +155,16 @@ class EmulatedDevice:
         heap: str | None = None,
         sensor_blob: str | os.PathLike[str] | None = None,
         restart_on_reset: bool = True,
+        own_process_group: bool = False,
     ) -> None:
         self.device_id = device_id
         self.flash_dir = Path(flash_dir).resolve()
         self.broker_url = broker_url
         self.heap = heap  # None: esp32_equivalent_heap(), decided at first start
         self.restart_on_reset = restart_on_reset
+        # True: the terminal's Ctrl-C reaches only the host runner, which then stops the device
+        # gracefully (offline status, DISCONNECT) instead of the device dying mid-cycle
+        self.own_process_group = own_process_group
         self.config: dict[str, Any] = {
             "device_id": device_id,
             "broker_url": broker_url,
@@ -236,7 +240,7 @@ class EmulatedDevice:
             self._proc = subprocess.Popen(
                 [micropython_binary(), "-X", f"heapsize={self.heap}", str(DEVICE_MAIN), str(self.flash_dir)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=str(self.flash_dir),
+                cwd=str(self.flash_dir), process_group=0 if self.own_process_group else None,
             )
         finally:
             log.close()
@@ -276,13 +280,18 @@ class EmulatedDevice:
             return "killed"
         return "crash"
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """Graceful: the firmware publishes `offline` and disconnects, then exits 0."""
+    def request_stop(self) -> None:
+        """Ask the firmware to stop (it publishes `offline`, disconnects, exits 0) without waiting:
+        a fleet asks all its devices at once, then waits for them together."""
         with self._lock:
             self._wanted = False
-            p = self._proc
             self.control["stop"] = True
             self._write_control()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Graceful: the firmware publishes `offline` and disconnects, then exits 0."""
+        self.request_stop()
+        p = self._proc
         if p is None:
             return None
         try:
@@ -325,6 +334,13 @@ class EmulatedDevice:
 
     def set_clock_skew(self, seconds: float) -> None:
         self._set_control(clock_skew_s=float(seconds))
+
+    def set_i2c_error_rate(self, rate: float) -> None:
+        """Probability of an OSError per I2C transaction, from now on (the drivers retry 3 times)."""
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"i2c error rate must be within 0..1, got {rate}")
+        self._set_control(i2c_error_rate=rate)
 
     def hang_i2c(self, hang: bool = True) -> None:
         """The I2C bus stops answering (a blocked call): only the watchdog gets the board back."""

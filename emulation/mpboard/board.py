@@ -131,6 +131,12 @@ class Board:
             self.link.set_host_up(d["net"] != "down")
         if "clock_skew_s" in d:
             self.skew_ms = int(d["clock_skew_s"] * 1000)
+        if "i2c_error_rate" in d:
+            r = d["i2c_error_rate"]
+            if isinstance(r, (int, float)) and 0 <= r <= 1 and r != self.settings["i2c_error_rate"]:
+                self.settings["i2c_error_rate"] = r  # also for a bus built later
+                if self.sensors is not None:
+                    self.sensors.bus.error_rate = r
         if "i2c_hang" in d:
             self.i2c_hang = bool(d["i2c_hang"])
         if d.get("stop"):

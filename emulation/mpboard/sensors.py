@@ -63,7 +63,7 @@ class HangableI2C:
         if self._board.i2c_hang:
             print("emulation: I2C bus hung")
             while True:
-                time.sleep_ms(100)
+                time.sleep(0.1)  # not sleep_ms: on the unix port that polls every 0.5 ms
 
     def scan(self):
         self._gate()

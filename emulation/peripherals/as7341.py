@@ -52,6 +52,8 @@ class AS7341Model:
         self._data = None
         self._sat = 0
         self.measurements = 0
+        self._route_key = None
+        self._route_cache = None
 
     # ---- derived ---------------------------------------------------------------------------
     def atime(self):
@@ -138,6 +140,21 @@ class AS7341Model:
         self.regs[r] = v
 
     # ---- the measurement -----------------------------------------------------------------------
+    def _routes(self):
+        # channels routed to each ADC, in pixel order (the order the sums are taken in), cached
+        # for the current switch matrix: decoding all 40 pixels x 6 ADCs every pass was hot
+        key = bytes(self.routing)
+        if self._route_key != key:
+            routes = [[] for _ in range(6)]
+            for p in range(40):
+                b = key[p >> 1]
+                k = (b >> 4) if p & 1 else (b & 0x0F)
+                if 1 <= k <= 6 and p in PIXELS:
+                    routes[k - 1].append(PIXELS[p])
+            self._route_key = key
+            self._route_cache = routes
+        return self._route_cache
+
     def _measure(self):
         if self._data is not None:
             return
@@ -147,15 +164,12 @@ class AS7341Model:
         fs = self.full_scale()
         data = [0] * 6
         sat = 0
+        routes = self._routes()
         for adc in range(6):
             sig = 0.0
-            for p in range(40):
-                b = self.routing[p >> 1]
-                k = (b >> 4) if p & 1 else (b & 0x0F)
-                if k == adc + 1 and p in PIXELS:
-                    ch = PIXELS[p]
-                    f = factors[ch] if factors is not None else 1.0
-                    sig += REFERENCE[ch] * f / NPIX[ch]
+            for ch in routes[adc]:
+                f = factors[ch] if factors is not None else 1.0
+                sig += REFERENCE[ch] * f / NPIX[ch]
             if sig == 0.0:
                 continue  # nothing routed: a dark ADC
             c = sig * scale + self._rng.gauss(0.0, NOISE_SD)

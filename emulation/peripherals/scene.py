@@ -21,6 +21,7 @@ class Scene:
         self.seed = seed
         self.rng = Rng(seed)
         self.product = None
+        self._trig = None  # (product, cos(angle), sin(angle)) for height()
         self.count = 0
         self.next_product()
 
@@ -81,11 +82,18 @@ class Scene:
     def height(self, x, y):
         """Height of the liver surface above the tray top at tray point (x, y), mm (0 = bare tray)."""
         p = self.product
-        ca, sa = math.cos(p["angle"]), math.sin(p["angle"])
+        # cos/sin of the liver's angle once per liver, not per point (tof_zone asks 576 points a
+        # frame; this was the emulated device's hottest code). Same values, same results.
+        trig = self._trig
+        if trig is None or trig[0] is not p:
+            trig = self._trig = (p, math.cos(p["angle"]), math.sin(p["angle"]))
+        ca, sa = trig[1], trig[2]
         dx, dy = x - p["cx"], y - p["cy"]
         u = dx * ca + dy * sa
         v = -dx * sa + dy * ca
         q = (u / p["a"]) ** 2 + (v / p["b"]) ** 2
+        if q >= 1.0:
+            return 0.0  # bare tray: defects only cut or add where the liver is (h > 0)
         h = 0.0
         if q < 1.0:
             h = p["c"] * math.sqrt(1.0 - q)
@@ -108,7 +116,10 @@ class Scene:
         """(distances_mm, statuses) for res x res zones, row-major, with ranging noise."""
         r = self.rng
         zw, zh = TRAY_W / res, TRAY_H / res
-        optical = [d for d in self.product["defects"] if d["kind"] == "optical"]
+        p = self.product
+        optical = [d for d in p["defects"] if d["kind"] == "optical"]
+        ca, sa = math.cos(p["angle"]), math.sin(p["angle"])
+        cx, cy, a, b = p["cx"], p["cy"], p["a"], p["b"]
         dist = [0] * (res * res)
         st = [5] * (res * res)
         for row in range(res):
@@ -117,8 +128,18 @@ class Scene:
                 x0 = -TRAY_W / 2 + col * zw
                 s = 0.0
                 for i in range(SUB):
+                    y = y0 + (i + 0.5) * zh / SUB
                     for j in range(SUB):
-                        s += self.height(x0 + (j + 0.5) * zw / SUB, y0 + (i + 0.5) * zh / SUB)
+                        x = x0 + (j + 0.5) * zw / SUB
+                        # inline of height()'s bare-tray test: most points miss the liver, and
+                        # a call per point was most of the device's frame cost (same arithmetic)
+                        dx, dy = x - cx, y - cy
+                        u = dx * ca + dy * sa
+                        v = -dx * sa + dy * ca
+                        if (u / a) ** 2 + (v / b) ** 2 < 1.0:
+                            s += self.height(x, y)
+                        else:
+                            s += 0.0
                 z = row * res + col
                 d = SENSOR_MM - TRAY_MM - s / (SUB * SUB) + r.gauss(0.0, RANGE_SD)
                 dist[z] = int(d + 0.5) if d > 0 else 0

@@ -54,6 +54,7 @@ class VL53L8Model:
         self._ui_low = UI_END + 1
         self._frame = None
         self._k = 0
+        self._iv = None               # frame interval (ms) derived from the DCI, see _results
         for i in range(len(self.ui)):
             self.ui[i] = 0
 
@@ -224,6 +225,7 @@ class VL53L8Model:
                 if pos + 4 + n > end:
                     return False
                 self.dci[h >> 16] = bytes(ui[pos + 4:pos + 4 + n])
+                self._iv = None
                 pos += 4 + n
             return True
         return op == 0x03                       # offset / xtalk calibration: accepted as is
@@ -271,7 +273,10 @@ class VL53L8Model:
     def _results(self, reg, n):
         if not self.ranging:
             return bytes(n)
-        k = int((self.clock_ms() - self._t0) / self.frame_interval_ms())
+        iv = self._iv
+        if iv is None:  # cached: the host polls data-ready every few ms and the DCI rarely changes
+            iv = self._iv = self.frame_interval_ms()
+        k = int((self.clock_ms() - self._t0) / iv)
         if k != self._k and not self.stuck_data_ready:
             self._k = k
             self._sc = k % 255

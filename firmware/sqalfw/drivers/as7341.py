@@ -97,8 +97,13 @@ class AS7341:
             self.i2c.writeto_mem(self.addr, 0x00, SMUX_F1_F4 if n == 0 else SMUX_F5_F8)
             self._wr(ENABLE, PON | SMUXEN)
             start = time.ticks_ms()
-            while self._rd(ENABLE) & SMUXEN:
-                if time.ticks_diff(time.ticks_ms(), start) > self.smux_timeout_ms:
+            while True:
+                # Take the deadline before the read: a host that paused us past it still gets one
+                # last look at the chip before the sensor is declared failed.
+                late = time.ticks_diff(time.ticks_ms(), start) > self.smux_timeout_ms
+                if not self._rd(ENABLE) & SMUXEN:
+                    break
+                if late:
                     raise SensorError("as7341: SMUX did not finish within %d ms" % self.smux_timeout_ms)
                 time.sleep_ms(1)
             self._wr(ENABLE, PON | SP_EN)
@@ -141,9 +146,14 @@ class AS7341:
         res = {}
         clear = 0
         nir = 0
+        # AVALID cannot rise before the integration time: sleep through it, then poll every 2 ms.
+        # (Polling from the start cost ~25 I2C reads and event-loop wake-ups per pass.)
+        wait = int(self.integration_ms())
         for n in (0, 1):
             self.start_pass(n)
             start = time.ticks_ms()
+            if wait > 2:
+                await asyncio.sleep_ms(wait)
             while not self.pass_ready():
                 if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
                     raise SensorError("as7341: AVALID not set within %d ms (pass %d)" % (timeout_ms, n))

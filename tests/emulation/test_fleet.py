@@ -1,0 +1,177 @@
+"""A fleet of 20 emulated devices (real firmware, real MicroPython) against a real broker (Mosquitto
+and amqtt), through a partition of some devices, a device reboot and a broker restart: an
+independent subscriber (persistent session, QoS 1) must see every (device, boot, seq) exactly once
+after dedupe and none missing.
+
+What "none missing" can mean depends on the broker:
+- Mosquitto keeps sessions and queued messages across a restart (persistence file, saved on
+  SIGTERM): every sample a device got a PUBACK for reaches the subscriber. Assert: no gap at all.
+- amqtt keeps nothing across a restart. A device pops a sample from its spool once the broker
+  PUBACKs it, so samples the broker acknowledged but had not forwarded when it stopped, and samples
+  the devices replay after the restart before the subscriber has re-subscribed (no session = no
+  queue), are gone: QoS 1 is hop by hop. The devices still replay everything not PUBACKed, so
+  samples taken during the outage are NOT lost. Assert: every gap lies in the restart window
+  (the last sample before a gap was taken just before the broker went down, the first after it
+  was taken before the subscriber was back), and no gap at all outside it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqalfw import codec
+
+from emulation.fleet import Fleet
+from tests.fixtures.mqtt import MqttCollector
+
+N = 20
+SAMPLES = 60
+INTERVAL = 0.25
+# light per-device settings so that 20 devices fit the 2-core test machine: 4x4 ToF at 30 Hz
+# (the fleet behaviour under test does not depend on the resolution), telemetry every second
+DEVICE_CONFIG = {"tof_frequency_hz": 30, "keepalive_s": 5, "watchdog_s": 20}
+
+
+def _wait(pred: Any, timeout: float, what: str, fleet: Fleet) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; totals {fleet.totals()}")
+
+
+def _samples(col: MqttCollector) -> list[dict[str, Any]]:
+    out = []
+    for t, p, _r in list(col.messages):
+        if t.endswith("/sample"):
+            out.append(codec.decode_sample(p, t.split("/")[2]))
+    return out
+
+
+def _gaps(seqs: set[int]) -> list[tuple[int, int]]:
+    """Maximal runs [a, b] of missing seqs below the highest one received."""
+    out: list[tuple[int, int]] = []
+    s = -1
+    for q in sorted(seqs):
+        if q > s + 1:
+            out.append((s + 1, q - 1))
+        s = q
+    return out
+
+
+def test_fleet_partition_reboot_broker_restart_nothing_lost(mqtt_broker: Any, tmp_path: Path) -> None:
+    kind = mqtt_broker.kind
+    col = MqttCollector(mqtt_broker, ["sqal/v1/+/sample"], client_id=f"it-{uuid.uuid4().hex[:8]}",
+                        clean_session=False)
+    col.client.reconnect_delay_set(1, 1)
+    fleet = Fleet(N, mqtt_broker.url, interval=INTERVAL, seed=11, base_dir=tmp_path / "fleet",
+                  id_prefix="ESP32_FT", telemetry_interval=1, resolution=4, config=DEVICE_CONFIG)
+    try:
+        fleet.start()
+        _wait(lambda: min(s.received for s in fleet.stats()) >= 8, 60, "8 samples from every device", fleet)
+
+        # phase 1: five devices lose their network for 4 s; another one is power-cycled meanwhile
+        t_cut = time.time()
+        cut = fleet.partition(range(5), seconds=4)
+        assert cut == [0, 1, 2, 3, 4]
+        time.sleep(1.0)
+        before_heal = {s.device_id: s.received for s in fleet.stats()[:5]}
+        fleet.reboot([5])
+        time.sleep(1.5)
+        assert {s.device_id: s.received for s in fleet.stats()[:5]} == before_heal, "a partitioned device got through"
+        assert all(s.state == "partitioned" for s in fleet.stats()[:5])
+        _wait(lambda: not fleet.partitioned, 10, "the partition to heal", fleet)
+        _wait(lambda: min(s.received for s in fleet.stats()) >= 25, 60, "25 samples from every device", fleet)
+
+        # phase 2: the broker restarts (3 s down); the devices spool meanwhile and replay
+        t_down = time.time()
+        mqtt_broker.stop()
+        time.sleep(3)
+        mqtt_broker.start()
+        _wait(lambda: col.client.is_connected(), 15, "the subscriber to reconnect", fleet)
+        t_back = time.time() + 1.0  # + the SUBACK round trip
+        _wait(lambda: min(s.received for s in fleet.stats()) >= SAMPLES, 90,
+              f"{SAMPLES} samples from every device", fleet)
+
+        # end: everything each boot reported sampled has arrived (what is still spooled after the
+        # last telemetry stays on the device's flash: not lost, not asserted)
+        def caught_up() -> bool:
+            got = fleet.received()
+            for did, boots in fleet.reported().items():
+                for boot, v in boots.items():
+                    seqs = got[did].get(boot, set())
+                    if v.sampled and (not seqs or max(seqs) + 1 < v.sampled):
+                        return False
+            return True
+
+        _wait(caught_up, 30, "every reported sample to arrive", fleet)
+    finally:
+        fleet.stop()
+    try:
+        samples = _samples(col)
+    finally:
+        col.close()
+
+    by_key: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for s in samples:
+        by_key.setdefault((s["device_id"], s["boot"], s["seq"]), s)
+    per_boot: dict[tuple[str, int], set[int]] = {}
+    for did, boot, seq in by_key:
+        per_boot.setdefault((did, boot), set()).add(seq)
+    reported = fleet.reported()
+
+    # every device took part; the rebooted one has a second boot; nobody else restarted
+    assert {did for did, _b in per_boot} == set(fleet.ids)
+    assert {b for did, b in per_boot if did == fleet.ids[5]} == {1, 2}
+    assert all(b == 1 for did, b in per_boot if did != fleet.ids[5])
+    assert [d.starts for d in fleet.devices] == [2 if i == 5 else 1 for i in range(N)]
+    assert all(d.exits[-1] == (0, "stopped") for d in fleet.devices), [d.exits for d in fleet.devices]
+    for did in fleet.ids:
+        assert sum(len(v) for (d, _b), v in per_boot.items() if d == did) >= SAMPLES
+
+    allowed_loss = 0
+    for (did, boot), seqs in sorted(per_boot.items()):
+        last = reported[did].get(boot)
+        # everything the boot reported sampled and no longer had spooled was received (seqs start
+        # at 0); caught_up() above already saw every reported sample arrive at one moment
+        assert last is not None and max(seqs) + 1 >= last.sampled - last.spool, (did, boot, last, max(seqs))
+        gaps = _gaps(seqs)
+        if kind == "mosquitto":
+            assert gaps == [], f"{did} boot {boot}: samples lost: {gaps}"
+            continue
+        ts = {q: by_key[(did, boot, q)]["ts"] / 1000 for q in seqs}
+        for a, b in gaps:
+            assert a > 0, f"{did} boot {boot}: lost from seq 0 - not explained by the restart"
+            prev_ts, next_ts = ts[a - 1], ts[b + 1]
+            assert t_down - 3 <= prev_ts <= t_back and next_ts <= t_back + 3, (
+                f"{did} boot {boot}: gap {a}..{b} outside the amqtt restart window "
+                f"({prev_ts - t_down:+.1f} s / {next_ts - t_down:+.1f} s from the stop)")
+            allowed_loss += b - a + 1
+    # the partitioned devices' samples taken while cut off did arrive (spooled, replayed later)
+    for did in fleet.ids[:5]:
+        during = [s for s in by_key.values() if s["device_id"] == did and t_cut + 1 < s["ts"] / 1000 < t_cut + 3.5]
+        assert len(during) >= 4, f"{did}: {len(during)} samples from inside the partition"
+    if kind == "amqtt":
+        print(f"amqtt: {allowed_loss} samples lost in the restart window (see module docstring)")
+
+    # the fleet's own counters agree with the independent subscriber
+    got = fleet.received()
+    for (did, boot), seqs in per_boot.items():
+        mine = got[did].get(boot, set())
+        assert mine, (did, boot)
+        # the monitor stops a moment before the subscriber: compare up to its last sample
+        upto = {q for q in seqs if q <= max(mine)}
+        if kind == "mosquitto":
+            assert mine == upto, (did, boot, sorted(upto ^ mine))
+        else:  # the monitor has its own session (and reconnect delay): its losses may differ, but
+            # only inside the restart window too
+            outside = {q for q in upto if not t_down - 3 <= by_key[(did, boot, q)]["ts"] / 1000 <= t_back + 5}
+            assert outside <= mine, (did, boot, sorted(outside - mine))
+    tot = fleet.totals()
+    assert tot["sampled"] >= N * SAMPLES and tot["devices"] == N and tot["boots"] == N + 1
+    assert tot["reconnects"] >= N  # every device reconnected after the restart
+    assert fleet.monitor.bad == 0, fleet.monitor.last_error
