@@ -1,0 +1,162 @@
+"""`python -m emulation.run_device`: one emulated SQAL device as a command (the supervisor's catalogue).
+
+A thin wrapper around `emulation.device.EmulatedDevice` (which has no CLI of its own): prepares the
+flash directory, boots the real firmware on the MicroPython unix port, copies the device's serial
+console (device.log in the flash dir) to stdout so whoever runs this command sees it live, and stops
+the device gracefully (firmware publishes `offline`, exits 0) on SIGTERM/SIGINT or after --duration.
+
+Exit codes: 0 stopped (signal or duration), 2 bad arguments, 1 the device process could not run.
+The flash dir persists across runs: the boot counter keeps increasing, so the (device, boot, seq)
+dedupe key never repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$")
+POLL_S = 0.2
+
+
+def _device_id(text: str) -> str:
+    if not DEVICE_ID.match(text):
+        raise argparse.ArgumentTypeError(f"device id {text!r} must match {DEVICE_ID.pattern}")
+    return text
+
+
+def _location(text: str) -> str:
+    if len(text) > 64 or not text.isprintable():
+        raise argparse.ArgumentTypeError("location must be printable and at most 64 characters")
+    return text
+
+
+def _broker(text: str) -> str:
+    from sqalfw.config import parse_broker_url
+
+    try:
+        parse_broker_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"broker URL {text!r}: {exc}") from None
+    return text
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"interval {text!r} is not a number") from None
+    if not 0.1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"interval must be between 0.1 and 86400 s, got {value}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"duration must be >= 0 (0 = until stopped), got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    from emulation.peripherals import profiles
+
+    p = argparse.ArgumentParser(prog="python -m emulation.run_device",
+                                description="Run one emulated SQAL device (real firmware on MicroPython).")
+    p.add_argument("--device-id", type=_device_id, required=True)
+    p.add_argument("--location", type=_location, default="")
+    p.add_argument("--broker", type=_broker, required=True, help="mqtt://host:port of the broker")
+    p.add_argument("--interval", type=_interval, default=30.0, help="seconds between samples")
+    p.add_argument("--profile", choices=profiles.names(), default="default", help="quality profile of the scene")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--flash-dir", type=Path, required=True, help="the device's flash (persists across runs)")
+    p.add_argument("--duration", type=_duration, default=0.0, help="stop after this many seconds; 0 = until stopped")
+    return p
+
+
+class _Tail:
+    """Copies new bytes of the device log to stdout (the console of the emulated board)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0  # only this run's lines
+
+    def pump(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        if data:
+            self.offset += len(data)
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+
+
+def _watch_parent(stop: threading.Event) -> None:
+    # A second guard next to the supervisor's PR_SET_PDEATHSIG: when our parent goes away (we get
+    # re-parented), stop the device instead of running on as an orphan.
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulation.device import EmulatedDevice
+
+    stop = threading.Event()
+
+    def _signalled(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signalled)
+    signal.signal(signal.SIGINT, _signalled)
+    device = EmulatedDevice(args.device_id, args.flash_dir, args.broker, profile=args.profile, seed=args.seed,
+                            interval=args.interval, config={"location": args.location})
+    device.prepare()  # rewrite config.json each run: the options of this run take effect
+    tail = _Tail(device.flash_dir / "device.log")
+    print(f"run_device: {args.device_id} ({args.location or 'no location'}) broker={args.broker} "
+          f"interval={args.interval}s profile={args.profile} seed={args.seed} flash={device.flash_dir}", flush=True)
+    try:
+        device.start()
+    except Exception as exc:  # noqa: BLE001  (missing interpreter, unwritable flash...: say what, exit 1)
+        print(f"run_device: cannot start {args.device_id}: {exc}", flush=True)
+        return 1
+    threading.Thread(target=_watch_parent, args=(stop,), daemon=True).start()
+    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    rc = 0
+    try:
+        while not stop.wait(POLL_S):
+            tail.pump()
+            if deadline is not None and time.monotonic() >= deadline:
+                print(f"run_device: duration {args.duration}s reached, stopping", flush=True)
+                break
+            if not device.running and device.exits and device.exits[-1][1] == "config_error":
+                print("run_device: the firmware refused its configuration (see above)", flush=True)
+                rc = 1
+                break
+    finally:
+        code = device.stop()
+        tail.pump()
+        print(f"run_device: {args.device_id} stopped (firmware exit code {code})", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Shared pieces of the control panel API: where children find the gateway, request field types."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import HTTPException, Request
+from pydantic import AfterValidator, Field
+
+from gateway.scenarios import Orchestrator
+from gateway.supervisor import RunContext, Supervisor
+from gateway.supervisor.catalogue import check_device_id, check_location, profile_names
+
+PREFIX = "/api/control-panel"
+TAG_SQAL = "Control Panel - SQAL Simulators"
+TAG_GAVAGE = "Control Panel - Gavage Simulator"
+TAG_CONSUMER = "Control Panel - Consumer Simulator"
+TAG_ORCHESTRATE = "Control Panel - Orchestrated Scenarios"
+TAGS_METADATA = [
+    {"name": TAG_SQAL, "description": "Emulated SQAL devices (real firmware on MicroPython) as supervised processes."},
+    {"name": TAG_GAVAGE, "description": "The gavage (feeding) simulator: creates lots, feeds them over /ws/gavage."},
+    {"name": TAG_CONSUMER, "description": "The consumer simulator: scans product QR codes and leaves feedback."},
+    {"name": TAG_ORCHESTRATE, "description": "Scenarios chaining gavage -> SQAL -> consumer on one lot id."},
+]
+
+
+def _profile(value: str) -> str:
+    names = profile_names()
+    if value not in names:
+        raise ValueError(f"profile {value!r} unknown; choose one of {', '.join(names)}")
+    return value
+
+
+def _device_id(value: str) -> str:
+    return check_device_id(value)
+
+
+def _location(value: str) -> str:
+    return check_location(value)
+
+
+DeviceId = Annotated[str, AfterValidator(_device_id),
+                     Field(description="Device id, ^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$", examples=["ESP32_DEMO_LL_01"])]
+Location = Annotated[str, AfterValidator(_location), Field(description="Printable, at most 64 characters",
+                                                           examples=["Ligne A - Landes"])]
+Profile = Annotated[str, AfterValidator(_profile),
+                    Field(description="Quality profile of the emulated product scene: default (the trade's mix), "
+                                      "premium, good, acceptable, low, defective")]
+Duration = Annotated[float, Field(ge=0, le=7 * 86400, description="Seconds to run; 0 = until stopped")]
+Seed = Annotated[int | None, Field(ge=0, le=2**31 - 1, description="Random seed; omitted = a fresh one per start "
+                                                                      "(reported in the status config)")]
+Interval = Annotated[float, Field(ge=0.2, le=3600, description="Seconds between two samples of a device")]
+
+
+def supervisor(request: Request) -> Supervisor:
+    sup: Supervisor | None = getattr(request.app.state, "supervisor", None)
+    if sup is None:
+        raise HTTPException(503, "the simulator supervisor is not running (gateway starting or stopping)")
+    return sup
+
+
+def orchestrator(request: Request) -> Orchestrator:
+    orch: Orchestrator | None = getattr(request.app.state, "orchestrator", None)
+    if orch is None:
+        raise HTTPException(503, "the simulator supervisor is not running (gateway starting or stopping)")
+    return orch
+
+
+def api_url(state: Any) -> str:
+    """The gateway's own base URL as the children reach it: set by the server once bound (port 0
+    resolves then), else from the settings; a wildcard bind is reached on loopback."""
+    url: str | None = getattr(state, "api_url", None)
+    if url:
+        return url
+    s = state.settings
+    host = "127.0.0.1" if s.http_host in ("0.0.0.0", "", "::") else s.http_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{s.http_port}"
+
+
+def run_context(request: Request) -> RunContext:
+    return context_for(request.app.state)
+
+
+def context_for(state: Any) -> RunContext:
+    """RunContext from an app's state (the demo command and tests start scenarios without a request)."""
+    settings = state.settings
+    ingest = getattr(state, "ingest", None)
+    broker = (ingest.broker_url if ingest is not None else None) or settings.mqtt_url
+    return RunContext(api_url=api_url(state), broker_url=broker, data_dir=settings.data_dir,
+                      api_token=settings.api_token)
