@@ -7,6 +7,16 @@ the session is NOT anonymous (amqtt marks every session anonymous under Anonymou
 that plugin, readings published while the gateway restarts would be dropped by the broker. The
 loopback listener accepts every client, as a named (non-anonymous) session.
 
+Device authentication (SQAL_MQTT_AUTH, see gateway.auth.mqtt_auth_enabled): with a credentials
+directory the broker loads `DeviceAuthPlugin` + `DeviceTopicPlugin` instead. They read the
+CredentialStore's users.json (hashes written by `sqal board provision`) on every CONNECT, so a new,
+rotated or revoked device applies to its next connection without a restart, and enforce the same
+rules as the generated Mosquitto ACL: a device (user name = device id, and client id = device id,
+so it cannot take over another device's persistent session) may publish and subscribe only under
+sqal/v1/<its id>/, its last will included (amqtt publishes wills without a topic check); the
+gateway's user `_sqal_gateway` may read sample/status/telemetry/cmd/result of every device and
+publish only commands. Anything else is refused: no anonymous session, no unknown user.
+
 Limits (amqtt 0.12): sessions and queued messages live in memory only (a gateway process that
 dies loses the broker's queue with it: use Mosquitto with persistence for that guarantee), and
 `$share/` shared subscriptions are not supported (one replica only: use an external broker to scale).
@@ -17,10 +27,16 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from amqtt.broker import Broker
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
+
+from gateway.auth import DeviceCredentials
+from gateway.boards.provision import GATEWAY_READS, GATEWAY_USER, CredentialStore
+from sqalfw.codec import valid_device_id
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +53,78 @@ class LoopbackAuthPlugin(BaseAuthPlugin):
         return True
 
 
+def _own_subtree(device_id: str, levels: list[str]) -> bool:
+    return len(levels) >= 4 and levels[:3] == ["sqal", "v1", device_id]
+
+
+def topic_allowed(user: str | None, topic: str, action: Action) -> bool:
+    """The ACL, as a pure function: `topic` is a topic name (publish, receive) or a filter (subscribe)."""
+    if not user or not topic or len(topic) > 256:
+        return False
+    levels = topic.split("/")
+    if user == GATEWAY_USER:
+        if len(levels) < 4 or levels[:2] != ["sqal", "v1"]:
+            return False
+        device, kind = levels[2], "/".join(levels[3:])
+        if action == Action.PUBLISH:  # commands to one named device
+            return kind == "cmd" and valid_device_id(device)
+        if kind not in GATEWAY_READS:
+            return False
+        return valid_device_id(device) or (action == Action.SUBSCRIBE and device == "+")
+    if not valid_device_id(user):
+        return False
+    return _own_subtree(user, levels)
+
+
+class DeviceAuthPlugin(BaseAuthPlugin):
+    """Per-device credentials from the CredentialStore (see module docstring)."""
+
+    @dataclass
+    class Config:
+        store_dir: str = ""
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        user, password = session.username, session.password or ""
+        creds = DeviceCredentials(Path(self.config.store_dir))
+        if not user:
+            ok, why = False, "no user name (anonymous sessions are refused)"
+        elif user == GATEWAY_USER:
+            ok, why = creds.check_gateway(user, password), "wrong gateway password"
+        elif not valid_device_id(user):
+            ok, why = False, "user name is not a device id"
+        elif not creds.check_device(user, password):
+            ok, why = False, "unknown device or wrong password"
+        elif session.client_id != user:
+            ok, why = False, "client id must equal the device id"
+        elif session.will_flag and not topic_allowed(user, session.will_topic or "", Action.PUBLISH):
+            ok, why = False, "last-will topic outside the device's own topics"
+        else:
+            ok, why = True, ""
+        if not ok:
+            log.warning("MQTT login refused for user %r (client %r): %s", (user or "")[:64],
+                        (session.client_id or "")[:64], why)
+            return False
+        session.is_anonymous = False  # named session: QoS 1 queued while offline (module docstring)
+        return True
+
+
+class DeviceTopicPlugin(BaseTopicPlugin):
+    """Topic ACL (see `topic_allowed`)."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
+                              action: Action | None = None) -> bool | None:
+        user = session.username if session is not None else None
+        ok = action is not None and topic_allowed(user, topic or "", action)
+        if not ok and action != Action.RECEIVE:
+            log.info("MQTT %s refused for user %r on %r", getattr(action, "value", action), (user or "")[:64],
+                     (topic or "")[:256])
+        return ok
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -44,23 +132,39 @@ def _free_port(host: str) -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int = 1883, host: str = "127.0.0.1") -> None:
+    """`credentials_dir`: the CredentialStore directory (<data dir>/mqtt) -> device authentication on;
+    None -> every client accepted (loopback use). `gateway_credentials` is then the gateway's login."""
+
+    def __init__(self, port: int = 1883, host: str = "127.0.0.1", *, credentials_dir: Path | None = None) -> None:
         self.host = host
         self.port = port or _free_port(host)
+        self.credentials_dir = credentials_dir
+        self.gateway_credentials: tuple[str, str] | None = None
         self._broker: Broker | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        """Host and port only: never the gateway's password (this is shown in status and logs)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else "[::1]" if self.host == "::" else self.host
+        return f"mqtt://{host}:{self.port}"
+
+    def _plugins(self) -> dict[str, dict[str, str]]:
+        if self.credentials_dir is None:
+            return {f"{__name__}.LoopbackAuthPlugin": {}}
+        self.gateway_credentials = CredentialStore(self.credentials_dir).gateway_credentials()
+        return {f"{__name__}.DeviceAuthPlugin": {"store_dir": str(self.credentials_dir)},
+                f"{__name__}.DeviceTopicPlugin": {}}
 
     async def start(self) -> None:
+        bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 10000}},
-            "plugins": {f"{__name__}.LoopbackAuthPlugin": {}},
+            "listeners": {"default": {"type": "tcp", "bind": bind, "max_connections": 10000}},
+            "plugins": self._plugins(),
         }
         self._broker = Broker(config)
         await self._broker.start()
-        log.info("embedded MQTT broker (amqtt) on %s", self.url)
+        log.info("embedded MQTT broker (amqtt) on %s:%d, device authentication %s", self.host, self.port,
+                 "on" if self.credentials_dir is not None else "off (loopback clients trusted)")
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None

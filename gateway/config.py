@@ -34,11 +34,31 @@ class Settings(BaseSettings):
     ingest_flush_ms: int = Field(default=50, ge=1, le=10000, description="A batch waits at most this long (ms)")
     ingest_queue_max: int = Field(default=5000, ge=1, le=1000000, description="MQTT messages received and not yet "
                                   "committed, at most (then the broker keeps the rest)")
+    ingest_workers: int | None = Field(default=None, ge=0, le=64, description="Grading worker processes "
+                                       "(unset: min(2, cores); 0: grade in a thread of the gateway)")
     ingest_clock_future_s: float = Field(default=60.0, gt=0, description="A synced device clock ahead of the gateway "
                                          "by more than this is flagged 'future' and not trusted")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to")
     http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port")
-    api_token: str | None = Field(default=None, description="Bearer token for state-changing endpoints")
+    api_token: str | None = Field(default=None, description="Bearer token for state-changing endpoints "
+                                  "(unset: `sqal serve`/`demo` use <data dir>/api-token, generated on first run)")
+    api_auth: bool = Field(default=True, description="false: `sqal serve`/`demo` run the API with no token "
+                           "(warned at start; never do this on a non-loopback address)")
+    read_auth: bool = Field(default=False, description="Require the token for read-only routes (GET, "
+                            "/ws/realtime) too; /health and the API docs stay open")
+    mqtt_auth: bool | None = Field(default=None, description="Per-device MQTT credentials + topic ACL on the "
+                                   "embedded broker, device credentials on the WebSocket ingest; unset = on "
+                                   "exactly when the embedded broker binds a non-loopback address")
+    mqtt_embedded_host: str = Field(default="127.0.0.1", description="Address the embedded broker binds to "
+                                    "(loopback by default; another address turns SQAL_MQTT_AUTH on unless set)")
+    http_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1 << 30, description="Largest HTTP request "
+                                     "body accepted (413 above, before the body is read)")
+    ws_max_message_bytes: int = Field(default=65_536, ge=1024, le=16 << 20, description="Largest WebSocket "
+                                      "message; a larger one closes that connection (1009)")
+    ws_rate_per_s: float = Field(default=50.0, gt=0, le=100_000, description="Sustained WebSocket messages per "
+                                 "second per connection; above it (after the burst) messages are refused")
+    ws_rate_burst: int = Field(default=200, ge=1, le=1_000_000, description="WebSocket messages a connection may "
+                               "send in a burst above the sustained rate")
     log_level: str = Field(default="INFO", description="Python logging level")
 
     def ensure_data_dir(self) -> Path:

@@ -23,7 +23,7 @@ import functools
 import logging
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -50,6 +50,10 @@ class MqttConfig:
     client_id: str = "sqal-gateway"
     shared_group: str | None = None
     keepalive: int = 30
+    # The gateway's own broker login when the URL carries none (the embedded broker with device
+    # authentication, or Mosquitto with the generated files: CredentialStore.gateway_credentials()).
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
 
     def filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
@@ -87,6 +91,8 @@ class MqttSource:
         self.connects = 0
         c = self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=config.client_id,
                                       clean_session=False, manual_ack=True)
+        if user is None and config.username is not None:
+            user, password = config.username, config.password
         if user is not None:
             c.username_pw_set(user, password)
         if tls:

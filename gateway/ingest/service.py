@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 
+from gateway.auth import credentials_dir, mqtt_auth_enabled
 from gateway.broker import EmbeddedBroker
 from gateway.ingest.metrics import IngestMetrics
 from gateway.ingest.mqtt_source import MqttConfig, MqttSource
-from gateway.ingest.pipeline import Pipeline, PipelineConfig
+from gateway.ingest.pipeline import Pipeline, PipelineConfig, default_workers
 from gateway.ingest.prepare import ClockPolicy
 from gateway.ingest.realtime import RealtimeHub
 
@@ -30,10 +34,13 @@ class IngestSettings:
     mqtt_client_id: str = "sqal-gateway"
     mqtt_shared_group: str | None = None
     mqtt_embedded_port: int = 1883  # 0 = any free port; a busy port falls back to a free one (logged)
+    mqtt_embedded_host: str = "127.0.0.1"
+    mqtt_credentials_dir: Path | None = None  # embedded broker: device auth + ACL on (gateway.auth)
     batch_max: int = 500
     flush_ms: int = 50
     queue_max: int = 5000
     clock_future_s: float = 60.0
+    workers: int | None = None  # grading processes; None: pipeline.default_workers(); 0: a thread
 
     @classmethod
     def from_settings(cls, settings: Any) -> "IngestSettings":
@@ -43,10 +50,13 @@ class IngestSettings:
             mqtt_client_id=getattr(settings, "mqtt_client_id", d.mqtt_client_id),
             mqtt_shared_group=getattr(settings, "mqtt_shared_group", None) or None,
             mqtt_embedded_port=getattr(settings, "mqtt_embedded_port", d.mqtt_embedded_port),
+            mqtt_embedded_host=getattr(settings, "mqtt_embedded_host", d.mqtt_embedded_host),
+            mqtt_credentials_dir=credentials_dir(settings) if mqtt_auth_enabled(settings) else None,
             batch_max=getattr(settings, "ingest_batch_max", d.batch_max),
             flush_ms=getattr(settings, "ingest_flush_ms", d.flush_ms),
             queue_max=getattr(settings, "ingest_queue_max", d.queue_max),
             clock_future_s=getattr(settings, "ingest_clock_future_s", d.clock_future_s),
+            workers=getattr(settings, "ingest_workers", d.workers),
         )
 
 
@@ -55,7 +65,8 @@ class IngestService:
         self.settings = settings
         self.metrics = IngestMetrics()
         cfg = PipelineConfig(batch_max=settings.batch_max, flush_s=settings.flush_ms / 1000,
-                             mqtt_capacity=settings.queue_max, clock=ClockPolicy(future_s=settings.clock_future_s))
+                             mqtt_capacity=settings.queue_max, clock=ClockPolicy(future_s=settings.clock_future_s),
+                             workers=default_workers() if settings.workers is None else settings.workers)
         self.pipeline = Pipeline(pool, self.metrics, cfg)
         self.hub = RealtimeHub(self.metrics)
         self.pipeline.add_listener(self.hub.on_batch)
@@ -70,12 +81,26 @@ class IngestService:
             self.broker_url = self.broker.url
         await self.pipeline.start()
         assert self.broker_url is not None
+        creds = self.broker.gateway_credentials if self.broker else None
         self.mqtt = MqttSource(MqttConfig(self.broker_url, client_id=s.mqtt_client_id,
-                                          shared_group=s.mqtt_shared_group), self.pipeline)
+                                          shared_group=s.mqtt_shared_group,
+                                          username=creds[0] if creds else None,
+                                          password=creds[1] if creds else None), self.pipeline)
         await self.mqtt.start(wait_s=wait_subscribed_s)
 
+    @property
+    def client_url(self) -> str | None:
+        """The broker URL for the gateway's own in-process clients (the dispatcher): with the gateway's
+        credentials when the embedded broker authenticates. Never log it; `broker_url` is the shown one."""
+        creds = self.broker.gateway_credentials if self.broker else None
+        if creds is None or self.broker_url is None:
+            return self.broker_url
+        scheme, rest = self.broker_url.split("://", 1)
+        return f"{scheme}://{quote(creds[0], safe='')}:{quote(creds[1], safe='')}@{rest}"
+
     async def _start_embedded(self, port: int) -> EmbeddedBroker:
-        broker = EmbeddedBroker(port)
+        s = self.settings
+        broker = EmbeddedBroker(port, s.mqtt_embedded_host, credentials_dir=s.mqtt_credentials_dir)
         try:
             await broker.start()
         except OSError as exc:
@@ -83,7 +108,7 @@ class IngestService:
                 raise
             log.warning("embedded MQTT broker: port %d unavailable (%s); using a free port instead", port, exc)
             await broker.stop()
-            broker = EmbeddedBroker(0)
+            broker = EmbeddedBroker(0, s.mqtt_embedded_host, credentials_dir=s.mqtt_credentials_dir)
             await broker.start()
         return broker
 
@@ -115,7 +140,8 @@ def install(app: FastAPI) -> None:
     app.include_router(realtime_router)
     app.include_router(devices_router)
 
-    @app.get("/metrics", tags=["ingest"], summary="Prometheus metrics of the ingest")
+    @app.get("/metrics", tags=["ingest"], summary="Prometheus metrics of the ingest",
+             response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         svc: IngestService = request.app.state.ingest
         return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

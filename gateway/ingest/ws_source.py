@@ -5,6 +5,12 @@ Every client message gets exactly one answer, sent once the outcome is committed
 "stored" (or "already stored": status `duplicate`, with the first row's id and grade). Anything
 refused -- bad JSON, a sample the contract rejects, an unknown message type -- is answered with
 `{"type":"error","reason":...}` AND stored as a reject like an MQTT one; the connection stays open.
+
+Limits and device credentials (gateway.auth, gateway.limits, docs/security.md): a message larger
+than SQAL_WS_MAX_MESSAGE_BYTES is answered, stored as a reject and closes THAT connection (1009);
+above the per-connection rate a message is refused unparsed (not stored, counted). With device
+authentication on, the handshake must carry `Authorization: Basic <device id>:<password>` (the
+credentials of `sqal board provision`) and every sample on the connection must be that device's.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from gateway.auth import (DEVICE_REALM, AuthError, DeviceCredentials, basic_credentials, credentials_dir, deny,
+                          ws_device_auth_enabled)
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.rejects import truncate
+from gateway.limits import TokenBucket, ws_message_size
 from sqalfw import codec
 
 router = APIRouter()
@@ -81,6 +90,17 @@ async def _handle_text(pipeline: Pipeline, path: str, raw: bytes, device_id: str
 @router.websocket("/ws/sensors/{device_id}")
 async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
     pipeline: Pipeline = ws.app.state.ingest.pipeline
+    settings = ws.app.state.settings
+    metrics = ws.app.state.security_metrics
+    if ws_device_auth_enabled(settings):
+        who = _device_login(ws, settings, device_id)
+        if isinstance(who, AuthError):
+            metrics.reject("ws_device_auth")
+            await deny(ws.scope, ws.receive, ws.send, who)
+            return
+        device_id = who  # every sample on this connection must be this device's
+    max_bytes = settings.ws_max_message_bytes
+    bucket = TokenBucket(settings.ws_rate_per_s, settings.ws_rate_burst)
     await ws.accept()
     path = ws.url.path[:256]
     if device_id is not None and not codec.valid_device_id(device_id):
@@ -95,6 +115,20 @@ async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
             frame = await ws.receive()
             if frame["type"] == "websocket.disconnect":
                 return
+            size = ws_message_size(frame)
+            if size > max_bytes:  # answer, keep it as a reject, and drop THIS connection only
+                metrics.reject("ws_frame_too_large")
+                raw = frame.get("bytes") or (frame.get("text") or "")[:8192].encode()
+                answer = await _refuse(pipeline, path, raw, "size: message is %d bytes, limit is %d" % (size, max_bytes),
+                                       device_id)
+                await ws.send_json(answer)
+                await ws.close(code=1009, reason="message too big")
+                return
+            if not bucket.take():  # refused unparsed and unstored: a flood must not cost a DB write each
+                metrics.reject("ws_rate")
+                await ws.send_json({"type": "error", "reason": "rate: more than %g messages/s on this connection"
+                                    % settings.ws_rate_per_s})
+                continue
             if frame.get("bytes") is not None:
                 env = Envelope("ws", path, frame["bytes"], datetime.now(timezone.utc), kind_hint="sample",
                                path_device_id=device_id)
@@ -104,3 +138,19 @@ async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
             await ws.send_json(answer)
     except WebSocketDisconnect:
         return
+
+
+def _device_login(ws: WebSocket, settings: object, path_device_id: str | None) -> str | AuthError:
+    """The authenticated device id, or the reason the handshake is refused."""
+    creds = basic_credentials(ws.scope)
+    if creds is None:
+        return AuthError("device authentication required: send 'Authorization: Basic' with the device id and "
+                         "the password from 'sqal board provision'", "ws_device_auth",
+                         challenge=DEVICE_REALM)
+    user, password = creds
+    if not codec.valid_device_id(user) or not DeviceCredentials(credentials_dir(settings)).check_device(user, password):
+        return AuthError("unknown device or wrong password", "ws_device_auth", challenge=DEVICE_REALM)
+    if path_device_id is not None and path_device_id != user:
+        return AuthError("device %s may not send as %s" % (user, path_device_id[:64]), "ws_device_auth",
+                         challenge=DEVICE_REALM)
+    return user
