@@ -10,8 +10,12 @@ from fastapi.responses import JSONResponse
 
 from gateway import __version__
 from gateway.api import api_routers
+from gateway.auth import install as install_security
 from gateway.config import Settings, get_settings
 from gateway.db import open_database
+from gateway.dispatch import start_dispatcher, stop_dispatcher
+from gateway.supervisor.app import start_supervisor
+from gateway.api.control_common import TAGS_METADATA as CONTROL_PANEL_TAGS
 from gateway.ingest.service import IngestService, IngestSettings
 from gateway.ingest.service import install as install_ingest
 from registry.errors import (
@@ -39,14 +43,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.pool = db.pool
         ingest = None
+        supervisor = await start_supervisor(app, settings)  # control panel: simulators as child processes
         try:
             if settings.ingest_enabled:  # ingest: embedded broker (no SQAL_MQTT_URL), MQTT source, pipeline
                 ingest = IngestService(db.pool, IngestSettings.from_settings(settings))
                 app.state.ingest = ingest
                 await ingest.start()
+                app.state.security_metrics.register_into(ingest.metrics.registry)  # on /metrics too
+                await start_dispatcher(app, db.pool, ingest.client_url, settings)
             yield
         finally:
             try:
+                await supervisor.close()  # children first: devices say `offline` while the broker is up
+                await stop_dispatcher(app)
                 if ingest is not None:
                     await ingest.stop()
             finally:
@@ -60,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "lots", "description": "The lot registry: lifecycle, gavage, inspection, timeline, stats."},
             {"name": "health", "description": "Liveness and database reachability."},
+            *CONTROL_PANEL_TAGS,
         ],
     )
     app.state.settings = settings
@@ -80,5 +90,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in api_routers():
         app.include_router(router)
+    from gateway.api.consumer import router as consumer_router
+    from gateway.api.gavage_ws import router as gavage_router
+    from gateway.dispatch import router as dispatch_router
+
+    for router in (gavage_router, consumer_router, dispatch_router):
+        app.include_router(router)
+    from gateway.api.control_panel import routers as control_panel_routers
+
+    for router in control_panel_routers():
+        app.include_router(router)
     install_ingest(app)
+    from gateway.web_routes import include_web
+
+    include_web(app)  # browser control panel at /ui/ (docs/web.md)
+    install_security(app, settings)  # API token gate + body size limit (gateway/auth.py)
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import typer
 
 from gateway import __version__
@@ -27,13 +30,17 @@ def root(
     """SQAL command line."""
 
 
-def _run_gateway(host: str | None, port: int | None, banner: bool) -> None:
+def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: Any = None) -> None:
     """Run the gateway (uvicorn, programmatic) until SIGINT/SIGTERM.
 
     uvicorn turns both signals into a graceful shutdown that runs the app's lifespan exit: the
-    pool closes and the embedded PostgreSQL (if any) is stopped with `pg_ctl stop -m fast`.
+    simulators are stopped, the pool closes and the embedded PostgreSQL (if any) is stopped with
+    `pg_ctl stop -m fast`. With `demo_opts` (gateway.demo.DemoOptions) the complete_demo scenario
+    starts once the server listens, and a live summary runs until the shutdown.
     """
+    import asyncio
     import logging
+    import os
     import signal
 
     import uvicorn
@@ -46,15 +53,29 @@ def _run_gateway(host: str | None, port: int | None, banner: bool) -> None:
         settings.http_host = host
     if port is not None:
         settings.http_port = port
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = demo_opts is not None and "SQAL_LOG_LEVEL" not in os.environ  # the live summary needs the terminal
+    log_level = "WARNING" if quiet else settings.log_level.upper()
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if demo_opts is not None:
+        from gateway import demo as demo_mod
+
+        demo_mod.prepare_environment(demo_opts)
+    from gateway.auth import prepare_api_token
+
+    prepare_api_token(settings, typer.echo)  # SQAL_API_TOKEN or <data dir>/api-token (made on first run)
     app = create_app(settings)
 
     class Server(uvicorn.Server):
+        demo_task: asyncio.Task[None] | None = None
+
         async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
             await super().startup(sockets=sockets)
+            bound = self.servers[0].sockets[0].getsockname() if self.servers else (settings.http_host, settings.http_port)
+            base = f"http://{bound[0]}:{bound[1]}"
+            if self.started:  # the simulators reach this gateway here (port 0 resolved; wildcard -> loopback)
+                local = "127.0.0.1" if bound[0] in ("0.0.0.0", "::", "") else bound[0]
+                app.state.api_url = f"http://{local}:{bound[1]}"
             if self.started and banner:
-                bound = self.servers[0].sockets[0].getsockname() if self.servers else (settings.http_host, settings.http_port)
-                base = f"http://{bound[0]}:{bound[1]}"
                 db = app.state.db
                 typer.echo(f"SQAL gateway running: {base}")
                 typer.echo(f"  API:       {base}/api/lots   (health: {base}/health)")
@@ -64,10 +85,29 @@ def _run_gateway(host: str | None, port: int | None, banner: bool) -> None:
                     typer.echo(f"  database:  embedded PostgreSQL {db.embedded.display_dsn}, files in {db.embedded.pgdata}")
                 else:
                     typer.echo("  database:  SQAL_DATABASE_URL")
-                typer.echo("Press Ctrl-C to stop (the embedded database is stopped cleanly).")
+                if demo_opts is not None:
+                    typer.echo(f"  control:   {base}/api/control-panel/orchestrate/status")
+                typer.echo("Press Ctrl-C to stop (simulators and the embedded database are stopped cleanly).")
+            if self.started and demo_opts is not None:
+                self.demo_task = asyncio.create_task(self._demo())
 
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower(),
-                            lifespan="on")
+        async def _demo(self) -> None:
+            from gateway import demo as demo_mod
+
+            await demo_mod.start(app, demo_opts, typer.echo)
+            await demo_mod.live_summary(app)
+
+        async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+            if self.demo_task is not None:  # the summary stops first; the lifespan then stops the simulators
+                self.demo_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.demo_task
+            await super().shutdown(sockets=sockets)
+
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
+                            lifespan="on",
+                            # the server never buffers a huge frame; the app answers and closes above its own limit
+                            ws_max_size=4 * settings.ws_max_message_bytes)
     server = Server(config)
 
     def _terminated(signum: int, frame: object) -> None:
@@ -99,14 +139,38 @@ def serve(
 def demo(
     host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
     port: int = typer.Option(None, "--port", min=0, max=65535, help="HTTP port (default 8000)."),
+    scenario: bool = typer.Option(True, "--scenario/--no-scenario", help="Start complete_demo (default) or only "
+                                  "the gateway."),
+    nb_lots: int = typer.Option(3, "--nb-lots", min=1, max=10, help="Lots in gavage at once."),
+    acceleration: float = typer.Option(10000, "--acceleration", min=1, max=1_000_000,
+                                       help="Simulated time speed-up (10000: a day lasts 8.6 s)."),
+    devices: int = typer.Option(4, "--devices", min=1, max=4, help="Emulated SQAL devices (ESP32_DEMO_...)."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, max=3600, help="Seconds between a device's samples."),
+    feedbacks_per_hour: float = typer.Option(360, "--feedbacks-per-hour", min=1, max=36000,
+                                             help="Consumer feedback rate."),
+    inspection_samples: int = typer.Option(10, "--inspection-samples", min=1, max=100000,
+                                           help="Samples after which a lot's inspection closes "
+                                                "(SQAL_INSPECTION_SAMPLES wins when set)."),
 ) -> None:
-    """Run the demo: embedded PostgreSQL + gateway; prints the API and docs URLs. Ctrl-C stops it."""
-    _run_gateway(host, port, banner=True)
+    """Run the demo: embedded PostgreSQL + MQTT broker + gateway, then the complete_demo scenario (gavage ->
+    SQAL devices on the real firmware -> consumer feedback, one lot id all the way) with a live summary.
+    Ctrl-C stops everything."""
+    opts = None
+    if scenario:
+        from gateway.demo import DemoOptions
+
+        opts = DemoOptions(nb_lots=nb_lots, acceleration=acceleration, nb_sqal_devices=devices, interval=interval,
+                           feedbacks_per_hour=feedbacks_per_hour, inspection_samples=inspection_samples)
+    _run_gateway(host, port, banner=True, demo_opts=opts)
 
 
 from gateway.boards.cli import board_app  # noqa: E402  (sub-apps register after the root commands)
 
 app.add_typer(board_app, name="board")
+
+from emulation.fleet_cli import fleet_app  # noqa: E402
+
+app.add_typer(fleet_app, name="fleet")
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# System packages the tests use that PyPI cannot give: Mosquitto (a real MQTT broker).
+# System packages the tests use that PyPI cannot give: Mosquitto (a real MQTT broker) and Chromium
+# (the web page's end-to-end tests drive Debian's chromium with playwright; no browser download).
 # As root, installs what is missing; otherwise says what to install and fails.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "sqal: installing system packages: ${missing[*]}" >&2

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.mqtt",
     "tests.fixtures.micropython",
+    "tests.fixtures.gateway",
 ]

@@ -87,12 +87,20 @@ async def realtime(ws: WebSocket) -> None:
     hub: RealtimeHub = svc.hub
     await ws.accept()
     q = hub.subscribe()
+    # Clients send nothing; reading still matters: it is how a departed client is noticed while the
+    # hub is quiet (otherwise the handler waits on its queue forever and blocks server shutdown).
+    receiver = asyncio.create_task(ws.receive_text())
     try:
         # Subscribed before the snapshot: a batch committed in between may be counted twice, never missed.
         counts = await grade_counts(ws.app.state.pool)
         await ws.send_json({"type": "snapshot", "grade_counts": counts, "total": sum(counts.values())})
         while True:
-            msg = await q.get()
+            getter = asyncio.create_task(q.get())
+            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                getter.cancel()
+                break
+            msg = getter.result()
             if msg["type"] == "_delta":
                 for g, n in msg["delta"].items():
                     counts[g] = counts.get(g, 0) + n
@@ -101,4 +109,5 @@ async def realtime(ws: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        receiver.cancel()
         hub.unsubscribe(q)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from emulation.device import EmulatedDevice
-from tests.firmware.test_wsclient import GatewayProcess, gateway, stored_keys  # noqa: F401  (fixture)
+from tests.fixtures.gateway import GatewayProcess, stored_keys
 
 DeviceFactory = Callable[..., EmulatedDevice]
 

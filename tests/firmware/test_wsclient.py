@@ -8,107 +8,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-import pytest
 import websockets
 from sqalfw import wsclient
 
+from tests.fixtures.gateway import GatewayProcess, stored_keys
+from tests.fixtures.mqtt import free_port
 from tests.fixtures.micropython import MicroPythonRunner
 from tests.gateway.ingest_support import sample
-
-SQAL_BIN = Path(sys.executable).with_name("sqal")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class GatewayProcess:
-    """`sqal serve` as a child process on a fixed port, so it can be killed and started again."""
-
-    def __init__(self, database_url: str, data_dir: Path) -> None:
-        self.port = free_port()
-        self.database_url = database_url
-        self.data_dir = data_dir
-        self.log_path = data_dir / "gateway.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/sensors/"
-
-    def start(self, timeout: float = 60) -> None:
-        env = dict(os.environ, SQAL_DATABASE_URL=self.database_url, SQAL_DATA_DIR=str(self.data_dir),
-                   SQAL_MQTT_EMBEDDED_PORT="0", SQAL_INGEST_FLUSH_MS="5", SQAL_LOG_LEVEL="WARNING")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(SQAL_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"gateway not up after {timeout}s:\n{self.log()}")
-
-    def kill(self) -> None:
-        """Abrupt death: what was received and not committed is not acknowledged."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-@pytest.fixture
-def gateway(database_url: str, tmp_path: Path) -> Iterator[GatewayProcess]:
-    g = GatewayProcess(database_url, tmp_path / "gw")
-    g.start()
-    yield g
-    g.stop()
-
-
-async def stored_keys(database_url: str, device_id: str) -> list[tuple[int, int]]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch("SELECT boot, seq FROM sqal_samples WHERE device_id = $1 ORDER BY boot, seq",
-                                device_id)
-    finally:
-        await conn.close()
-    return [(r["boot"], r["seq"]) for r in rows]
-
 
 def uid() -> str:
     return f"ESP32_WS_{uuid.uuid4().hex[:8].upper()}"
