@@ -102,6 +102,13 @@ def parse_broker_url(url):
             user = cred
         if not user:
             raise ValueError("empty user name")
+    host, port = split_hostport(rest, port)
+    return {"host": host, "port": port, "user": user, "password": password, "tls": tls}
+
+
+def split_hostport(rest, port):
+    """'host', 'host:port' or '[ipv6]:port' -> (host, port); `port` is the scheme's default.
+    Shared by the broker URL and the WebSocket URL (sqalfw.wsclient)."""
     host = rest
     if rest.startswith("["):  # [ipv6]:port
         end = rest.find("]")
@@ -117,7 +124,7 @@ def parse_broker_url(url):
         port = _port(p)
     if not host:
         raise ValueError("missing host")
-    return {"host": host, "port": port, "user": user, "password": password, "tls": tls}
+    return host, port
 
 
 def _hide_pass(url):

@@ -17,19 +17,7 @@ import socket
 
 from sqalfw.backoff import Backoff
 
-import time
-
-if hasattr(time, "ticks_ms"):
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
-else:  # CPython: tests and host tools
-    _mono = getattr(time, "monotonic")
-
-    def ticks_ms():  # type: ignore[misc]
-        return int(_mono() * 1000)
-
-    def ticks_diff(a, b):  # type: ignore[misc]
-        return a - b
+from sqalfw.link import keep_connected, ticks_diff, ticks_ms
 
 
 class MQTTError(Exception):
@@ -310,29 +298,9 @@ class MQTTClient:
         return self.session_present
 
     async def run(self):
-        # Supervision loop: connect, wait for the connection to drop, back off, repeat.
-        self._running = True
-        while self._running:
-            if self.is_link_up is not None and not self.is_link_up():
-                await asyncio.sleep(self.link_poll_s)
-                continue
-            try:
-                await self.connect()
-            except asyncio.CancelledError:
-                raise
-            except Exception as ex:
-                self.connect_failures += 1
-                self.last_error = "connect: %r" % (ex,)
-                await asyncio.sleep(self.backoff.next())
-                continue
-            up_at = ticks_ms()
-            await self._down.wait()
-            if not self._running:
-                break
-            # only a connection that stayed up a while resets the backoff (no flapping storms)
-            if ticks_diff(ticks_ms(), up_at) >= self.stable_s * 1000:
-                self.backoff.reset()
-            await asyncio.sleep(self.backoff.next())
+        # Supervision loop (shared with the WebSocket transport): connect, wait for the connection
+        # to drop, back off, repeat.
+        await keep_connected(self)
 
     async def disconnect(self):
         # Graceful: publish the will ourselves (a clean DISCONNECT cancels it), then DISCONNECT.

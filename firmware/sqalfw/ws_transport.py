@@ -17,20 +17,7 @@ import json
 from sqalfw import wsclient
 from sqalfw.backoff import Backoff
 
-import time
-
-if hasattr(time, "ticks_ms"):
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
-else:  # CPython: host tools
-    _mono = getattr(time, "monotonic")
-
-    def ticks_ms():  # type: ignore[misc]
-        return int(_mono() * 1000)
-
-    def ticks_diff(a, b):  # type: ignore[misc]
-        return a - b
-
+from sqalfw.link import keep_connected, ticks_diff, ticks_ms
 
 MAX_ABANDONED = 3  # requests that timed out while still awaiting their answer; more = dead link
 SAMPLE_PREFIX = b'{"type":"sensor_data","data":'
@@ -263,28 +250,8 @@ class WSTransport:
         self._upev.set()
 
     async def run(self):
-        # supervision loop, as MQTTClient.run: connect, wait for the loss, back off, repeat
-        self._running = True
-        while self._running:
-            if self.is_link_up is not None and not self.is_link_up():
-                await asyncio.sleep(self.link_poll_s)
-                continue
-            try:
-                await self.connect()
-            except asyncio.CancelledError:
-                raise
-            except Exception as ex:
-                self.connect_failures += 1
-                self.last_error = "connect: %r" % (ex,)
-                await asyncio.sleep(self.backoff.next())
-                continue
-            up_at = ticks_ms()
-            await self._down.wait()
-            if not self._running:
-                break
-            if ticks_diff(ticks_ms(), up_at) >= self.stable_s * 1000:
-                self.backoff.reset()
-            await asyncio.sleep(self.backoff.next())
+        # the supervision loop MQTTClient.run uses too
+        await keep_connected(self)
 
     async def disconnect(self):
         self._running = False

@@ -10,6 +10,8 @@ import binascii
 import hashlib
 import os
 
+from sqalfw.config import split_hostport
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 MAX_HEADER_LINES = 32
@@ -50,34 +52,11 @@ def parse_url(url):
         user, sep, password = cred.partition(":")
         if not user or not sep:
             raise ValueError("credentials must be user:password")
-    host = rest
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            raise ValueError("unclosed [ in host")
-        host, rest = rest[1:end], rest[end + 1:]
-        if rest.startswith(":"):
-            port = _port(rest[1:])
-        elif rest:
-            raise ValueError("junk after host")
-    elif ":" in rest:
-        host, p = rest.rsplit(":", 1)
-        port = _port(p)
-    if not host:
-        raise ValueError("missing host")
+    host, port = split_hostport(rest, port)
     for c in path:
         if c <= " " or c == "\x7f":
             raise ValueError("spaces or control characters in the path")
     return tls, host, port, path, user, password
-
-
-def _port(text):
-    for c in text:
-        if not "0" <= c <= "9":
-            raise ValueError("port must be 1..65535")
-    if not text or not 1 <= int(text) <= 65535:
-        raise ValueError("port must be 1..65535")
-    return int(text)
 
 
 def accept_key(key):
