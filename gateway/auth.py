@@ -44,6 +44,12 @@ OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "
 # State-changing routes deliberately open to anyone (none today). A public consumer-feedback form
 # would go here, with its own abuse limits.
 PUBLIC_WRITE_PATHS: frozenset[str] = frozenset()
+def is_page_asset(path: str) -> bool:
+    """The web page's own static files (gateway/web): no data in them, and a browser cannot send a
+    token when it loads a page, so they stay open even with SQAL_READ_AUTH."""
+    return path in ("/", "/ui") or path.startswith("/ui/")
+
+
 DEVICE_WS_PREFIX = "/ws/sensors"  # device credentials, checked by the ingest handler
 READ_WS_PREFIXES = ("/ws/realtime",)  # dashboards: token only under SQAL_READ_AUTH
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -174,9 +180,7 @@ class ApiAuth:
         path: str = scope.get("path", "")
         if scope["type"] == "http":
             if scope.get("method", "GET").upper() in SAFE_METHODS:
-                # the page's own static files carry no data and a browser cannot send a token for them
-                static = path in ("/", "/ui") or path.startswith("/ui/")
-                return self.read_auth and path not in OPEN_PATHS and not static
+                return self.read_auth and path not in OPEN_PATHS and not is_page_asset(path)
             return path not in PUBLIC_WRITE_PATHS
         if scope["type"] == "websocket":
             if path == DEVICE_WS_PREFIX or path.startswith(DEVICE_WS_PREFIX + "/"):

@@ -109,6 +109,9 @@ def test_fleet_partition_reboot_broker_restart_nothing_lost(mqtt_broker: Any, tm
             return True
 
         _wait(caught_up, 30, "every reported sample to arrive", fleet)
+        # the fleet's counters come from telemetry (QoS 0, every second, late after an outage):
+        # let them catch up with what the subscriber already saw before stopping
+        _wait(lambda: fleet.totals()["sampled"] >= N * SAMPLES, 30, "the telemetry counters to catch up", fleet)
     finally:
         fleet.stop()
     try:
