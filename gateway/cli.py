@@ -85,6 +85,7 @@ def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: An
                     typer.echo(f"  database:  embedded PostgreSQL {db.embedded.display_dsn}, files in {db.embedded.pgdata}")
                 else:
                     typer.echo("  database:  SQAL_DATABASE_URL")
+                typer.echo(f"  web page:  {base}/ui/   (enter the API token there)")
                 if demo_opts is not None:
                     typer.echo(f"  control:   {base}/api/control-panel/orchestrate/status")
                 typer.echo("Press Ctrl-C to stop (simulators and the embedded database are stopped cleanly).")

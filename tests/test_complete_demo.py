@@ -157,6 +157,7 @@ def test_sqal_demo_command_shows_a_complete_lot_and_stops_clean() -> None:
         out = "".join(seen)
         assert done, "no consumer feedback shown in time:\n" + out[-3000:]
         assert re.search(r"SQAL gateway running: http://127\.0\.0\.1:\d+", out)
+        assert re.search(r"web page:  http://127\.0\.0\.1:\d+/ui/", out)
         assert "API docs:" in out and "complete_demo running: 4 simulators running" in out
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGINT)
