@@ -23,7 +23,10 @@ MAGIC = b"SQAL synthetic VL53L8 ULD stand-in, not ST firmware\x00"
 
 
 def swap32(buf):
-    """Reverse every 4-byte word in place: host (little-endian) <-> the sensor's wire order."""
+    """Reverse every 4-byte word in place: host (little-endian) <-> the sensor's wire order.
+
+    The driver has its own copy on purpose: the chip side must not borrow the driver's byte-order
+    code, or a driver bug would be mirrored here and pass unnoticed."""
     for i in range(0, len(buf) - 3, 4):
         a = buf[i]
         b = buf[i + 1]

@@ -45,3 +45,17 @@ async def keep_connected(t):
         if ticks_diff(ticks_ms(), up_at) >= t.stable_s * 1000:
             t.backoff.reset()
         await asyncio.sleep(t.backoff.next())
+
+
+async def wait_up(t, timeout=None):
+    """True once transport `t` is connected (its `_up` flag and `_upev` event), False on timeout."""
+    if t._up:
+        return True
+    try:
+        if timeout is None:
+            await t._upev.wait()
+        else:
+            await asyncio.wait_for(t._upev.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return t._up

@@ -17,7 +17,7 @@ import socket
 
 from sqalfw.backoff import Backoff
 
-from sqalfw.link import keep_connected, ticks_diff, ticks_ms
+from sqalfw.link import keep_connected, ticks_diff, ticks_ms, wait_up
 
 
 class MQTTError(Exception):
@@ -175,16 +175,7 @@ class MQTTClient:
         }
 
     async def wait_connected(self, timeout=None):
-        if self._up:
-            return True
-        try:
-            if timeout is None:
-                await self._upev.wait()
-            else:
-                await asyncio.wait_for(self._upev.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return self._up
+        return await wait_up(self, timeout)
 
     def subscribe(self, topic, qos=1):
         # Recorded and (re)sent on every connect; sent now too when connected.

@@ -17,7 +17,7 @@ import json
 from sqalfw import wsclient
 from sqalfw.backoff import Backoff
 
-from sqalfw.link import keep_connected, ticks_diff, ticks_ms
+from sqalfw.link import keep_connected, ticks_diff, ticks_ms, wait_up
 
 MAX_ABANDONED = 3  # requests that timed out while still awaiting their answer; more = dead link
 SAMPLE_PREFIX = b'{"type":"sensor_data","data":'
@@ -99,16 +99,7 @@ class WSTransport:
         return self._up
 
     async def wait_connected(self, timeout=None):
-        if self._up:
-            return True
-        try:
-            if timeout is None:
-                await self._upev.wait()
-            else:
-                await asyncio.wait_for(self._upev.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return self._up
+        return await wait_up(self, timeout)
 
     def counters(self):
         return {
