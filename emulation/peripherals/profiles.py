@@ -4,6 +4,9 @@
 # *choice*, calibrated together with sqalfw.quality: see docs/emulation.md "Calibration").
 import math
 
+# the same piecewise-linear lookup as the quality model (pure arithmetic, no grading logic shared)
+from sqalfw.quality import interp  # noqa: F401  (profiles.interp is used by the scene)
+
 PROFILES = {
     # name: (freshness, fat quality, oxidation)
     "premium": (0.95, 0.95, 0.05),
@@ -82,18 +85,6 @@ def pick(profile, u):
         if u < acc:
             return name
     return DEFAULT_MIX[-1][0]
-
-
-def interp(x, table):
-    """Piecewise-linear lookup in ((x, y), ...) sorted by x, flat beyond the ends."""
-    if x <= table[0][0]:
-        return table[0][1]
-    for k in range(1, len(table)):
-        x1, y1 = table[k]
-        if x <= x1:
-            x0, y0 = table[k - 1]
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return table[-1][1]
 
 
 def condition(freshness, fat, oxidation):

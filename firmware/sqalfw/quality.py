@@ -104,7 +104,8 @@ def _clip(x, lo=0.0, hi=1.0):
     return lo if x < lo else hi if x > hi else x
 
 
-def _interp(x, curve):
+def interp(x, curve):
+    """Piecewise-linear lookup in ((x, y), ...) sorted by x, flat beyond the ends."""
     if x <= curve[0][0]:
         return curve[0][1]
     for k in range(1, len(curve)):
@@ -252,7 +253,7 @@ def tof_score(f):
         reasons.append("tof: %d of %d zones invalid" % (f["invalid_zones"], n))
     if f["height_max_mm"] < MIN_PRODUCT_MM or f["occupied_zones"] < 2:
         reasons.append("tof: no product detected")
-    geometry = W_SIZE * _interp(f["weight_g"], WEIGHT_CURVE) + W_FIRM * _interp(f["height_max_mm"], FIRMNESS_CURVE)
+    geometry = W_SIZE * interp(f["weight_g"], WEIGHT_CURVE) + W_FIRM * interp(f["height_max_mm"], FIRMNESS_CURVE)
     sev = 0.0
     for d in f["defects"]:
         sev += d["severity"]

@@ -21,66 +21,37 @@ class RetryingI2C:
         self.errors = 0    # failed attempts (each OSError)
         self.failures = 0  # operations that gave up after the last retry
 
-    def _failed(self, attempt, exc):
-        self.errors += 1
-        if attempt >= self.retries:
-            self.failures += 1
-            raise exc
-        _pause()
-        return attempt + 1
+    def _call(self, op, *args, **kw):
+        # the one retry loop every bus method goes through
+        attempt = 0
+        while True:
+            try:
+                return op(*args, **kw)
+            except OSError as exc:
+                self.errors += 1
+                if attempt >= self.retries:
+                    self.failures += 1
+                    raise exc
+                attempt += 1
+                _pause()
 
     def scan(self):
-        n = 0
-        while True:
-            try:
-                return self.i2c.scan()
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.scan)
 
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
-        n = 0
-        while True:
-            try:
-                return self.i2c.readfrom_mem(addr, memaddr, nbytes, addrsize=addrsize)
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.readfrom_mem, addr, memaddr, nbytes, addrsize=addrsize)
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        n = 0
-        while True:
-            try:
-                return self.i2c.readfrom_mem_into(addr, memaddr, buf, addrsize=addrsize)
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.readfrom_mem_into, addr, memaddr, buf, addrsize=addrsize)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        n = 0
-        while True:
-            try:
-                return self.i2c.writeto_mem(addr, memaddr, buf, addrsize=addrsize)
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.writeto_mem, addr, memaddr, buf, addrsize=addrsize)
 
     def readfrom(self, addr, nbytes, stop=True):
-        n = 0
-        while True:
-            try:
-                return self.i2c.readfrom(addr, nbytes, stop)
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.readfrom, addr, nbytes, stop)
 
     def readfrom_into(self, addr, buf, stop=True):
-        n = 0
-        while True:
-            try:
-                return self.i2c.readfrom_into(addr, buf, stop)
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.readfrom_into, addr, buf, stop)
 
     def writeto(self, addr, buf, stop=True):
-        n = 0
-        while True:
-            try:
-                return self.i2c.writeto(addr, buf, stop)
-            except OSError as e:
-                n = self._failed(n, e)
+        return self._call(self.i2c.writeto, addr, buf, stop)
