@@ -9,7 +9,6 @@ import io
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,13 +18,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-import uvicorn
 
 from emulation import consumer as c
 from emulation.sim_common import ActionLog
 from gateway.app import create_app
 from gateway.config import Settings
 from registry import lots
+from tests.fixtures.gateway import serve_app
 from tests.gateway.test_consumer_api import inspected_lot, products_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,26 +50,11 @@ def test_consumer_mix_and_grade_adjustment() -> None:
     assert {v for x in bounded for k, v in x.items() if k.endswith("rating")} == {2, 3}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def live(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     app = create_app(Settings(database_url=database_url, data_dir=tmp_path, ingest_enabled=False))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn exited"
-        await asyncio.sleep(0.02)
-    try:
+    async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}", app.state.pool
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _two_lots(pool: asyncpg.Pool) -> tuple[str, str]:

@@ -10,7 +10,6 @@ import io
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,13 +19,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from emulation import gavage as g
 from emulation.sim_common import ActionLog
 from gateway.app import create_app
 from gateway.config import Settings
+from tests.fixtures.gateway import serve_app
+from tests.fixtures.mqtt import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,33 +91,12 @@ def test_quality_profile_rule(genetics: str, weight: float, mortality: float, pr
 
 # ---- against a real gateway ----
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 async def live(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str, int]]:
     app = create_app(Settings(database_url=database_url, data_dir=tmp_path, ingest_enabled=False))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn exited"
-        await asyncio.sleep(0.02)
-    try:
+    async with serve_app(app) as port:
         yield app, f"http://127.0.0.1:{port}", port
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield p
-    await p.close()
 
 
 class DroppingProxy:
@@ -163,13 +142,13 @@ class DroppingProxy:
         self.server.close()
 
 
-async def _feedings(pool: asyncpg.Pool, lot_ids: list[str]) -> dict[str, int]:
-    rows = await pool.fetch("SELECT lot_id, count(*) AS n FROM gavage_feedings WHERE lot_id = ANY($1) GROUP BY 1",
+async def _feedings(db_pool: asyncpg.Pool, lot_ids: list[str]) -> dict[str, int]:
+    rows = await db_pool.fetch("SELECT lot_id, count(*) AS n FROM gavage_feedings WHERE lot_id = ANY($1) GROUP BY 1",
                             lot_ids)
     return {r["lot_id"]: r["n"] for r in rows}
 
 
-async def test_simulator_feeds_lots_over_one_connection(live: tuple[FastAPI, str, int], pool: asyncpg.Pool) -> None:
+async def test_simulator_feeds_lots_over_one_connection(live: tuple[FastAPI, str, int], db_pool: asyncpg.Pool) -> None:
     app, api, _ = live
     sim = g.GavageSimulator(g.Config(api=api, nb_lots=2, acceleration=2e6, seed=3, max_lots=3),
                             ActionLog("gavage", io.StringIO()))
@@ -183,21 +162,21 @@ async def test_simulator_feeds_lots_over_one_connection(live: tuple[FastAPI, str
         spec = g.draw_lot(rng)
         feedings = g.simulate_lot(spec, rng)
         expected[lot_id] = len(feedings)
-        lot = await pool.fetchrow("SELECT * FROM lots WHERE id = $1", lot_id)
+        lot = await db_pool.fetchrow("SELECT * FROM lots WHERE id = $1", lot_id)
         assert lot["state"] == "ready" and lot["genetics"] == spec.genetics and lot["nb_ducks"] == spec.nb_ducks
         assert lot["quality_profile"] == g.lot_profile(spec, feedings)
         assert lot["current_day"] == spec.planned_duration_days
         assert float(lot["maize_total_per_duck_g"]) == pytest.approx(sum(f.actual_dose_g for f in feedings), abs=0.5)
         assert float(lot["mean_weight_g"]) == pytest.approx(feedings[-1].mean_weight_g, abs=0.1)
         # simulated time: 12 h between feedings, whatever the wall clock did
-        span = await pool.fetchval("SELECT max(simulated_at) - min(simulated_at) FROM gavage_feedings "
+        span = await db_pool.fetchval("SELECT max(simulated_at) - min(simulated_at) FROM gavage_feedings "
                                    "WHERE lot_id = $1", lot_id)
         assert span.total_seconds() == (len(feedings) - 1) * 12 * 3600
-    assert await _feedings(pool, st.lot_ids) == expected
+    assert await _feedings(db_pool, st.lot_ids) == expected
     assert st.feedings_acked == st.saved == sum(expected.values())
 
 
-async def test_simulator_survives_dropped_connections(live: tuple[FastAPI, str, int], pool: asyncpg.Pool) -> None:
+async def test_simulator_survives_dropped_connections(live: tuple[FastAPI, str, int], db_pool: asyncpg.Pool) -> None:
     app, _, port = live
     proxy = DroppingProxy(port)
     await proxy.start()
@@ -219,14 +198,14 @@ async def test_simulator_survives_dropped_connections(live: tuple[FastAPI, str, 
     assert app.state.gavage_ws.connections_total == st.connections
     assert any(" ws_lost " in x for x in lines) and st.resent >= 1  # the unacked feeding went again
     # every feeding recorded exactly once (the registry key is lot/day/moment), nothing missing
-    counts = await _feedings(pool, st.lot_ids)
+    counts = await _feedings(db_pool, st.lot_ids)
     rng = random.Random(5)
     for lot_id in st.lot_ids:
         spec = g.draw_lot(rng)
         n = len(g.simulate_lot(spec, rng))
         assert counts[lot_id] == n == 2 * spec.planned_duration_days
-        maize = await pool.fetchval("SELECT maize_total_per_duck_g FROM lots WHERE id = $1", lot_id)
-        summed = await pool.fetchval("SELECT sum(actual_dose_g) FROM gavage_feedings WHERE lot_id = $1", lot_id)
+        maize = await db_pool.fetchval("SELECT maize_total_per_duck_g FROM lots WHERE id = $1", lot_id)
+        summed = await db_pool.fetchval("SELECT sum(actual_dose_g) FROM gavage_feedings WHERE lot_id = $1", lot_id)
         assert maize == summed  # a re-sent feeding was not counted twice
     assert st.lots_ready == 2 and st.saved + st.duplicates == st.feedings_acked
     assert st.saved == sum(counts.values())
@@ -252,7 +231,7 @@ async def _wait_line(proc: subprocess.Popen[str], word: str, timeout: float = 30
     raise AssertionError(f"{word!r} not logged: {lines[-10:]}")
 
 
-async def test_cli_sigterm_exits_zero(live: tuple[FastAPI, str, int], pool: asyncpg.Pool) -> None:
+async def test_cli_sigterm_exits_zero(live: tuple[FastAPI, str, int], db_pool: asyncpg.Pool) -> None:
     _, api, _ = live
     # acceleration 1: the first feeding now, the next one 12 h later: it is idle when stopped
     proc = _run_cli(["--api", api, "--nb-lots", "2", "--acceleration", "1", "--duration", "0", "--seed", "9"],
@@ -269,7 +248,7 @@ async def test_cli_sigterm_exits_zero(live: tuple[FastAPI, str, int], pool: asyn
     lines += out.splitlines()
     assert sum(" lot_created " in x for x in lines) == 2 and any(" stopped " in x for x in lines)
     assert all(x.split(" ")[1] == "gavage" for x in lines if x.strip())
-    assert await pool.fetchval("SELECT count(*) FROM gavage_feedings") == 2
+    assert await db_pool.fetchval("SELECT count(*) FROM gavage_feedings") == 2
 
 
 async def test_cli_duration_ends_the_run(live: tuple[FastAPI, str, int]) -> None:
@@ -297,7 +276,7 @@ def test_cli_bad_arguments(args: list[str], words: str) -> None:
 
 def test_cli_retries_an_unreachable_api_until_the_duration_ends() -> None:
     # nothing listens there: it retries with backoff (logged) until the duration ends, then exits 0
-    port = _free_port()
+    port = free_port()
     r = subprocess.run([sys.executable, "-m", "emulation.gavage", "--api", f"http://127.0.0.1:{port}",
                         "--duration", "1"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False)

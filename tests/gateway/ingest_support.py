@@ -16,8 +16,9 @@ from typing import Any, Callable
 import asyncpg
 import httpx
 import paho.mqtt.client as paho
-
 from sqalfw import codec
+
+from tests.fixtures.mqtt import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = {"F1": 400, "F2": 600, "F3": 500, "F4": 1900, "F5": 900, "F6": 600, "F7": 1150, "F8": 750,
@@ -121,14 +122,6 @@ async def count_samples(pool_or_url: Any, device_prefix: str = "") -> int:
             await conn.close()
     return int(await pool_or_url.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id LIKE $1 || '%'",
                                           device_prefix))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class GatewayProcess:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -21,13 +20,13 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import uvicorn
 import websockets
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.supervisor import Catalogue, CommandSpec, RunContext
 from gateway.supervisor import catalogue as real
+from tests.fixtures.gateway import serve_app
 
 BASE = "/api/control-panel"
 STANDIN = """
@@ -90,30 +89,13 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve(application: Any) -> AsyncIterator[str]:
     """A real uvicorn server for the app, in this event loop; sets app.state.api_url."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    application.state.api_url = url
-    try:
+    async with serve_app(application, lifespan="off") as port:
+        url = f"http://127.0.0.1:{port}"
+        application.state.api_url = url
         yield url
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def wait_for(pred: Any, timeout: float = 15.0) -> Any:

@@ -5,49 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import uvicorn
 import websockets
 from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.config import Settings
+from tests.fixtures.gateway import serve_app
 from tests.registry.helpers import new_lot
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 async def live(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str]]:
     app = create_app(Settings(database_url=database_url, data_dir=tmp_path, ingest_enabled=False))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn exited"
-        await asyncio.sleep(0.02)
-    try:
+    async with serve_app(app) as port:
         yield app, f"ws://127.0.0.1:{port}/ws/gavage"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield p
-    await p.close()
 
 
 def feeding(lot_id: str, day: int = 1, moment: str = "morning", **over: Any) -> dict[str, Any]:
@@ -65,9 +42,9 @@ async def ask(ws: Any, msg: Any) -> dict[str, Any]:
     return json.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[no-any-return]
 
 
-async def test_ack_duplicate_and_ready(live: tuple[FastAPI, str], pool: asyncpg.Pool) -> None:
+async def test_ack_duplicate_and_ready(live: tuple[FastAPI, str], db_pool: asyncpg.Pool) -> None:
     app, url = live
-    lot_id = await new_lot(pool, planned_duration_days=2)
+    lot_id = await new_lot(db_pool, planned_duration_days=2)
     async with websockets.connect(url) as ws:
         a = await ask(ws, feeding(lot_id, msg_id="m1"))
         assert a == {"type": "ack", "msg_id": "m1", "lot_id": lot_id, "day": 1, "moment": "morning",
@@ -78,11 +55,11 @@ async def test_ack_duplicate_and_ready(live: tuple[FastAPI, str], pool: asyncpg.
             assert (await ask(ws, feeding(lot_id, day, moment)))["status"] == "saved"
         last = await ask(ws, feeding(lot_id, 2, "evening", ready_for_slaughter=True))
         assert last["status"] == "saved" and last["state"] == "ready"
-    lot = await pool.fetchrow("SELECT state, maize_total_per_duck_g, gavage_ended_at FROM lots WHERE id = $1", lot_id)
+    lot = await db_pool.fetchrow("SELECT state, maize_total_per_duck_g, gavage_ended_at FROM lots WHERE id = $1", lot_id)
     assert lot["state"] == "ready"
     assert float(lot["maize_total_per_duck_g"]) == pytest.approx(4 * 204.5)  # the duplicate's 999 g not added
     assert lot["gavage_ended_at"].isoformat().startswith("2026-01-05")  # simulated time, not the wall clock
-    assert await pool.fetchval("SELECT count(*) FROM gavage_feedings WHERE lot_id = $1", lot_id) == 4
+    assert await db_pool.fetchval("SELECT count(*) FROM gavage_feedings WHERE lot_id = $1", lot_id) == 4
     st = app.state.gavage_ws
     assert (st.connections_total, st.saved, st.duplicates) == (1, 4, 1)
 
@@ -101,10 +78,10 @@ async def test_ack_duplicate_and_ready(live: tuple[FastAPI, str], pool: asyncpg.
     ({"site_code": "PX"}, "site_code", "has 'LL'"),
     ({"lot_id": "LOT_20000101_9999"}, "lot_id", "lot LOT_20000101_9999 not found"),
 ])
-async def test_errors_name_the_field_and_keep_the_connection(live: tuple[FastAPI, str], pool: asyncpg.Pool,
+async def test_errors_name_the_field_and_keep_the_connection(live: tuple[FastAPI, str], db_pool: asyncpg.Pool,
                                                              bad: Any, field: str, words: str) -> None:
     _, url = live
-    lot_id = await new_lot(pool)
+    lot_id = await new_lot(db_pool)
     async with websockets.connect(url) as ws, websockets.connect(url) as other:
         if isinstance(bad, str):
             msg: Any = bad
@@ -121,12 +98,12 @@ async def test_errors_name_the_field_and_keep_the_connection(live: tuple[FastAPI
         assert (await ask(ws, feeding(lot_id)))["status"] == "saved"
         assert (await ask(other, feeding(lot_id, 1, "evening")))["status"] == "saved"
         assert (await ask(ws, {"type": "ping"}))["type"] == "pong"
-    assert await pool.fetchval("SELECT count(*) FROM gavage_feedings WHERE lot_id = $1", lot_id) == 2
+    assert await db_pool.fetchval("SELECT count(*) FROM gavage_feedings WHERE lot_id = $1", lot_id) == 2
 
 
-async def test_lifecycle_refusal_is_an_error_not_a_crash(live: tuple[FastAPI, str], pool: asyncpg.Pool) -> None:
+async def test_lifecycle_refusal_is_an_error_not_a_crash(live: tuple[FastAPI, str], db_pool: asyncpg.Pool) -> None:
     _, url = live
-    lot_id = await new_lot(pool, planned_duration_days=1)
+    lot_id = await new_lot(db_pool, planned_duration_days=1)
     async with websockets.connect(url) as ws:
         assert (await ask(ws, feeding(lot_id, 1, "evening", ready_for_slaughter=True)))["state"] == "ready"
         err = await ask(ws, feeding(lot_id, 2, "morning"))
