@@ -202,7 +202,9 @@ def validate_sample(s, topic_device_id=None):
         if len(lst) != n:
             raise _err(path, "expected %d items for res %d, got %d" % (n, res, len(lst)))
         for i in range(n):
-            _value(lst[i], "%s[%d]" % (path, i), _I, 0, hi)
+            x = lst[i]
+            if type(x) is not int or x < 0 or x > hi:  # the common case stays a tight loop
+                _value(x, "%s[%d]" % (path, i), _I, 0, hi)  # raises, naming the item and the problem
         t[key] = list(lst)
     out["tof"] = t
     sp = _fields(_obj(s.get("spec"), "spec"), _SPEC, "spec.", {})
@@ -222,7 +224,8 @@ def _r3(x):
 
 
 def _ints(lst):
-    return ",".join([str(x) for x in lst])
+    # validated ints only: json.dumps gives the same digits as str(), 5x faster on MicroPython
+    return json.dumps(lst, separators=(",", ":"))[1:-1]
 
 
 def _bool_str(b):

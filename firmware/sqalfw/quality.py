@@ -137,26 +137,39 @@ def tof_features(distances_mm, statuses, resolution):
                          % (n, len(distances_mm), len(statuses)))
     zw = TRAY_W_MM / res
     zh = TRAY_H_MM / res
-    valid = [statuses[i] in VALID_STATUS for i in range(n)]
+    # one pass for validity, heights and the max, one for occupancy; sums run left to right (not
+    # sum(), which compensates on CPython >= 3.12 and would differ from MicroPython in the last bit)
+    valid = [False] * n
     h = [0.0] * n
-    for i in range(n):
-        if valid[i]:
-            v = SENSOR_MM - TRAY_MM - distances_mm[i]
-            h[i] = v if v > 0 else 0.0
+    base = SENSOR_MM - TRAY_MM
     n_valid = 0
     hmax = 0.0
     for i in range(n):
-        if valid[i]:
+        st = statuses[i]
+        if st == 5 or st == 9:  # VALID_STATUS
+            valid[i] = True
             n_valid += 1
-            if h[i] > hmax:
-                hmax = h[i]
-    occ = [valid[i] and hmax > 0 and h[i] > OCCUPIED_FRAC * hmax for i in range(n)]
-    hs = [h[i] for i in range(n) if occ[i]]
+            v = base - distances_mm[i]
+            if v > 0:
+                h[i] = v
+                if v > hmax:
+                    hmax = v
+    occ = [False] * n
+    hs = []
+    total = 0.0
+    if hmax > 0:
+        lim = OCCUPIED_FRAC * hmax
+        for i in range(n):
+            v = h[i]
+            if v > lim:  # an untrusted zone has height 0, never above lim
+                occ[i] = True
+                hs.append(v)
+                total += v
     n_occ = len(hs)
     f = {"resolution": res, "valid_zones": n_valid, "invalid_zones": n - n_valid, "occupied_zones": n_occ,
          "zone_w_mm": zw, "zone_h_mm": zh}
     if n_occ:
-        mean = sum(hs) / n_occ
+        mean = total / n_occ
         var = 0.0
         for x in hs:
             var += (x - mean) * (x - mean)
@@ -164,7 +177,7 @@ def tof_features(distances_mm, statuses, resolution):
         hmin = min(hs)
     else:
         mean = sd = hmin = 0.0
-    volume = sum(hs) * zw * zh / 1000.0  # mm3 -> cm3
+    volume = total * zw * zh / 1000.0  # mm3 -> cm3
     med = _median(hs)
     f["volume_cm3"] = volume
     f["weight_g"] = volume * DENSITY
@@ -194,6 +207,35 @@ def _uniformity(h, occ, res, zw, zh):
 
 
 _PAIRS = ((0, -1, 0, 1), (-1, 0, 1, 0), (-1, -1, 1, 1), (-1, 1, 1, -1))  # (dr1, dc1, dr2, dc2)
+_GRID = {}  # res -> zone table, built once: the grid never changes
+_STRIDE = 18  # per zone: neighbour count, 8 slots, pair-end count, 8 slots (j1, k1, j2, k2, ...)
+
+
+def _grid(res):
+    # One bytes object per resolution: ~1 KB of the board's heap at 8x8 (tuples took ~16 KB).
+    g = _GRID.get(res)
+    if g is None:
+        g = bytearray(res * res * _STRIDE)
+        for i in range(res * res):
+            r = i // res
+            c = i % res
+            at = i * _STRIDE
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    rr = r + dr
+                    cc = c + dc
+                    if (dr or dc) and 0 <= rr < res and 0 <= cc < res:
+                        g[at] += 1
+                        g[at + g[at]] = rr * res + cc
+            at += 9
+            for dr1, dc1, dr2, dc2 in _PAIRS:
+                r1, c1, r2, c2 = r + dr1, c + dc1, r + dr2, c + dc2
+                if 0 <= r1 < res and 0 <= c1 < res and 0 <= r2 < res and 0 <= c2 < res:
+                    g[at + g[at] + 1] = r1 * res + c1
+                    g[at + g[at] + 2] = r2 * res + c2
+                    g[at] += 2
+        g = _GRID[res] = bytes(g)
+    return g
 
 
 def _defects(h, valid, occ, res, med, threshold):
@@ -201,42 +243,40 @@ def _defects(h, valid, occ, res, med, threshold):
     if med <= 0:
         return out
     scale = 0.5 * med
+    g = _grid(res)
     for i in range(res * res):
         if not occ[i]:
             continue
-        r = i // res
-        c = i % res
-        # foreign body: above every valid neighbour
-        top = None
-        nb = 0
-        hidden = False
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                rr = r + dr
-                cc = c + dc
-                if not (dr or dc) or not (0 <= rr < res and 0 <= cc < res):
-                    continue
-                if not valid[rr * res + cc]:
-                    hidden = True  # an untrusted neighbour may be the higher surface
-                else:
-                    nb += 1
-                    v = h[rr * res + cc]
-                    if top is None or v > top:
-                        top = v
+        hi = h[i]
+        # foreign body: higher than every neighbour by more than the threshold, all of them trusted
+        # (an untrusted neighbour may be the higher surface); every zone has 3 or more neighbours.
+        # Stops at the first neighbour that rules it out: on a healthy dome, the first one.
+        top = -1.0
+        at = i * _STRIDE
+        for t in range(at + 1, at + 1 + g[at]):
+            j = g[t]
+            if not valid[j]:
+                top = None
+                break
+            v = h[j]
+            if hi - v <= threshold:  # hi - max(v) > threshold iff it holds for every v
+                top = None
+                break
+            if v > top:
+                top = v
         dev = 0.0
-        if nb >= 3 and not hidden and h[i] - top > threshold:
-            dev = h[i] - top
+        if top is not None:
+            dev = hi - top
         else:
             # deformation: below both ends of an occupied opposite pair
-            for dr1, dc1, dr2, dc2 in _PAIRS:
-                r1, c1, r2, c2 = r + dr1, c + dc1, r + dr2, c + dc2
-                if 0 <= r1 < res and 0 <= c1 < res and 0 <= r2 < res and 0 <= c2 < res:
-                    j = r1 * res + c1
-                    k = r2 * res + c2
-                    if occ[j] and occ[k]:
-                        d = h[i] - (h[j] if h[j] < h[k] else h[k])
-                        if d < -threshold and d < dev:
-                            dev = d
+            at += 9
+            for t in range(at + 1, at + 1 + g[at], 2):
+                j = g[t]
+                k = g[t + 1]
+                if occ[j] and occ[k]:
+                    d = hi - (h[j] if h[j] < h[k] else h[k])
+                    if d < -threshold and d < dev:
+                        dev = d
         if dev != 0.0:
             sev = abs(dev) / scale
             out.append({"zone": i, "type": "foreign_body" if dev > 0 else "deformation",
@@ -365,13 +405,11 @@ def alerts_for(score, grade, freshness, oxidation, defects):
 
 
 def _rounded(x):
-    if type(x) is float:
-        return r3(x)
-    if type(x) is dict:
-        out = {}
-        for k in x:
-            out[k] = _rounded(x[k])
-        return out
-    if type(x) is list:
+    t = type(x)
+    if t is float:
+        return int(x * 1000 + 0.5) / 1000 if x >= 0 else -r3(-x)  # r3, inlined: ~40 floats a sample
+    if t is dict:
+        return {k: _rounded(v) for k, v in x.items()}
+    if t is list:
         return [_rounded(v) for v in x]
     return x

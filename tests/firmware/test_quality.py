@@ -411,3 +411,47 @@ def test_micropython_gives_the_same_results(micropython_run: Any, tmp_path: Any)
     grades = {r["grade"] for r in py}
     assert "REJECT" in grades and len(grades) >= 3  # the cases cover more than one outcome
     assert any(r["tof"]["defects"] for r in py) and any(r["tof"]["invalid_zones"] for r in py)
+
+
+# --- the table-driven defect scan against the rule read literally ------------------------------
+
+def literal_defects(h: list[float], valid: list[bool], occ: list[bool], res: int, med: float,
+                    threshold: float) -> list[tuple[int, str, float]]:
+    """The defect rule of the module comment, zone by zone, with no tables and no early exits."""
+    out = []
+    for i in range(res * res):
+        if not occ[i] or med <= 0:
+            continue
+        r, c = divmod(i, res)
+        nbs = [(r + dr) * res + c + dc for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+               if (dr or dc) and 0 <= r + dr < res and 0 <= c + dc < res]
+        dev = 0.0
+        if all(valid[j] for j in nbs) and h[i] - max(h[j] for j in nbs) > threshold:
+            dev = h[i] - max(h[j] for j in nbs)
+        else:
+            for dr1, dc1, dr2, dc2 in ((0, -1, 0, 1), (-1, 0, 1, 0), (-1, -1, 1, 1), (-1, 1, 1, -1)):
+                ends = [(r + dr1, c + dc1), (r + dr2, c + dc2)]
+                if all(0 <= rr < res and 0 <= cc < res for rr, cc in ends):
+                    j, k = (rr * res + cc for rr, cc in ends)
+                    if occ[j] and occ[k] and h[i] - min(h[j], h[k]) < min(dev, -threshold):
+                        dev = h[i] - min(h[j], h[k])
+        if dev:
+            out.append((i, "foreign_body" if dev > 0 else "deformation", dev))
+    return out
+
+
+@pytest.mark.parametrize("res", [4, 8])
+def test_defect_scan_matches_the_literal_rule(res: int) -> None:
+    rng = random.Random(res)
+    found = 0
+    for _ in range(400):
+        n = res * res
+        h = [max(0.0, rng.gauss(40, 25)) for _ in range(n)]
+        valid = [rng.random() > 0.1 for _ in range(n)]
+        h = [x if v else 0.0 for x, v in zip(h, valid)]
+        occ = [x > 3 for x in h]
+        med, thr = 40.0, quality.DEFECT_MM[res]
+        got = [(d["zone"], d["type"], d["dev_mm"]) for d in quality._defects(h, valid, occ, res, med, thr)]
+        assert got == literal_defects(h, valid, occ, res, med, thr)
+        found += len(got)
+    assert found > 100  # the frames are rough enough to exercise both kinds of defect
