@@ -21,9 +21,17 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from urllib.parse import quote
 
+PASSWORD_ENV = "SQAL_DEVICE_MQTT_PASSWORD"  # gateway.supervisor.catalogue.DEVICE_PASSWORD_ENV
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$")
 POLL_S = 0.2
+
+
+def with_login(url: str, user: str, password: str) -> str:
+    """mqtt://host:port -> mqtt://user:password@host:port (ids and issued passwords are URL-safe)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest.rsplit('@', 1)[-1]}"
 
 
 def _device_id(text: str) -> str:
@@ -127,9 +135,16 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _signalled)
     signal.signal(signal.SIGINT, _signalled)
-    device = EmulatedDevice(args.device_id, args.flash_dir, args.broker, profile=args.profile, seed=args.seed,
+    # The device's MQTT login, when the broker authenticates, comes through the environment (the
+    # gateway's supervisor issues it): argv shows in `ps`. It ends up where a board keeps it, in the
+    # flash's config.json, so the flash dir is made private.
+    password = os.environ.pop(PASSWORD_ENV, None)
+    broker = with_login(args.broker, args.device_id, password) if password else args.broker
+    device = EmulatedDevice(args.device_id, args.flash_dir, broker, profile=args.profile, seed=args.seed,
                             interval=args.interval, config={"location": args.location})
     device.prepare()  # rewrite config.json each run: the options of this run take effect
+    if password:
+        os.chmod(device.flash_dir, 0o700)
     tail = _Tail(device.flash_dir / "device.log")
     print(f"run_device: {args.device_id} ({args.location or 'no location'}) broker={args.broker} "
           f"interval={args.interval}s profile={args.profile} seed={args.seed} flash={device.flash_dir}", flush=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import HTTPException, Request
 from pydantic import AfterValidator, Field
 
+from gateway.auth import credentials_dir, mqtt_auth_enabled
 from gateway.scenarios import Orchestrator
 from gateway.supervisor import RunContext, Supervisor
 from gateway.supervisor.catalogue import check_device_id, check_location, profile_names
@@ -88,5 +90,19 @@ def context_for(state: Any) -> RunContext:
     settings = state.settings
     ingest = getattr(state, "ingest", None)
     broker = (ingest.broker_url if ingest is not None else None) or settings.mqtt_url
-    return RunContext(api_url=api_url(state), broker_url=broker, data_dir=settings.data_dir,
-                      api_token=settings.api_token)
+    device_broker, needs_login = device_broker_url(broker)
+    authenticates = mqtt_auth_enabled(settings) or needs_login
+    return RunContext(api_url=api_url(state), broker_url=device_broker, data_dir=settings.data_dir,
+                      api_token=settings.api_token,
+                      device_credentials=credentials_dir(settings) if broker and authenticates else None)
+
+
+def device_broker_url(url: str | None) -> tuple[str | None, bool]:
+    """(the broker URL without any login in it, whether it had one). SQAL_MQTT_URL carries the
+    gateway's own login when the broker authenticates: devices get their own, never that one."""
+    if url is None:
+        return None, False
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, False
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])), True

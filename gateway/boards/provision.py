@@ -132,7 +132,7 @@ class CredentialStore:
 
     # --- provisioning -----------------------------------------------------------------------------
     def provision(self, device_id: str, broker_host: str = "127.0.0.1", broker_port: int = 1883,
-                  *, rotate: bool = False, tls: bool = False) -> Provisioned:
+                  *, rotate: bool = False, tls: bool = False, simulated: bool = False) -> Provisioned:
         if not valid_device_id(device_id):
             raise ProvisionError(f"device id {device_id!r} is not valid: 3-48 characters [A-Za-z0-9_-], "
                                  "starting with a letter or digit (e.g. ESP32_LL_01)")
@@ -148,11 +148,25 @@ class CredentialStore:
             "argon2": argon2_hash(password),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if simulated:
+            data["devices"][device_id]["simulated"] = True
         self._save(data)
         self.write_broker_files()
         scheme = "mqtts" if tls else "mqtt"
         return Provisioned(device_id, password, f"{scheme}://{device_id}:{password}@{broker_host}:{broker_port}",
                            rotated=exists)
+
+    def simulated(self, device_id: str) -> str:
+        """A fresh password for an emulated device the gateway's supervisor starts (issued at each
+        start: it lives only in that child's environment and its flash dir). An id that belongs to a
+        provisioned board is refused: a simulator must never take over a real device's login."""
+        if not valid_device_id(device_id):
+            raise ProvisionError(f"device id {device_id!r} is not valid")
+        record = self._load()["devices"].get(device_id)
+        if record is not None and not record.get("simulated"):
+            raise ProvisionError(f"device {device_id} is a provisioned board: a simulator cannot use its id "
+                                 "(pick another device id)")
+        return self.provision(device_id, rotate=True, simulated=True).password
 
     def revoke(self, device_id: str) -> None:
         data = self._load()

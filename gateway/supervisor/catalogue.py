@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$")
+DEVICE_PASSWORD_ENV = "SQAL_DEVICE_MQTT_PASSWORD"  # read by emulation.run_device
 RESERVED_NAMES = frozenset({"gavage", "consumer"})  # supervisor names of the two singleton simulators
 
 
@@ -101,9 +102,12 @@ class RunContext:
     """Where the children find the gateway: its HTTP base URL, the MQTT broker, the data dir."""
 
     api_url: str
-    broker_url: str | None
+    broker_url: str | None  # never with credentials in it: it goes into argv
     data_dir: Path
     api_token: str | None = None
+    # the broker authenticates devices: each emulated device gets its own login from this
+    # CredentialStore directory, through its environment (never argv, never the gateway's login)
+    device_credentials: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -128,10 +132,18 @@ def sqal_device(p: DeviceParams, ctx: RunContext) -> CommandSpec:
     if not ctx.broker_url:
         raise ValueError("no MQTT broker for SQAL devices: the ingest is disabled and SQAL_MQTT_URL is unset")
     flash = ctx.data_dir / "devices" / p.device_id
+    env = {}
+    if ctx.device_credentials is not None:
+        from gateway.boards.provision import CredentialStore, ProvisionError
+
+        try:
+            env[DEVICE_PASSWORD_ENV] = CredentialStore(ctx.device_credentials).simulated(p.device_id)
+        except ProvisionError as exc:
+            raise ValueError(str(exc)) from None
     return CommandSpec([sys.executable, "-m", "emulation.run_device", "--device-id", p.device_id,
                         "--location", p.location, "--broker", ctx.broker_url, "--interval", _num(p.interval),
                         "--profile", p.profile, "--seed", str(p.seed), "--flash-dir", str(flash),
-                        "--duration", _num(p.duration)])
+                        "--duration", _num(p.duration)], env=env)
 
 
 def gavage(p: GavageParams, ctx: RunContext) -> CommandSpec:
