@@ -80,5 +80,9 @@ async def add_feedback(db: Executor, *, rating: int, product_id: int | None = No
 
 
 async def lot_feedback(db: Executor, lot_id: str) -> list[dict[str, Any]]:
-    rows = await db.fetch("SELECT * FROM consumer_feedback WHERE lot_id = $1 ORDER BY created_at, id", lot_id)
+    """Every consumer feedback on the lot (on its products or on the lot itself), oldest first."""
+    async with _conn(db) as conn:
+        if await conn.fetchval("SELECT 1 FROM lots WHERE id = $1", lot_id) is None:
+            raise LotNotFound(lot_id)
+        rows = await conn.fetch("SELECT * FROM consumer_feedback WHERE lot_id = $1 ORDER BY created_at, id", lot_id)
     return [d for d in map(as_dict, rows) if d is not None]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from registry.base import Executor, _conn, as_dict
-from registry.errors import InvalidInput
+from registry.errors import InvalidInput, LotNotFound
 
 _COLUMNS = ("ord", "device_id", "boot", "seq", "lot_id", "measured_at", "received_at", "clock_synced", "score",
             "grade", "device_score", "device_grade", "weight_g", "volume_cm3", "alerts", "features", "raw")
@@ -162,7 +162,21 @@ async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]]) -> Stor
     return result
 
 
-async def lot_samples(db: Executor, lot_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    rows = await db.fetch("SELECT * FROM sqal_samples WHERE lot_id = $1 ORDER BY measured_at, id LIMIT $2 OFFSET $3",
-                          lot_id, limit, offset)
-    return [d for d in map(as_dict, rows) if d is not None]
+_SUMMARY = ("id, device_id, boot, seq, link_kind, measured_at, received_at, clock_synced, score, grade, "
+            "device_score, device_grade, weight_g, volume_cm3, alerts")
+
+
+async def lot_samples(db: Executor, lot_id: str, *, limit: int = 100, offset: int = 0,
+                      grade: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """(how many samples the lot has, with `grade` if given; one page of them, without the raw
+    payload and features), in measurement order (receive time when the clock was not trusted)."""
+    async with _conn(db) as conn:
+        if await conn.fetchval("SELECT 1 FROM lots WHERE id = $1", lot_id) is None:
+            raise LotNotFound(lot_id)
+        total = await conn.fetchval(
+            "SELECT count(*) FROM sqal_samples WHERE lot_id = $1 AND ($2::text IS NULL OR grade = $2)", lot_id, grade)
+        rows = await conn.fetch(
+            f"""SELECT {_SUMMARY} FROM sqal_samples WHERE lot_id = $1 AND ($2::text IS NULL OR grade = $2)
+                ORDER BY COALESCE(measured_at, received_at), device_id, boot, seq LIMIT $3 OFFSET $4""",
+            lot_id, grade, limit, offset)
+    return total, [d for d in map(as_dict, rows) if d is not None]

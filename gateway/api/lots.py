@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api import WRITE_DEPENDENCIES
-from registry import assignments, gavage, inspection, lots, stats, timeline
+from registry import assignments, feedback, gavage, inspection, lots, samples, stats, timeline
 from registry.lifecycle import STATES
 
 router = APIRouter(prefix="/api/lots", tags=["lots"])
@@ -181,6 +181,69 @@ async def get_lot(lot_id: LotId, request: Request) -> dict[str, Any]:
 async def lot_timeline(lot_id: LotId, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     return await timeline.timeline(_pool(request), lot_id, limit=limit, offset=offset)
+
+
+class LotSample(BaseModel):
+    id: int
+    device_id: str
+    boot: int
+    seq: int
+    link_kind: Literal["explicit", "assignment"]
+    measured_at: datetime | None = Field(description="device time; null when its clock was not trusted")
+    received_at: datetime
+    clock_synced: bool
+    score: float | None = Field(description="the gateway's grade (authoritative)")
+    grade: Literal["A+", "A", "B", "C", "REJECT"] | None
+    device_score: float | None = Field(description="the device's provisional grade, kept beside it")
+    device_grade: str | None
+    weight_g: float | None
+    volume_cm3: float | None
+    alerts: list[str]
+
+
+class LotSamples(BaseModel):
+    lot_id: str
+    total: int = Field(description="samples of the lot (with the grade filter, if any)")
+    limit: int
+    offset: int
+    samples: list[LotSample]
+
+
+class LotFeedback(BaseModel):
+    id: int
+    product_id: int | None
+    lot_id: str
+    rating: int
+    texture: int | None
+    flavor: int | None
+    freshness: int | None
+    comment: str | None
+    context: str | None
+    created_at: datetime
+
+
+class LotFeedbacks(BaseModel):
+    lot_id: str
+    total: int
+    mean_rating: float | None
+    feedback: list[LotFeedback]
+
+
+@router.get("/{lot_id}/samples", response_model=LotSamples, responses={404: {"description": "Unknown lot"}},
+            summary="The lot's SQAL samples, in measurement order (paginated, optionally one grade)")
+async def lot_samples(lot_id: LotId, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                      offset: Annotated[int, Query(ge=0)] = 0,
+                      grade: Literal["A+", "A", "B", "C", "REJECT"] | None = None) -> dict[str, Any]:
+    total, rows = await samples.lot_samples(_pool(request), lot_id, limit=limit, offset=offset, grade=grade)
+    return {"lot_id": lot_id, "total": total, "limit": limit, "offset": offset, "samples": rows}
+
+
+@router.get("/{lot_id}/feedback", response_model=LotFeedbacks, responses={404: {"description": "Unknown lot"}},
+            summary="Consumer feedback on the lot and its products, oldest first")
+async def lot_feedback(lot_id: LotId, request: Request) -> dict[str, Any]:
+    rows = await feedback.lot_feedback(_pool(request), lot_id)
+    mean = round(sum(r["rating"] for r in rows) / len(rows), 2) if rows else None
+    return {"lot_id": lot_id, "total": len(rows), "mean_rating": mean, "feedback": rows}
 
 
 _TRANSITION_RESPONSES: dict[int | str, dict[str, Any]] = {

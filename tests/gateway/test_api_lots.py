@@ -129,3 +129,41 @@ async def test_app_on_embedded_database_persists_and_stops_it() -> None:
 
         EmbeddedPostgres(data_dir).stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_lot_samples_and_feedback(database_url: str, tmp_path: Path) -> None:
+    from registry import feedback, samples
+    from tests.registry.helpers import lot_in_state
+
+    app = create_app(Settings(database_url=database_url, data_dir=tmp_path, ingest_enabled=False))
+    async with app.router.lifespan_context(app):
+        pool = app.state.pool
+        lot_id = await lot_in_state(pool, "inspecting", device_id="ESP32_T_LL_07")
+        other = await lot_in_state(pool, "inspecting", device_id="ESP32_T_LL_08")
+        t0 = datetime.now(UTC) - timedelta(minutes=5)
+        rows = [{"device_id": "ESP32_T_LL_07", "boot": 2, "seq": k, "lot_id": lot_id, "grade": g, "score": s,
+                 "measured_at": t0 + timedelta(seconds=10 * (4 - k)), "weight_g": 600.0 + k, "alerts": []}
+                for k, (g, s) in enumerate([("A", 0.8), ("B", 0.65), ("A", 0.78), ("REJECT", 0.3), ("A+", 0.9)])]
+        rows.append({"device_id": "ESP32_T_LL_08", "boot": 1, "seq": 1, "lot_id": other, "grade": "A", "score": 0.8})
+        await samples.store_samples(pool, rows)
+        await feedback.add_feedback(pool, rating=5, lot_id=lot_id, comment="fondant")
+        await feedback.add_feedback(pool, rating=2, lot_id=lot_id, texture=2)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sqal.test") as client:
+            page = (await client.get(f"/api/lots/{lot_id}/samples", params={"limit": 2, "offset": 1})).json()
+            assert page["total"] == 5 and (page["limit"], page["offset"]) == (2, 1)
+            # measurement order (seq 4 was measured first), not insertion order; no raw payload
+            assert [s["seq"] for s in page["samples"]] == [3, 2]
+            assert page["samples"][0]["grade"] == "REJECT" and "raw" not in page["samples"][0]
+            a = (await client.get(f"/api/lots/{lot_id}/samples", params={"grade": "A"})).json()
+            assert a["total"] == 2 and {s["seq"] for s in a["samples"]} == {0, 2}
+            assert all(s["link_kind"] == "explicit" and s["device_id"] == "ESP32_T_LL_07" for s in a["samples"])
+            fb = (await client.get(f"/api/lots/{lot_id}/feedback")).json()
+            assert fb["total"] == 2 and fb["mean_rating"] == 3.5
+            assert [f["rating"] for f in fb["feedback"]] == [5, 2] and fb["feedback"][0]["comment"] == "fondant"
+            assert (await client.get(f"/api/lots/{other}/feedback")).json() == {
+                "lot_id": other, "total": 0, "mean_rating": None, "feedback": []}
+            for path in ("samples", "feedback"):
+                r = await client.get(f"/api/lots/LOT_20990101_0042/{path}")
+                assert r.status_code == 404 and "LOT_20990101_0042" in r.json()["detail"]
+            r = await client.get(f"/api/lots/{lot_id}/samples", params={"grade": "Z"})
+            assert r.status_code == 422
