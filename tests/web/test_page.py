@@ -161,10 +161,11 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
         assert overflow <= 1, f"{tab}: the page is {overflow}px wider than a 390px screen"
         shot(page, f"{tab}-390x844")
     page.set_viewport_size({"width": 1280, "height": 800})
+    page.click("a[data-tab=orchestration]")
+    expect(page.locator("a[data-tab=orchestration]")).to_have_attribute("aria-current", "page")
     shot(page, "orchestration-1280x800")
 
     # stop everything from the page
-    page.click("a[data-tab=orchestration]")
     page.click("#orch-stop-all")
     expect(page.locator(".notice-ok", has_text="Stopped")).to_contain_text("Stopped 4 simulator(s)", timeout=30000)
     expect(page.locator("#orch-status")).to_have_attribute("data-running", "0", timeout=20000)
