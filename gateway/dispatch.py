@@ -9,7 +9,10 @@ Each poll (every SQAL_DISPATCH_POLL_S, default 1 s):
 3. ready lots (oldest first) are assigned to free online devices (`registry.inspection_queue.
    assign_next`) and each device is sent `assign_lot` on `sqal/v1/{device}/cmd` (QoS 1);
 4. commands not confirmed by the device's result (the ingest stores the last one per device)
-   within SQAL_DISPATCH_CMD_TIMEOUT_S are sent again, with the same command id;
+   within SQAL_DISPATCH_CMD_TIMEOUT_S are sent again, with the same command id; a device whose
+   latest telemetry or sample still names a lot whose assignment ended gets its clear_lot (again),
+   so a clear pending in a gateway that restarted, or a lot released while its device was offline,
+   does not leave the device tagging samples with a finished lot;
 5. compliant inspected lots (more than half of the samples graded and not REJECT) get
    SQAL_PRODUCTS_PER_LOT products, each with a GTIN-14 and a GS1 Digital Link QR payload.
 
@@ -191,6 +194,8 @@ class Dispatcher:
                     self._note(f"released {insp['lot_id']} from offline device {insp['device_id']}")
             else:
                 self._track_assign(insp, now)
+        for held in await inspection_queue.devices_holding_ended_lots(self.pool):
+            self._track_clear(held, now)
         for _ in range(100):  # bounded: one poll never loops forever
             a = await inspection_queue.assign_next(self.pool)
             if a is None:
@@ -212,6 +217,16 @@ class Dispatcher:
         self.pending[cmd_id] = Pending(cmd_id, insp["device_id"], "assign_lot", {"lot_id": insp["lot_id"]},
                                        insp["assignment_id"], insp["lot_id"], now - max(0.0, age),
                                        insp["valid_from"], attempts=0)
+
+    def _track_clear(self, held: dict[str, Any], now: float) -> None:
+        """A device still naming a lot whose assignment ended, with no clear_lot pending here (sent by a
+        replica that restarted, or never sent: released while offline): send it now."""
+        cmd_id = f"clear-{held['assignment_id']}"
+        if cmd_id in self.pending or cmd_id in self._confirmed:
+            return
+        self._note(f"{held['device_id']} still holds {held['lot_id']}: sending clear_lot")
+        self._send(Pending(cmd_id, held["device_id"], "clear_lot", {}, held["assignment_id"], held["lot_id"], now,
+                           held["valid_from"]))
 
     async def _close(self, lot_id: str) -> None:
         res = await inspection_queue.close_if_complete(self.pool, lot_id, self.settings.inspection_samples)

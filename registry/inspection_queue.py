@@ -114,6 +114,25 @@ async def device_sent_lot(db: Executor, device_id: str, lot_id: str, since: date
            LIMIT 1""", device_id, lot_id, since))
 
 
+async def devices_holding_ended_lots(db: Executor) -> list[dict[str, Any]]:
+    """Online devices whose latest assignment has ended but whose latest word since (telemetry or
+    sample) still names that lot: they never applied (or never got) their clear_lot, e.g. it was
+    pending in a gateway that restarted, or the lot was released while the device was offline.
+    Rows: device_id, assignment_id, lot_id, valid_from, valid_to."""
+    rows = await db.fetch(
+        """SELECT d.id AS device_id, a.id AS assignment_id, a.lot_id, a.valid_from, a.valid_to
+           FROM devices d
+           JOIN LATERAL (SELECT x.id, x.lot_id, x.valid_from, x.valid_to FROM device_assignments x
+                         WHERE x.device_id = d.id ORDER BY x.valid_from DESC, x.id DESC LIMIT 1) a
+             ON a.valid_to IS NOT NULL
+           LEFT JOIN LATERAL (SELECT s.requested_lot_id, s.received_at FROM sqal_samples s
+                              WHERE s.device_id = d.id ORDER BY s.received_at DESC LIMIT 1) s ON true
+           WHERE d.state = 'online'
+             AND ((d.telemetry->>'lot_id' = a.lot_id AND d.telemetry_at > a.valid_to)
+                  OR (s.requested_lot_id = a.lot_id AND s.received_at > a.valid_to))""")
+    return [dict(r) for r in rows]
+
+
 async def release_assignment(db: Executor, assignment_id: int, reason: str) -> bool:
     """End one open assignment now (e.g. its device went offline): the lot stays `inspecting` with no
     device, and `assign_next` gives it to another device. False when it was already closed."""

@@ -270,3 +270,55 @@ async def test_non_compliant_lot_gets_no_product(db_pool: asyncpg.Pool, mosquitt
     n = {lid: await db_pool.fetchval("SELECT count(*) FROM products WHERE lot_id = $1", lid) for lid in (bad, good)}
     assert n == {bad: 0, good: 2}
     assert d.counters.closed == 2
+
+
+async def test_a_device_still_holding_an_ended_lot_gets_clear_lot_from_a_fresh_dispatcher(
+        db_pool: asyncpg.Pool, mosquitto_broker: Any) -> None:
+    """The clear_lot of a closed inspection was pending in a dispatcher that went away (gateway
+    restart): the next dispatcher sees the device still naming the lot and sends it, once."""
+    from registry import samples
+    from tests.fixtures.mqtt import MqttCollector
+
+    dev = "ESP32_HOLD_01"
+    ds = DispatchSettings(inspection_samples=3, dispatch_cmd_timeout_s=3600, products_per_lot=0)
+    first = Dispatcher(db_pool, mosquitto_broker.url, ds)
+    await _online(db_pool, dev)
+    lot_id = await feed_to_ready(db_pool, days=1)
+    await first.run_once()
+    assignment = (await inspection_queue.open_inspections(db_pool))[0]["assignment_id"]
+    now = datetime.now(UTC)
+    await samples.store_samples(db_pool, [{"device_id": dev, "boot": 1, "seq": i, "lot_id": lot_id,
+                                           "measured_at": now, "grade": "A", "score": 0.8} for i in range(3)])
+    await first.run_once()  # closes the inspection; its clear_lot goes nowhere (no device connected)
+    assert (await lots.get_lot(db_pool, lot_id))["state"] == "inspected"
+    assert f"clear-{assignment}" in first.pending
+
+    def telemetry(lot: str | None) -> dict[str, Any]:
+        t = {"device_id": dev, "boot": 1, "ts": int(time.time() * 1000), "synced": True, "uptime_s": 60,
+             "mem_free": 50000, "mem_min_free": 40000, "spool_depth": 0, "fw": "0.1.0", "rssi": -60,
+             "counters": {c: 0 for c in codec.COUNTERS}}
+        return {**t, "lot_id": lot} if lot else t
+
+    await devices.apply_telemetry(db_pool, telemetry(lot_id), datetime.now(UTC))  # still holds it
+    cmds = MqttCollector(mosquitto_broker, codec.topic(dev, "cmd"))
+    fresh = Dispatcher(db_pool, mosquitto_broker.url, ds)
+    fresh.client.connect(mosquitto_broker.host, mosquitto_broker.port)
+    fresh.client.loop_start()
+    try:
+        await fresh.run_once()
+        assert await asyncio.to_thread(cmds.wait_count, 1, 10)
+        cmd = codec.decode_command(cmds.payloads()[0])
+        assert (cmd["cmd"], cmd["id"]) == ("clear_lot", f"clear-{assignment}")
+        await fresh.run_once()  # pending: not sent again before the timeout
+        # the device applies it: confirmed, and its next telemetry no longer names the lot
+        await devices.apply_result(db_pool, dev, {"id": cmd["id"], "cmd": "clear_lot", "ok": True}, datetime.now(UTC))
+        await fresh.run_once()
+        await devices.apply_telemetry(db_pool, telemetry(None), datetime.now(UTC))
+        await fresh.run_once()
+        await asyncio.sleep(0.5)
+        assert len(cmds.payloads()) == 1 and fresh.counters.commands_confirmed == 1
+        assert await inspection_queue.devices_holding_ended_lots(db_pool) == []
+    finally:
+        cmds.close()
+        fresh.client.disconnect()
+        fresh.client.loop_stop()
