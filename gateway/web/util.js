@@ -94,3 +94,9 @@ export function formValues(form) {
   }
   return out;
 }
+
+// A 1-5 rating as five stars; the number stays readable in the title (and for screen readers).
+export function stars(n) {
+  const v = Math.max(0, Math.min(5, Math.round(Number(n) || 0)));
+  return h('span', { class: 'stars', title: `${v} / 5`, 'aria-label': `${v} out of 5`, text: '★'.repeat(v) + '☆'.repeat(5 - v) });
+}

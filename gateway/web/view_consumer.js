@@ -5,16 +5,11 @@ import { post } from './api.js';
 import { barChart } from './charts.js';
 import { act, notify } from './notices.js';
 import { feedbackPerHour, on, state } from './store.js';
-import { $, fmtNum, fmtTime, formValues, gradeBadge, h, lotLink } from './util.js';
+import { $, fmtNum, fmtTime, formValues, gradeBadge, h, lotLink, stars } from './util.js';
 import { setSimPill } from './view_gavage.js';
 
 let visible = false;
 let ctx = null;
-
-function stars(n) {
-  const v = Math.max(0, Math.min(5, Number(n) || 0));
-  return h('span', { class: 'stars', title: `${v} / 5`, text: '★'.repeat(v) + '☆'.repeat(5 - v) });
-}
 
 function render() {
   if (!visible) return;

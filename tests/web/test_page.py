@@ -1,8 +1,9 @@
 """The control panel page end to end: Debian's Chromium (Playwright) against the real gateway
 (child process, real PostgreSQL, embedded MQTT broker, emulated devices running the firmware on
 MicroPython). Start complete_demo from the page, watch devices come online and the grade chart
-move, follow a lot's timeline, stop everything; screenshots at 1280x800 and 390x844 go to
-test-artifacts/web/. Any browser console error or page error fails the test, except the one 401
+move, follow a lot's timeline, its SQAL samples (grade filter, pages, refresh) and its consumer
+feedback until the lot is inspected (about 2 minutes at acceleration 10000), stop everything;
+screenshots at 1280x800 and 390x844 go to test-artifacts/web/. Any browser console error or page error fails the test, except the one 401
 the test provokes on purpose (to check that refusals are shown in words)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -18,11 +20,129 @@ from playwright.sync_api import Page, expect
 from tests.web.conftest import ARTIFACTS, ConsoleLog, WebGateway
 
 DEMO_DEVICES = ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
+GRADES = ["A+", "A", "B", "C", "REJECT"]
+# markup in a consumer comment must stay text: a script that ran would set this global
+XSS_COMMENT = '<script>window.__sqalXss = 1</script><b>bold?</b> & "quotes"'
 
 
 def api_get(gw: WebGateway, path: str) -> Any:
     with urllib.request.urlopen(gw.base + path, timeout=10) as r:
         return json.loads(r.read())
+
+
+def api_post(gw: WebGateway, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(gw.base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {gw.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+# What the lot page's samples and feedback panels show, read from the DOM in one go.
+PANELS_JS = """() => {
+  const text = (el) => (el ? el.textContent.trim() : null);
+  const sp = document.querySelector('#lot-samples');
+  const srows = [...sp.querySelectorAll('tbody tr')];
+  const first = sp.querySelector('tbody tr[data-sample]');
+  const fp = document.querySelector('#lot-feedback');
+  const frows = [...fp.querySelectorAll('tbody tr')];
+  return {
+    samples: {
+      total: sp.dataset.total ?? null, grade: sp.dataset.grade ?? null, offset: sp.dataset.offset ?? null,
+      renders: Number(sp.dataset.renders || 0), select: document.querySelector('#lot-samples-grade').value,
+      ids: srows.filter((r) => r.dataset.sample).map((r) => Number(r.dataset.sample)),
+      grades: srows.filter((r) => r.dataset.sample).map((r) => r.dataset.grade),
+      first: first ? [...first.cells].map((c) => c.textContent.trim()) : null,
+      empty: srows.length === 1 && srows[0].classList.contains('empty') ? text(srows[0]) : null,
+      range: text(document.querySelector('#lot-samples-range')),
+      prev: document.querySelector('#lot-samples-prev').disabled,
+      next: document.querySelector('#lot-samples-next').disabled,
+    },
+    feedback: {
+      total: fp.dataset.total ?? null, renders: Number(fp.dataset.renders || 0),
+      summary: text(document.querySelector('#lot-feedback-summary')),
+      ids: frows.filter((r) => r.dataset.feedback).map((r) => Number(r.dataset.feedback)),
+      empty: frows.length === 1 && frows[0].classList.contains('empty') ? text(frows[0]) : null,
+    },
+  };
+}"""
+
+
+def panels(page: Page) -> dict[str, Any]:
+    return page.evaluate(PANELS_JS)  # type: ignore[no-any-return]
+
+
+def samples_mismatch(page: Page, gw: WebGateway, lot_id: str, grade: str = "", offset: int = 0,
+                     limit: int = 50) -> str:
+    """'' when the samples panel shows exactly the API's page for (grade, offset, limit), else the difference."""
+    q = f"limit={limit}&offset={offset}" + (f"&grade={urllib.parse.quote(grade)}" if grade else "")
+    api = api_get(gw, f"/api/lots/{lot_id}/samples?{q}")
+    shown = panels(page)["samples"]
+    want_ids = [x["id"] for x in api["samples"]]
+    problems = []
+    if shown["total"] != str(api["total"]) or shown["grade"] != grade or shown["offset"] != str(offset):
+        problems.append(f"total/grade/offset {shown['total']}/{shown['grade']}/{shown['offset']} "
+                        f"!= API {api['total']}/{grade}/{offset}")
+    if shown["select"] != grade:
+        problems.append(f"grade select shows {shown['select']!r}, not {grade!r}")
+    if shown["ids"] != want_ids:
+        problems.append(f"rows {shown['ids']} != API {want_ids}")
+    if grade and any(g != grade for g in shown["grades"]):
+        problems.append(f"rows of other grades than {grade}: {shown['grades']}")
+    if api["samples"]:
+        s0 = api["samples"][0]
+        cells = shown["first"] or []
+        score_ok = cells[4:5] == ["—"] if s0["score"] is None else \
+            len(cells) > 4 and abs(float(cells[4]) - s0["score"]) < 6e-4  # shown with 3 decimals
+        # the device's provisional grade only where it differs from the gateway's
+        differs = s0["device_grade"] and s0["device_grade"] != s0["grade"]
+        device_ok = len(cells) > 5 and (cells[5].startswith(s0["device_grade"] + " ") if differs else cells[5] == "")
+        weight_ok = len(cells) > 6 and (cells[6] == "—" if s0["weight_g"] is None else
+                                        cells[6].endswith(" g") and abs(float(cells[6][:-2]) - s0["weight_g"]) <= 0.5)
+        alerts_ok = cells[7:8] == [", ".join(s0["alerts"]) or "—"]
+        if cells[1:4] != [s0["device_id"], f"{s0['boot']}/{s0['seq']}", s0["grade"] or "—"] or not (
+                score_ok and device_ok and weight_ok and alerts_ok):
+            problems.append(f"first row {cells} does not show API sample {s0}")
+        if s0["measured_at"] is None and "clock not trusted" not in cells[0]:
+            problems.append(f"first row {cells[0]!r} lacks the 'clock not trusted' mark")
+        rng = f"{offset + 1}–{offset + len(api['samples'])} of {api['total']}"
+        if shown["range"] != rng:
+            problems.append(f"range {shown['range']!r} != {rng!r}")
+        if shown["prev"] != (offset == 0) or shown["next"] != (offset + len(api["samples"]) >= api["total"]):
+            problems.append(f"prev/next disabled {shown['prev']}/{shown['next']} wrong at {offset} of {api['total']}")
+    else:
+        want = f"No sample graded {grade}." if grade else "No SQAL samples yet"
+        if not (shown["empty"] or "").startswith(want):
+            problems.append(f"empty state {shown['empty']!r}, expected {want!r}")
+    return "; ".join(problems)
+
+
+def feedback_mismatch(page: Page, gw: WebGateway, lot_id: str) -> str:
+    api = api_get(gw, f"/api/lots/{lot_id}/feedback")
+    shown = panels(page)["feedback"]
+    want_ids = [f["id"] for f in reversed(api["feedback"])][:200]  # newest first
+    problems = []
+    if shown["total"] != str(api["total"]) or shown["ids"] != want_ids:
+        problems.append(f"feedback {shown['total']} {shown['ids']} != API {api['total']} {want_ids}")
+    if api["total"]:
+        if f"{api['total']} · mean rating {api['mean_rating']:.2f} / 5" not in (shown["summary"] or ""):
+            problems.append(f"summary {shown['summary']!r} != API {api['total']} / {api['mean_rating']}")
+    elif not (shown["empty"] or "").startswith("No consumer feedback") or shown["summary"] != "(none)":
+        problems.append(f"empty state {shown['empty']!r} / {shown['summary']!r}")
+    return "; ".join(problems)
+
+
+def agree(check: Any, timeout: float, what: str, gw: WebGateway) -> None:
+    """Wait until the page agrees with the API (both move while the demo runs; each poll reads both)."""
+    last = ["never checked"]
+
+    def ok() -> bool:
+        last[0] = check()
+        return not last[0]
+
+    try:
+        wait_until(ok, timeout, what, gw)
+    except AssertionError as exc:
+        raise AssertionError(f"{what}: {last[0]}\n{exc}") from None
 
 
 def shot(page: Page, name: str) -> None:
@@ -149,10 +269,84 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
     api_total = api_get(gw, f"/api/lots/{lot_id}/timeline?limit=1")["total"]
     assert 0 < n_events <= api_total
     assert page.locator("#lot-events tbody tr").count() == min(n_events, 300)
+
+    # its SQAL samples and consumer feedback: what the API says now (in gavage: the empty states)
+    expect(page.locator("#lot-samples")).to_have_attribute("data-renders", re.compile(r"^[1-9]"))
+    agree(lambda: samples_mismatch(page, gw, lot_id), 20, "the samples panel to match the API", gw)
+    agree(lambda: feedback_mismatch(page, gw, lot_id), 20, "the feedback panel to match the API", gw)
+
+    # wait for a lot to be inspected and to get products (the dispatcher does it once a lot is ready
+    # and 3 samples are in); the page is left open: its slow refresh must bring the samples in by itself
+    lot_ids = [lot_id] + [x["id"] for x in api_get(gw, "/api/lots") if x["id"] != lot_id]
+
+    def lot_with_product() -> tuple[str, dict[str, Any]] | None:
+        for lid in lot_ids:
+            prods = api_get(gw, f"/api/consumer/products?lot_id={lid}")
+            if prods:
+                return lid, prods[0]
+        return None
+
+    lot_id, product = wait_until(lot_with_product, 300, "an inspected lot with products", gw)
+    if not page.url.endswith(f"#/lots/{lot_id}"):
+        page.evaluate(f"location.hash = '#/lots/{lot_id}'")
+        expect(page.locator("#lot-title")).to_contain_text(lot_id)
+    agree(lambda: samples_mismatch(page, gw, lot_id), 40, "the samples panel to show the inspected lot's samples", gw)
+    total = api_get(gw, f"/api/lots/{lot_id}/samples?limit=1")["total"]
+    assert total >= 3, total
+
+    # the grade filter: each grade shows what the API answers for it (rows and total)
+    per_grade = {}
+    for grade in GRADES:
+        page.select_option("#lot-samples-grade", grade)
+        agree(lambda g=grade: samples_mismatch(page, gw, lot_id, g), 10, f"the samples panel filtered on {grade}", gw)
+        per_grade[grade] = int(panels(page)["samples"]["total"])
+    assert sum(per_grade.values()) <= total and any(n != total for n in per_grade.values()), per_grade
+    page.select_option("#lot-samples-grade", label="all")
+    agree(lambda: samples_mismatch(page, gw, lot_id), 10, "the samples panel unfiltered again", gw)
+
+    # pages: 2 rows a page here (the page size is read from the markup) so that 3+ samples page
+    page.evaluate("document.querySelector('#lot-samples').dataset.pageSize = '2'")
+    page.select_option("#lot-samples-grade", "A")
+    page.select_option("#lot-samples-grade", label="all")  # a change re-reads the page size, back at offset 0
+    agree(lambda: samples_mismatch(page, gw, lot_id, limit=2), 10, "the first page of 2", gw)
+    page.click("#lot-samples-next")
+    agree(lambda: samples_mismatch(page, gw, lot_id, offset=2, limit=2), 10, "the second page of 2", gw)
+    # the 15 s refresh keeps the page, then the filter, the user chose
+    renders = panels(page)["samples"]["renders"]
+    wait_until(lambda: panels(page)["samples"]["renders"] > renders, 40, "a refresh of the lot page", gw)
+    agree(lambda: samples_mismatch(page, gw, lot_id, offset=2, limit=2), 5, "the second page after a refresh", gw)
+    page.click("#lot-samples-prev")
+    agree(lambda: samples_mismatch(page, gw, lot_id, limit=2), 10, "back on the first page", gw)
+    kept = max(per_grade, key=lambda g: per_grade[g])
+    page.select_option("#lot-samples-grade", kept)
+    agree(lambda: samples_mismatch(page, gw, lot_id, kept, limit=2), 10, f"the filter {kept}", gw)
+    renders = panels(page)["samples"]["renders"]
+    wait_until(lambda: panels(page)["samples"]["renders"] > renders, 40, "a refresh of the lot page", gw)
+    agree(lambda: samples_mismatch(page, gw, lot_id, kept, limit=2), 5, f"the filter {kept} after a refresh", gw)
+    page.evaluate("document.querySelector('#lot-samples').dataset.pageSize = '50'")
+    page.select_option("#lot-samples-grade", label="all")
+    agree(lambda: samples_mismatch(page, gw, lot_id), 10, "the samples panel back to all, 50 a page", gw)
+
+    # consumer feedback, including a comment with markup: it must show as text, never run
+    agree(lambda: feedback_mismatch(page, gw, lot_id), 40, "the feedback panel to match the API", gw)
+    posted = api_post(gw, "/api/consumer/feedback", {
+        "product_id": product["id"], "qr_code": product["qr_uri"], "overall_rating": 4, "texture_rating": 5,
+        "flavor_rating": 3, "consumption_context": "gift", "comment": XSS_COMMENT})
+    row = page.locator(f"#lot-feedback-table tr[data-feedback='{posted['id']}']")
+    expect(row).to_have_count(1, timeout=40000)  # brought by the slow refresh
+    agree(lambda: feedback_mismatch(page, gw, lot_id), 40, "the feedback panel to include the new feedback", gw)
+    assert row.locator("td.comment").inner_text() == XSS_COMMENT
+    assert row.locator("td.comment *").count() == 0  # no element parsed out of the comment
+    assert page.evaluate("window.__sqalXss") is None
+    assert [c.strip() for c in row.locator("td").all_inner_texts()[1:7]] == \
+        ["★★★★☆ 4/5", "5/5", "3/5", "—", "gift", f"#{product['id']}"]
     shot(page, "lot-1280x800")
 
     # phone width: the same page, one column, no horizontal page scroll
     page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"lot: the page is {overflow}px wider than a 390px screen"
     shot(page, "lot-390x844")
     for tab in ("sqal", "orchestration", "consumer"):
         page.click(f"a[data-tab={tab}]")
