@@ -158,7 +158,7 @@ def raw_drain(broker: MosquittoBroker, n: int) -> float:
 
 NAIVE_SQL = """INSERT INTO sqal_samples (device_id, boot, seq, link_kind, measured_at, received_at, clock_synced,
   score, grade, device_score, device_grade, weight_g, volume_cm3, alerts, features, raw)
-  VALUES ($1, $2, $3, 'none', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15::jsonb)
+  VALUES ($1, $2, $3, 'none', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15::json)
   ON CONFLICT (device_id, boot, seq) DO NOTHING"""
 
 

@@ -58,7 +58,7 @@ WITH src AS (
            CASE WHEN lot_id IS NOT NULL AND known_lot IS NULL THEN 'unknown_lot'
                 WHEN lot_id IS NULL AND assigned_lot IS NULL THEN 'no_assignment' END,
            measured_at, received_at, clock_synced, score, grade, device_score, device_grade,
-           weight_g, volume_cm3, COALESCE(alerts, '{}'), features::jsonb, raw::jsonb
+           weight_g, volume_cm3, COALESCE(alerts, '{}'), features::json, raw::json
     FROM linked ORDER BY ord
     ON CONFLICT (device_id, boot, seq) DO NOTHING
     RETURNING device_id, boot, seq, lot_id, link_kind, link_issue, grade, score, weight_g, measured_at, received_at

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gateway.ingest.envelope import Envelope
-from gateway.ingest.prepare import ClockPolicy, prepare
+from gateway.ingest.prepare import ClockPolicy, decode_sample, prepare
 from gateway.ingest.rejects import reason_key
 from sqalfw import codec
 from tests.gateway.ingest_support import sample
@@ -59,3 +59,41 @@ def test_internal_errors_become_rejects(monkeypatch: pytest.MonkeyPatch) -> None
                                          ("", "unknown")])
 def test_reason_key(reason: str, key: str) -> None:
     assert reason_key(reason) == key
+
+
+def _codec_outcome(data: bytes, dev: str | None) -> object:
+    try:
+        return codec.decode_sample(data, dev)
+    except codec.ContractError as exc:
+        return ("reject", str(exc))
+
+
+def _fast_outcome(data: bytes, dev: str | None) -> object:
+    try:
+        return decode_sample(data, dev)
+    except codec.ContractError as exc:
+        return ("reject", str(exc))
+
+
+def _json_corpus() -> list[bytes]:
+    base = codec.encode_sample(sample(DEV, seq=5, q={"score": 0.5, "grade": "C"})).decode()
+    swaps = [('"boot":1', f'"boot":{x}') for x in ("18446744073709551616", "-9223372036854775809", "4294967296",
+                                                    "1e400", "NaN", "-Infinity", "1.0", "-0", "true", "null",
+                                                    '"1"', "99999999999999999999999")]
+    swaps += [('"seq":5', '"seq":5,"seq":6'), ('"fw":"0.1.0"', '"fw":"\\ud800"'), ('"fw":"0.1.0"', '"fw":"\\u0041"'),
+              ('"gain":4.0', '"gain":4'), ('"gain":4.0', '"gain":4e0'), ('"score":0.5', '"score":0.49999999999999999'),
+              ('"v":1', '"v":1.0'), ('{"v":1', '{ "v" : 1 '), ('"dist":[', '"dist":[ 1e2,')]
+    out = [base.encode()] + [base.replace(a, b, 1).encode() for a, b in swaps]
+    out += [b"\xef\xbb\xbf" + base.encode(), base.encode() + b" ", base.encode() + b"x", b"[1,2]", b'"s"', b"{}",
+            b"\xff\xfe", b"", b"{" * 600, b"[" * 500 + b"]" * 500, base[:200].encode(), ("x" * 1100).encode()]
+    return out
+
+
+def test_fast_json_decode_is_exactly_the_codecs() -> None:
+    # prepare() parses JSON samples with orjson; on every payload it must give what the codec gives
+    # (the same sample dict, or the same reject reason).
+    corpus = _json_corpus()
+    assert len({_codec_outcome(d, DEV) != _codec_outcome(corpus[0], DEV) for d in corpus}) == 2
+    for data in corpus:
+        for dev in (DEV, None):
+            assert _fast_outcome(data, dev) == _codec_outcome(data, dev), data[:80]

@@ -100,3 +100,18 @@ async def test_overlapping_assignment_refused(db_pool: asyncpg.Pool) -> None:
     with pytest.raises(AssignmentConflict, match=lot_a):
         await assignments.assign_device(db_pool, lot_b, DEV, valid_from=t0 + timedelta(minutes=10))
     assert (await db_pool.fetchval("SELECT state FROM lots WHERE id = $1", lot_b)) == "ready"
+
+
+async def test_json_columns_keep_the_text_and_refuse_invalid_json(db_pool: asyncpg.Pool) -> None:
+    # Migration 004: features/raw are `json` (validated, stored as sent), not jsonb -- nothing queries
+    # into them and converting to jsonb was most of the database's CPU per ingested reading.
+    types = dict(await db_pool.fetch("""SELECT column_name, data_type FROM information_schema.columns
+                                        WHERE table_name = 'sqal_samples' AND column_name IN ('features', 'raw')"""))
+    assert types == {"features": "json", "raw": "json"}
+    text = samples.JsonText('{"tof":{"volume_cm3":633.6},"clock":{"flags":[]}}')
+    await samples.store_samples(db_pool, [row(1, features=text, raw=samples.JsonText('{"v":1,"seq":1}'))])
+    r = await db_pool.fetchrow("SELECT features, raw FROM sqal_samples WHERE seq = 1")
+    assert (r["features"], json.loads(r["raw"])) == (text, {"v": 1, "seq": 1})
+    with pytest.raises(asyncpg.InvalidTextRepresentationError):
+        await samples.store_samples(db_pool, [row(2, features=samples.JsonText('{"tof": NaN}'))])
+    assert await db_pool.fetchval("SELECT count(*) FROM sqal_samples") == 1
