@@ -207,7 +207,7 @@ def _uniformity(h, occ, res, zw, zh):
 
 
 _PAIRS = ((0, -1, 0, 1), (-1, 0, 1, 0), (-1, -1, 1, 1), (-1, 1, 1, -1))  # (dr1, dc1, dr2, dc2)
-_GRID = {}  # res -> zone table, built once: the grid never changes
+_GRID = {}  # type: dict[int, bytes]  # res -> zone table, built once: the grid never changes
 _STRIDE = 18  # per zone: neighbour count, 8 slots, pair-end count, 8 slots (j1, k1, j2, k2, ...)
 
 
@@ -215,26 +215,30 @@ def _grid(res):
     # One bytes object per resolution: ~1 KB of the board's heap at 8x8 (tuples took ~16 KB).
     g = _GRID.get(res)
     if g is None:
-        g = bytearray(res * res * _STRIDE)
-        for i in range(res * res):
-            r = i // res
-            c = i % res
-            at = i * _STRIDE
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    rr = r + dr
-                    cc = c + dc
-                    if (dr or dc) and 0 <= rr < res and 0 <= cc < res:
-                        g[at] += 1
-                        g[at + g[at]] = rr * res + cc
-            at += 9
-            for dr1, dc1, dr2, dc2 in _PAIRS:
-                r1, c1, r2, c2 = r + dr1, c + dc1, r + dr2, c + dc2
-                if 0 <= r1 < res and 0 <= c1 < res and 0 <= r2 < res and 0 <= c2 < res:
-                    g[at + g[at] + 1] = r1 * res + c1
-                    g[at + g[at] + 2] = r2 * res + c2
-                    g[at] += 2
-        g = _GRID[res] = bytes(g)
+        g = _GRID[res] = bytes(_build_grid(res))
+    return g
+
+
+def _build_grid(res):
+    g = bytearray(res * res * _STRIDE)
+    for i in range(res * res):
+        r = i // res
+        c = i % res
+        at = i * _STRIDE
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                rr = r + dr
+                cc = c + dc
+                if (dr or dc) and 0 <= rr < res and 0 <= cc < res:
+                    g[at] += 1
+                    g[at + g[at]] = rr * res + cc
+        at += 9
+        for dr1, dc1, dr2, dc2 in _PAIRS:
+            r1, c1, r2, c2 = r + dr1, c + dc1, r + dr2, c + dc2
+            if 0 <= r1 < res and 0 <= c1 < res and 0 <= r2 < res and 0 <= c2 < res:
+                g[at + g[at] + 1] = r1 * res + c1
+                g[at + g[at] + 2] = r2 * res + c2
+                g[at] += 2
     return g
 
 

@@ -157,7 +157,8 @@ async def test_assign_inspect_close_and_products(gateway: tuple[Any, httpx.Async
         await wait_for(lambda: _async(dev.lot_id is None and dev.commands[-1]["cmd"] == "clear_lot"), timeout=10)
         assert not await inspection_queue.device_has_open_assignment(pool, dev_id)
 
-        r = await wait_for(lambda: _products(client, lot_id))
+        # products are created one per transaction: wait for all three, not the first
+        r = await wait_for(lambda: _n_products(client, lot_id, 3))
         assert len(r) == 3
         for p in r:
             assert gtin_check_digit_ok(p["gtin"]) and p["qr_uri"] == f"https://id.gs1.org/01/{p['gtin']}/10/{lot_id}"
@@ -169,6 +170,11 @@ async def test_assign_inspect_close_and_products(gateway: tuple[Any, httpx.Async
             < types.index("close_inspection") < types.index("product_created")
     finally:
         dev.close()
+
+
+async def _n_products(client: httpx.AsyncClient, lot_id: str, n: int) -> Any:
+    r = await _products(client, lot_id)
+    return r if r and len(r) >= n else None
 
 
 async def _async(v: Any) -> Any:
