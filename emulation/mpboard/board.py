@@ -18,7 +18,7 @@ from sqalfw.board import MemTracker
 
 from emulation.mpboard import control, exitcodes, net
 
-POLL_MS = 200
+POLL_MS = 1000  # control.json poll: a stat() each time, a read only when it changed
 
 DEFAULTS = {
     "profile": "default",   # scene quality profile (emulation.peripherals.profiles)
@@ -66,6 +66,7 @@ class Board:
         self.stop_requested = False
         self.i2c_hang = False
         self._control_path = self.flash_dir + "/" + control.FILENAME
+        self._control_sig = control.signature(self._control_path)  # before the read: no change missed
         self._apply(control.read(self._control_path))
         self.open_connection = self.link.open_connection
 
@@ -143,6 +144,15 @@ class Board:
             self.stop_requested = True
 
     async def _control_loop(self):
+        n = 0
         while True:
-            self._apply(control.read(self._control_path))
+            sig = control.signature(self._control_path)
+            n += 1
+            # every 10th poll reads anyway: a file system that reuses a freed inode at once could
+            # make two quick replacements of the same size within a second look unchanged
+            if sig is not None and (sig != self._control_sig or n % 10 == 0):
+                d = control.read(self._control_path)
+                if d:  # unreadable (being replaced): look again at the next poll
+                    self._control_sig = sig
+                    self._apply(d)
             await asyncio.sleep_ms(POLL_MS)

@@ -4,6 +4,7 @@
 #   {"net": "up"|"down", "clock_skew_s": float, "i2c_hang": bool, "i2c_error_rate": 0..1,
 #    "stop": true}
 import json
+import os
 
 FILENAME = "control.json"
 
@@ -15,3 +16,16 @@ def read(path):
         return d if isinstance(d, dict) else {}
     except (OSError, ValueError):
         return {}  # absent or being replaced: keep the current state
+
+
+def signature(path):
+    """What changes whenever the host replaces the file: (inode, size, mtime), or None when absent.
+
+    An atomic replace always brings a new inode (the temp file exists while the old one is still
+    in place), so polling this is as good as re-reading the file, for one stat() instead of an
+    open, a read and a JSON parse (hundreds of emulated devices poll it several times a second)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st[1], st[6], st[8])

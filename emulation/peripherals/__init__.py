@@ -2,6 +2,8 @@
 # modules run inside an emulated device's micropython process as well as under CPython.
 import math
 
+_TWO_PI = 2.0 * math.pi  # computed once: every float operation allocates on the unix port
+
 
 class Rng:
     """xorshift32: the same stream under CPython and MicroPython for a seed (their `random`
@@ -33,10 +35,10 @@ class Rng:
             self._spare = None
             return mu + sd * z
         u1 = self.random() or 1e-12
-        u2 = self.random()
+        th = _TWO_PI * self.random()
         r = math.sqrt(-2.0 * math.log(u1))
-        self._spare = r * math.sin(2.0 * math.pi * u2)
-        return mu + sd * r * math.cos(2.0 * math.pi * u2)
+        self._spare = r * math.sin(th)
+        return mu + sd * r * math.cos(th)
 
 
 def build(clock_ms, scene=None, seed=1, error_rate=0.0, absent=(), fw_ok=True):

@@ -52,9 +52,7 @@ class EmulatedI2C:
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
         dev = self._dev(addr)
         self._check_size(dev, addrsize)
-        data = dev.read(memaddr, len(buf))
-        for i in range(len(buf)):
-            buf[i] = data[i]
+        buf[:] = dev.read(memaddr, len(buf))  # one copy, not a loop over bytes (frames are 320 B)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
         dev = self._dev(addr)
@@ -79,6 +77,4 @@ class EmulatedI2C:
         return bytes(dev.read(self._ptr.get(addr, 0), nbytes))
 
     def readfrom_into(self, addr, buf, stop=True):
-        data = self.readfrom(addr, len(buf), stop)
-        for i in range(len(buf)):
-            buf[i] = data[i]
+        buf[:] = self.readfrom(addr, len(buf), stop)

@@ -22,6 +22,9 @@ class Scene:
         self.rng = Rng(seed)
         self.product = None
         self._trig = None  # (product, cos(angle), sin(angle)) for height()
+        self._span_p = None  # the liver and resolution self._spans were computed for
+        self._span_res = 0
+        self._spans = None
         self.count = 0
         self.next_product()
 
@@ -114,46 +117,166 @@ class Scene:
 
     def tof_zone(self, res):
         """(distances_mm, statuses) for res x res zones, row-major, with ranging noise."""
+        # height() averaged over SUB x SUB points per zone, organised for the unix port, where
+        # every float operation allocates: the straightforward loop cost ~600 KB of garbage and
+        # 3 ms of CPU a frame, most of a fleet device's time. Point coordinates are computed once
+        # per resolution; each line of points visits only the stretch that can hit the liver;
+        # along a line q (the ellipse test) and the three wave phases are linear or quadratic in
+        # x, so they advance by differences instead of being recomputed. Same arithmetic up to
+        # rounding (~1e-12 mm), far below the 1 mm steps of the reported ranges: the frames are
+        # those of the plain definition, height() at every point (tests/emulation/test_scene.py).
         r = self.rng
-        zw, zh = TRAY_W / res, TRAY_H / res
         p = self.product
-        optical = [d for d in p["defects"] if d["kind"] == "optical"]
-        ca, sa = math.cos(p["angle"]), math.sin(p["angle"])
-        cx, cy, a, b = p["cx"], p["cy"], p["a"], p["b"]
+        geo = _GEOMETRY.get(res)
+        if geo is None:
+            geo = _GEOMETRY[res] = _geometry(res)
+        xs, ys, zw, zh = geo
+        lines = self._lines(res, ys)
+        n = res * SUB
+        zs = [0.0] * (res * res)  # per zone: sum of the heights of its points
+        c = p["c"]
+        kr = p["roughness"] / 3.0
+        (f1, e1, p1), (f2, e2, p2), (f3, e3, p3) = p["waves"]
+        defects = p["defects"]
+        a, b = p["a"], p["b"]
+        cx = p["cx"]
+        ca, sa = self._trig[1], self._trig[2]
+        step = xs[1] - xs[0]
+        qa = self._qa
+        dd = 2.0 * qa * step * step        # second difference of q along a line
+        # phase of wave i = fx u + fy v + ph; along a line it grows by this per point
+        k1 = (f1 * ca - e1 * sa) * step
+        k2 = (f2 * ca - e2 * sa) * step
+        k3 = (f3 * ca - e3 * sa) * step
+        sqrt, sin = math.sqrt, math.sin
+        for k in range(n):
+            span = lines[k]
+            if span is None:
+                continue
+            first, end, dy, qb = span
+            y = ys[k]
+            base = (k // SUB) * res
+            dx = xs[first] - cx
+            u = dx * ca + dy * sa
+            v = dy * ca - dx * sa
+            q = (u / a) ** 2 + (v / b) ** 2
+            dq = (qa * (2.0 * dx + step) + qb) * step  # q(dx + step) - q(dx)
+            g1 = f1 * u + e1 * v + p1
+            g2 = f2 * u + e2 * v + p2
+            g3 = f3 * u + e3 * v + p3
+            for m in range(first, end):
+                if q < 1.0:
+                    t = 1.0 - q
+                    h = c * sqrt(t)
+                    w = kr * (sin(g1) + sin(g2) + sin(g3))
+                    h += w * (4.0 * t) if t < 0.25 else w  # the waves fade out at the edge
+                    if defects:
+                        x = xs[m]
+                        h = _defects(h, defects, x, y, (x - cx) * ca + dy * sa, a)
+                    if h > 0.0:
+                        zs[base + m // SUB] += h
+                q += dq
+                dq += dd
+                g1 += k1
+                g2 += k2
+                g3 += k3
         dist = [0] * (res * res)
         st = [5] * (res * res)
-        for row in range(res):
-            y0 = -TRAY_H / 2 + row * zh
-            for col in range(res):
+        optical = [d for d in defects if d["kind"] == "optical"]
+        bare = SENSOR_MM - TRAY_MM
+        for z in range(res * res):
+            s = zs[z]
+            g = r.gauss(0.0, RANGE_SD)
+            d = (bare - s / (SUB * SUB) if s else bare) + g  # most zones are bare tray
+            dist[z] = int(d + 0.5) if d > 0 else 0
+            if optical:
+                row, col = z // res, z % res
+                y0 = -TRAY_H / 2 + row * zh
                 x0 = -TRAY_W / 2 + col * zw
-                s = 0.0
-                for i in range(SUB):
-                    y = y0 + (i + 0.5) * zh / SUB
-                    for j in range(SUB):
-                        x = x0 + (j + 0.5) * zw / SUB
-                        # inline of height()'s bare-tray test: most points miss the liver, and
-                        # a call per point was most of the device's frame cost (same arithmetic)
-                        dx, dy = x - cx, y - cy
-                        u = dx * ca + dy * sa
-                        v = -dx * sa + dy * ca
-                        if (u / a) ** 2 + (v / b) ** 2 < 1.0:
-                            s += self.height(x, y)
-                        else:
-                            s += 0.0
-                z = row * res + col
-                d = SENSOR_MM - TRAY_MM - s / (SUB * SUB) + r.gauss(0.0, RANGE_SD)
-                dist[z] = int(d + 0.5) if d > 0 else 0
                 xc, yc = x0 + zw / 2, y0 + zh / 2
                 for o in optical:
                     if (xc - o["x"]) ** 2 + (yc - o["y"]) ** 2 < o["r"] * o["r"]:
                         st[z] = INVALID[int(r.random() * len(INVALID))]
-                if st[z] == 5 and r.random() < 0.03:
-                    st[z] = 9  # valid, target seen through a wrap-around check
+            if st[z] == 5 and r.random() < 0.03:
+                st[z] = 9  # valid, target seen through a wrap-around check
         return dist, st
+
+    def _lines(self, res, ys):
+        """Per line of sample points (fixed y): (first, end, y - cy, B) with first..end-1 the
+        indices of the points that may lie on the liver, or None; B is the linear coefficient of
+        q along the line (q = A dx^2 + B dx + C). Cached per liver and resolution."""
+        p = self.product
+        trig = self._trig
+        if trig is None or trig[0] is not p:
+            trig = self._trig = (p, math.cos(p["angle"]), math.sin(p["angle"]))
+        if self._span_p is p and self._span_res == res:
+            return self._spans
+        ca, sa = trig[1], trig[2]
+        a, b, cx, cy = p["a"], p["b"], p["cx"], p["cy"]
+        # solved for q < SPAN_Q (> 1: a margin far above float rounding), widened by a point each
+        # side; inside the span the exact test decides
+        ia, ib = 1.0 / (a * a), 1.0 / (b * b)
+        qa = ca * ca * ia + sa * sa * ib
+        qb = 2.0 * ca * sa * (ia - ib)
+        qc = sa * sa * ia + ca * ca * ib
+        step = TRAY_W / (res * SUB)
+        n = res * SUB
+        spans = []
+        for k in range(n):
+            dy = ys[k] - cy
+            disc = (qb * dy) ** 2 - 4.0 * qa * (qc * dy * dy - SPAN_Q)
+            if disc < 0.0:
+                spans.append(None)
+                continue
+            root = math.sqrt(disc)
+            lo = cx + (-qb * dy - root) / (2.0 * qa)
+            hi = cx + (-qb * dy + root) / (2.0 * qa)
+            first = max(0, int((lo + TRAY_W / 2) / step) - 1)
+            end = min(n, int((hi + TRAY_W / 2) / step) + 2)
+            spans.append((first, end, dy, qb * dy) if first < end else None)
+        self._qa = qa
+        self._span_p = p
+        self._span_res = res
+        self._spans = spans
+        return spans
 
     def spectral_factors(self):
         """Per-channel factor on the AS7341 reference counts for the current liver."""
         return self._factors
+
+
+SPAN_Q = 1.05  # see Scene._lines
+_GEOMETRY = {}  # res -> (x of each point column, y of each point line, zone width, zone height)
+
+
+def _geometry(res):
+    # the sample points of the zone grid, by the expressions tof_zone always used
+    zw, zh = TRAY_W / res, TRAY_H / res
+    xs = []
+    for col in range(res):
+        x0 = -TRAY_W / 2 + col * zw
+        for j in range(SUB):
+            xs.append(x0 + (j + 0.5) * zw / SUB)
+    ys = []
+    for row in range(res):
+        y0 = -TRAY_H / 2 + row * zh
+        for i in range(SUB):
+            ys.append(y0 + (i + 0.5) * zh / SUB)
+    return xs, ys, zw, zh
+
+
+def _defects(h, defects, x, y, u, a):
+    # the defect part of height() for a point on the liver
+    for d in defects:
+        kind = d["kind"]
+        if kind == "edge_damage":
+            if d["side"] * u > d["cut"] * a:
+                h = 0.0
+        elif kind in ("foreign_body", "deformation") and h > 0.0:
+            e = ((x - d["x"]) ** 2 + (y - d["y"]) ** 2) / (d["r"] * d["r"])
+            if e < 4.0:
+                h += d["h"] * math.exp(-e)
+    return h
 
 
 def _clip(x):

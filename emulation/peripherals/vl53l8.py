@@ -312,8 +312,7 @@ class VL53L8Model:
             host = bytearray(m)
             idx = bh >> 16
             if idx == IDX_DISTANCE:
-                for z in range(res):
-                    struct.pack_into("<h", host, 2 * z, int(dist[z]) * 4)
+                struct.pack_into("<%dh" % res, host, 0, *[int(v) * 4 for v in dist])
             elif idx == IDX_STATUS:
                 for z in range(res):
                     host[z] = st[z] if st[z] != 255 else 0

@@ -84,6 +84,14 @@ class App:
         # spool). Kept well under the stall limit (watchdog_s / 2) so that waiting for a broker
         # during an outage never looks like a hung task to the supervisor.
         self.pub_timeout = max(1.0, cfg.watchdog_s / 4)
+        # A task is stalled when it has not looped for stall_ms; idle loops wake to beat every
+        # idle_ms, a quarter of that (1 s at the smallest watchdog, 3.75 s at the default 30 s).
+        # Each wake-up costs CPU on the board and in every emulated device of a fleet: an idle
+        # loop waits on its event (or the connection) and wakes only to beat.
+        self.stall_ms = max(3000, int(cfg.watchdog_s * 500))
+        self.idle_ms = max(1000, min(5000, self.stall_ms // 4))
+        # The watchdog is fed every tenth of its timeout (200 ms at 2 s, 1 s from 10 s up).
+        self.feed_ms = max(200, min(1000, int(cfg.watchdog_s * 100)))
 
     # ---- small helpers used by commands/telemetry ----
 
@@ -208,7 +216,7 @@ class App:
             now = board.ticks_ms()
             wait = time.ticks_diff(due, now)
             if wait > 0:
-                await asyncio.sleep_ms(wait if wait < 1000 else 1000)
+                await asyncio.sleep_ms(wait if wait < self.idle_ms else self.idle_ms)
                 continue
             step = int(self.sample_interval() * 1000)
             due = time.ticks_add(due, step)
@@ -235,11 +243,15 @@ class App:
     async def _drain(self):
         # oldest first, one in flight: a record leaves the spool only after its PUBACK
         c = self.client
+        idle = self.idle_ms / 1000
         while True:
             self.beat("drain")
-            item = self.spool.peek() if c.isconnected() else None
+            if not c.isconnected():
+                await c.wait_connected(idle)
+                continue
+            item = self.spool.peek()
             if item is None:
-                await self._sleep_or(self._wake, 1)
+                await self._sleep_or(self._wake, idle)
                 continue
             key, rec = item
             if await c.publish(self.t_sample, rec, 1, False, self.pub_timeout):
@@ -247,10 +259,14 @@ class App:
 
     async def _outbox_loop(self):
         c = self.client
+        idle = self.idle_ms / 1000
         while True:
             self.beat("outbox")
-            if not self._outbox or not c.isconnected():
-                await self._sleep_or(self._outev, 1)
+            if not c.isconnected():
+                await c.wait_connected(idle)
+                continue
+            if not self._outbox:
+                await self._sleep_or(self._outev, idle)
                 continue
             topic, payload, action = self._outbox[0]
             retain = topic == self.t_status
@@ -271,7 +287,9 @@ class App:
                 due = time.ticks_add(now, int(self.telemetry_interval() * 1000))
                 if self.client.isconnected():
                     await self.client.publish(self.t_tele, self.telemetry.encode(), 0)
-            await asyncio.sleep_ms(1000)
+            # until due (a changed interval takes effect from the next report), at most idle_ms
+            wait = time.ticks_diff(due, self.board.ticks_ms())
+            await asyncio.sleep_ms(min(max(wait, 0), self.idle_ms))
 
     async def _net(self):
         board, cfg = self.board, self.cfg
@@ -297,13 +315,15 @@ class App:
                     if board.ntp_sync(cfg.ntp_host):
                         ntp_ok_at = now
             was_up = up
-            await asyncio.sleep_ms(1000)
+            # down: look every second; up: the transports watch the link themselves
+            await asyncio.sleep_ms(self.idle_ms if up else 1000)
 
     async def _supervisor(self, wdt):
         board, cfg, c = self.board, self.cfg, self.client
-        # a task is stalled when it has not looped for this long; idle loops beat about once a
-        # second, so never less than 3 s (a loaded CPU must not look like a hang)
-        stall_ms = max(3000, int(cfg.watchdog_s * 500))
+        # a task is stalled when it has not looped for stall_ms; idle loops beat at least every
+        # idle_ms (a quarter of it), never less than every second (a loaded CPU must not look
+        # like a hang)
+        stall_ms = self.stall_ms
         last = board.ticks_ms()
         offline_ms = 0
         connects = 0
@@ -340,7 +360,7 @@ class App:
                 _log("stop requested")
                 await c.disconnect()
                 return
-            await asyncio.sleep_ms(200)
+            await asyncio.sleep_ms(self.feed_ms)
 
     async def run(self):
         board, cfg = self.board, self.cfg

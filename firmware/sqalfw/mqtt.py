@@ -560,9 +560,13 @@ class MQTTClient:
 
     async def _keepalive_loop(self, gen):
         ka = self.keepalive * 1000
+        # an eighth of the keepalive (1 s up to 8 s, 3.75 s at 30 s; a quarter below 4 s): a ping
+        # still goes out well before the broker's 1.5 x keepalive, and every wake-up costs CPU
         tick = 1.0
         if self.keepalive and self.keepalive < 4:
             tick = self.keepalive / 4
+        elif self.keepalive > 8:
+            tick = min(4.0, self.keepalive / 8)
         try:
             while gen == self._gen and self._writer is not None:
                 await asyncio.sleep(tick)

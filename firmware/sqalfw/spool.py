@@ -40,6 +40,9 @@ class Spool:
         self._tail_end = 0
         self._wf = None
         self._peeked = None  # (key, size) of the last peek, so pop needn't re-read
+        # (key, bytes) of a record appended to an empty spool: the usual case (sample, publish,
+        # pop) peeks it from RAM instead of reopening the segment. One record at most.
+        self._fresh = None
         self._buf = bytearray(64)
         try:
             os.mkdir(path)
@@ -94,6 +97,7 @@ class Spool:
             raise OSError("spool: append failed (%r); record not stored" % (ex,))
         if self._count == 0:
             self._head = (self._tail_seg, self._tail_end)
+            self._fresh = (self._head, rec if isinstance(rec, bytes) else bytes(rec))
         self._tail_end += size
         self._count += 1
         self._bytes += size
@@ -102,6 +106,10 @@ class Spool:
         # (key, bytes) of the oldest record, or None when empty
         if not self._count:
             return None
+        fresh = self._fresh
+        if fresh is not None and fresh[0] == self._head:
+            self._peeked = (fresh[0], len(fresh[1]) + OVERHEAD)
+            return fresh
         seg, off = self._head
         with open(self._seg_path(seg), "rb") as f:
             f.seek(off + 1)
@@ -232,6 +240,7 @@ class Spool:
         if not size:
             raise OSError("spool: head record %r unreadable" % (self._head,))
         self._peeked = None
+        self._fresh = None
         seg, off = self._head[0], self._head[1] + size
         self._count -= 1
         self._bytes -= size

@@ -178,3 +178,32 @@ def test_fleet_partition_reboot_broker_restart_nothing_lost(mqtt_broker: Any, tm
     assert tot["sampled"] >= N * SAMPLES and tot["devices"] == N and tot["boots"] == N + 1
     assert tot["reconnects"] >= N  # every device reconnected after the restart
     assert fleet.monitor.bad == 0, fleet.monitor.last_error
+
+
+def test_monitor_reads_boot_and_seq_without_a_full_decode() -> None:
+    # the loss check's fast path must give what the contract's decoder gives, for both encodings,
+    # and leave anything it does not recognise to the decoder (counted in `bad`, never fatal)
+    from types import SimpleNamespace
+
+    from emulation.fleet import _Monitor
+
+    did = "ESP32_MON_001"
+    m = _Monitor("127.0.0.1", 1, [did], count_samples=True)
+    sample = {"v": 1, "device_id": did, "boot": 3, "seq": 17, "ts": 1764201600000, "synced": True,
+              "fw": "1.0.0", "tof": {"res": 8, "dist": [95] * 64, "st": [5] * 64},
+              "spec": {"F1": 400, "F2": 600, "F3": 500, "F4": 1900, "F5": 900, "F6": 600, "F7": 1150,
+                       "F8": 750, "CLEAR": 6500, "NIR": 600, "gain": 2.0, "atime": 29, "astep": 599,
+                       "sat": False},
+              "q": {"score": 0.5, "grade": "B"}}
+    payloads = [codec.encode_sample(sample), codec.encode_sample_bin(sample)]
+    for p in payloads:
+        assert m._sample_key(did, p) == (3, 17)  # first sample of a boot: decoded in full
+    m.seqs[did][3] = set()
+    for p in payloads:
+        assert m._sample_key(did, p) == (3, 17)  # then the fast path
+    for p in payloads:
+        m._on_message(None, None, SimpleNamespace(topic=f"sqal/v1/{did}/sample", payload=p))
+    assert m.seqs[did][3] == {17} and m.duplicates[did] == 1 and m.bad == 0
+    bad = payloads[0].replace(b'"seq":17', b'"seq":-1')
+    m._on_message(None, None, SimpleNamespace(topic=f"sqal/v1/{did}/sample", payload=bad))
+    assert m.bad == 1 and m.seqs[did][3] == {17}

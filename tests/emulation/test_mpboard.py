@@ -67,7 +67,10 @@ async def main():
     out["ntp_while_down"] = b.ntp_sync()
     with open({flash!r} + "/control.json", "w") as f:
         f.write(json.dumps({{"net": "up"}}))
-    await asyncio.sleep_ms(500)
+    for _ in range(60):  # the board polls the file every second (board.POLL_MS)
+        await asyncio.sleep_ms(50)
+        if b.wlan.isconnected():
+            break
     r2, w2 = await asyncio.open_connection("127.0.0.1", {port})
     w2.write(b"again")
     await w2.drain()

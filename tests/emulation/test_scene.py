@@ -136,3 +136,48 @@ def test_profile_drives_size_and_firmness() -> None:
             continue
         d, st = s.tof_zone(8)
         assert abs(quality.tof_features(d, st, 8)["weight_g"] - p["weight_g"]) < 0.08 * p["weight_g"]
+
+
+def _plain_tof_zone(s: Scene, res: int) -> tuple[list[int], list[int]]:
+    """The scene's frame by its definition: each zone is the mean of height() over SUB x SUB
+    points, plus ranging noise, then the statuses; the same random draws in the same order."""
+    from emulation.peripherals import scene as sc
+
+    r = s.rng
+    zw, zh = sc.TRAY_W / res, sc.TRAY_H / res
+    optical = [d for d in s.product["defects"] if d["kind"] == "optical"]
+    dist, st = [0] * (res * res), [5] * (res * res)
+    for row in range(res):
+        y0 = -sc.TRAY_H / 2 + row * zh
+        for col in range(res):
+            x0 = -sc.TRAY_W / 2 + col * zw
+            total = 0.0
+            for i in range(sc.SUB):
+                for j in range(sc.SUB):
+                    total += s.height(x0 + (j + 0.5) * zw / sc.SUB, y0 + (i + 0.5) * zh / sc.SUB)
+            z = row * res + col
+            d = sc.SENSOR_MM - sc.TRAY_MM - total / (sc.SUB * sc.SUB) + r.gauss(0.0, sc.RANGE_SD)
+            dist[z] = int(d + 0.5) if d > 0 else 0
+            xc, yc = x0 + zw / 2, y0 + zh / 2
+            for o in optical:
+                if (xc - o["x"]) ** 2 + (yc - o["y"]) ** 2 < o["r"] * o["r"]:
+                    st[z] = sc.INVALID[int(r.random() * len(sc.INVALID))]
+            if st[z] == 5 and r.random() < 0.03:
+                st[z] = 9
+    return dist, st
+
+
+@pytest.mark.parametrize("profile", ["default", "premium", "low", "defective"])
+def test_fast_frames_are_the_plain_definition(profile: str) -> None:
+    # tof_zone is organised for speed (spans, differences along a line); its frames must be the
+    # ones the plain point-by-point definition gives, for every kind of liver and both resolutions
+    fast, plain = Scene(profile, seed=31), Scene(profile, seed=31)
+    defects = set()
+    for _ in range(80):
+        p = fast.next_product()
+        plain.next_product()
+        defects |= {d["kind"] for d in p["defects"]}
+        for res in (8, 4):
+            assert fast.tof_zone(res) == _plain_tof_zone(plain, res)
+    if profile == "defective":
+        assert defects == {"foreign_body", "deformation", "edge_damage", "optical"}

@@ -144,3 +144,50 @@ d = asyncio.run(s.measure())
 print(abs(d["F4"] - 951) < 25, bus.injected > 0, r.errors == bus.injected, r.failures)
 """)
     assert out.split() == ["True", "True", "True", "0"]
+
+
+def test_smux_deadline_passed_while_paused_is_not_a_failure(micropython_run) -> None:
+    # a host that deschedules the device past the SMUX deadline before its first look (a saturated
+    # machine running a fleet) must not fail the sensor; a SMUX that never finishes still does
+    out = run(micropython_run, """
+import sqalfw.drivers.as7341 as drv
+
+class PausedClock:
+    # ticks jump 150 ms after the driver takes its start time: the first look is already late
+    def __init__(self):
+        self.t = 0
+        self.calls = 0
+    def ticks_ms(self):
+        self.calls += 1
+        if self.calls == 2:
+            self.t += 150
+        return self.t
+    def ticks_diff(self, a, b):
+        return a - b
+    def sleep_ms(self, ms):
+        self.t += ms
+
+m, bus, r, s = rig()
+s.init(29, 599, 3)
+clock = PausedClock()
+drv.time = clock
+s.start_pass(0)
+print("paused ok")
+m._smux_pending = True
+m.regs[0x80] |= 0x10
+m._r_orig = m._r
+def stuck(reg):
+    v = m._r_orig(reg)
+    if reg == 0x80:
+        v |= 0x10          # SMUXEN never clears
+    return v
+m._r = stuck
+clock.calls = 0
+try:
+    s.start_pass(1)
+    print("no error")
+except SensorError as e:
+    print("stuck:", e)
+""")
+    assert "paused ok" in out
+    assert "stuck: as7341: SMUX did not finish within 100 ms" in out
