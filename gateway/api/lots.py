@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api import WRITE_DEPENDENCIES
+from gateway.api.consumer import FeedbackOut  # one schema for a feedback, on both pages
 from registry import assignments, feedback, gavage, inspection, lots, samples, stats, timeline
 from registry.lifecycle import STATES
 
@@ -209,24 +210,11 @@ class LotSamples(BaseModel):
     samples: list[LotSample]
 
 
-class LotFeedback(BaseModel):
-    id: int
-    product_id: int | None
-    lot_id: str
-    rating: int
-    texture: int | None
-    flavor: int | None
-    freshness: int | None
-    comment: str | None
-    context: str | None
-    created_at: datetime
-
-
 class LotFeedbacks(BaseModel):
     lot_id: str
     total: int
     mean_rating: float | None
-    feedback: list[LotFeedback]
+    feedback: list[FeedbackOut]
 
 
 @router.get("/{lot_id}/samples", response_model=LotSamples, responses={404: {"description": "Unknown lot"}},
