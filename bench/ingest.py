@@ -13,6 +13,10 @@
 
     .venv/bin/python bench/ingest.py [--n 20000] [--naive-n 3000] [--repeat 3] [--workers N]
 
+Each SQAL round also prints the CPU per stored reading of each process group (psutil): grading
+workers, the gateway process, PostgreSQL, Mosquitto. SQAL_INGEST_MODEL=pure runs the pure-Python
+quality model instead of the compiled one (docs/ingest.md).
+
 PostgreSQL is the embedded server with its default durability (fsync on). Mosquitto: persistence on
 (autosave every second), max_inflight_messages 1000. Everything (broker, database, bench, gateway
 workers) shares this machine's cores: see docs/ingest.md for how to read the figures.
@@ -38,9 +42,11 @@ from typing import Any
 
 import asyncpg
 import paho.mqtt.client as paho
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway.ingest import model  # noqa: E402
 from gateway.ingest.envelope import Envelope  # noqa: E402
 from gateway.ingest.prepare import ClockPolicy, prepare  # noqa: E402
 from gateway.ingest.service import IngestService, IngestSettings  # noqa: E402
@@ -222,17 +228,72 @@ class Watch:
             self.finished.set()
 
 
-async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, workers: int | None) -> float:
+class CpuMeter:
+    """CPU seconds (user + system) per process group on this machine's run: the gateway process (event
+    loop, paho thread, pool threads), its grading workers (and their fork server), PostgreSQL (every
+    process of the bench's own cluster) and Mosquitto. Other processes of the machine are not counted."""
+
+    GROUPS = ("grading workers", "gateway", "postgresql", "mosquitto")
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = str(data_dir)
+
+    def _group(self, p: psutil.Process) -> str | None:
+        if p.pid == os.getpid():
+            return "gateway"
+        name, cmd = p.name(), " ".join(p.cmdline())
+        if "postgres" in name or (self.data_dir in cmd and "postgres" in cmd):
+            return "postgresql"
+        if "mosquitto" in name:
+            return "mosquitto"
+        if "python" in name and p.ppid() != 1:
+            return "grading workers"
+        return None
+
+    def snapshot(self) -> dict[int, tuple[str, float]]:
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+        for p in psutil.process_iter():
+            try:
+                if p.name().startswith("postgres") and self.data_dir in " ".join(p.cmdline()):
+                    procs.append(p)  # the postmaster, then its children below
+                    procs += p.children(recursive=True)
+            except psutil.Error:
+                pass
+        out: dict[int, tuple[str, float]] = {}
+        for p in procs:
+            try:
+                g = self._group(p)
+                if g is not None:
+                    t = p.cpu_times()
+                    out[p.pid] = (g, t.user + t.system)
+            except psutil.Error:
+                pass
+        return out
+
+    @staticmethod
+    def per_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+        tot = dict.fromkeys(CpuMeter.GROUPS, 0.0)
+        for pid, (g, c) in after.items():
+            tot[g] += c - before.get(pid, (g, 0.0))[1]  # a process started during the run counts from 0
+        return tot
+
+
+async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, workers: int | None,
+                     meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:
+    """(stored readings/s, CPU ms per stored reading by process group)."""
     cid, prefix = f"bench-sqal-{uuid.uuid4().hex[:6]}", new_prefix("SQAL")
     preload(broker, cid, prefix, n)
     svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=cid, workers=workers))
     w = Watch(prefix, n)
     svc.pipeline.add_listener(w)
     await svc.start(wait_subscribed_s=10)
+    before = meter.snapshot() if meter else {}  # after start: the workers' start-up is not per reading
     await asyncio.wait_for(w.finished.wait(), 600)
+    cpu = CpuMeter.per_group(before, meter.snapshot()) if meter else {}
     await svc.stop()
     forget_session(broker, cid)
-    return (n - 1) / (w.last - w.first)
+    return (n - 1) / (w.last - w.first), {g: c * 1000 / n for g, c in cpu.items()}
 
 
 async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: float,
@@ -285,13 +346,19 @@ async def main() -> None:
         await migrate_dsn(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
         print(f"start: {load()}")
+        impl, why = model.describe()
+        print(f"quality model: {impl} ({why}); SQAL_INGEST_MODEL=pure selects the pure one")
+        meter = CpuMeter(tmp)
         raws, naives, sqals = [], [], []
         for r in range(args.repeat):
             raws.append(raw_drain(broker, args.n))
             naives.append(await naive_drain(broker, dsn, args.naive_n))
-            sqals.append(await sqal_drain(broker, pool, args.n, args.workers))
+            rate, cpu = await sqal_drain(broker, pool, args.n, args.workers, meter)
+            sqals.append(rate)
             print(f"round {r + 1}: raw {raws[-1]:,.0f} msg/s, naive {naives[-1]:,.0f}/s, SQAL {sqals[-1]:,.0f}/s "
                   f"= {sqals[-1] / raws[-1]:.2f} raw, {sqals[-1] / naives[-1]:.1f}x naive  ({load()})", flush=True)
+            print("  SQAL CPU per stored reading: " + ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items())
+                  + f", total {sum(cpu.values()):.3f} ms", flush=True)
         full = statistics.median(sqals)
         half, lat = await sqal_live(broker, pool, max(2000, args.n // 2), full / 2, args.workers)
         print(f"raw ceiling (bare paho subscriber, counts only), drain: {spread(raws)} msg/s")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates (once) and refreshes (when pyproject.toml changes) the project's own .venv.
+# Creates (once) and refreshes (when pyproject.toml, setup.py or the compiled quality model's sources
+# change) the project's own .venv.
 # Usage: source scripts/bootstrap.sh [extras]   e.g. "dev"
 set -euo pipefail
 SQAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,9 +28,11 @@ fi
 spec="."
 [ -n "$EXTRAS" ] && spec=".[${EXTRAS}]"
 stamp="$VENV/.sqal-installed-${EXTRAS:-base}"
-want="$(cat "$SQAL_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# the gateway's compiled copy of the quality model is rebuilt when its sources change (setup.py)
+want="$(cat "$SQAL_ROOT/pyproject.toml" "$SQAL_ROOT/setup.py" "$SQAL_ROOT/firmware/sqalfw/quality.py" \
+    "$SQAL_ROOT/gateway/ingest/quality_c.pxd" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "sqal: installing the project ($spec) into $VENV (first use or pyproject.toml changed)" >&2
+    echo "sqal: installing the project ($spec) into $VENV (first use, or pyproject.toml or the model sources changed)" >&2
     (cd "$SQAL_ROOT" && "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 &&
         "$VENV/bin/python" -m pip install --quiet -e "$spec" >&2)
     echo "$want" > "$stamp"

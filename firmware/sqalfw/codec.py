@@ -133,8 +133,15 @@ def _value(x, path, kind, lo, hi):
 
 def _fields(obj, table, prefix, out):
     for key, kind, lo, hi, flag in table:
-        path = prefix + key
         x = obj.get(key)
+        t = type(x)
+        # the common well-formed values are taken here without a call; anything else (absent,
+        # null, wrong type, out of range, a text field) gets the precise check and its message
+        if (t is int and kind == _I and lo <= x <= hi or t is bool and kind == _B
+                or t is float and kind == _N and lo <= x <= hi):
+            out[key] = x
+            continue
+        path = prefix + key
         if x is None:
             if flag == 1:
                 continue
@@ -201,10 +208,10 @@ def validate_sample(s, topic_device_id=None):
             raise _err(path, "missing" if lst is None else "expected list, got " + _tname(lst))
         if len(lst) != n:
             raise _err(path, "expected %d items for res %d, got %d" % (n, res, len(lst)))
-        for i in range(n):
-            x = lst[i]
+        for x in lst:
             if type(x) is not int or x < 0 or x > hi:  # the common case stays a tight loop
-                _value(x, "%s[%d]" % (path, i), _I, 0, hi)  # raises, naming the item and the problem
+                for i in range(n):  # find the first bad item: raises, naming it and the problem
+                    _value(lst[i], "%s[%d]" % (path, i), _I, 0, hi)
         t[key] = list(lst)
     out["tof"] = t
     sp = _fields(_obj(s.get("spec"), "spec"), _SPEC, "spec.", {})

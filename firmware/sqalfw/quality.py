@@ -194,19 +194,27 @@ def tof_features(distances_mm, statuses, resolution):
 def _uniformity(h, occ, res, zw, zh):
     total = 0.0
     count = 0
-    for i in range(res * res):
+    n = res * res
+    for i in range(n):
         if not occ[i]:
             continue
+        a = h[i]  # heights go through locals: the compiled gateway copy types them as C doubles
         if i % res < res - 1 and occ[i + 1]:
-            total += abs(h[i] - h[i + 1]) / zw
+            b = h[i + 1]
+            total += abs(a - b) / zw
             count += 1
-        if i + res < res * res and occ[i + res]:
-            total += abs(h[i] - h[i + res]) / zh
+        if i + res < n and occ[i + res]:
+            b = h[i + res]
+            total += abs(a - b) / zh
             count += 1
     return 1.0 / (1.0 + total / count) if count else 0.0
 
 
 _PAIRS = ((0, -1, 0, 1), (-1, 0, 1, 0), (-1, -1, 1, 1), (-1, 1, 1, -1))  # (dr1, dc1, dr2, dc2)
+# The foreign-body scan stops at the first neighbour not far enough below; left and right come first
+# (then up and down), so a zone on a slope is usually ruled out by its first or second neighbour.
+# The order changes nothing else: the result is the max over all of them.
+_NEIGHBOURS = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, -1), (1, 1), (-1, 1), (1, -1))
 _GRID = {}  # type: dict[int, bytes]  # res -> zone table, built once: the grid never changes
 _STRIDE = 18  # per zone: neighbour count, 8 slots, pair-end count, 8 slots (j1, k1, j2, k2, ...)
 
@@ -225,13 +233,12 @@ def _build_grid(res):
         r = i // res
         c = i % res
         at = i * _STRIDE
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                rr = r + dr
-                cc = c + dc
-                if (dr or dc) and 0 <= rr < res and 0 <= cc < res:
-                    g[at] += 1
-                    g[at + g[at]] = rr * res + cc
+        for dr, dc in _NEIGHBOURS:
+            rr = r + dr
+            cc = c + dc
+            if 0 <= rr < res and 0 <= cc < res:
+                g[at] += 1
+                g[at + g[at]] = rr * res + cc
         at += 9
         for dr1, dc1, dr2, dc2 in _PAIRS:
             r1, c1, r2, c2 = r + dr1, c + dc1, r + dr2, c + dc2
@@ -247,40 +254,47 @@ def _defects(h, valid, occ, res, med, threshold):
     if med <= 0:
         return out
     scale = 0.5 * med
+    below = -threshold
     g = _grid(res)
     for i in range(res * res):
         if not occ[i]:
             continue
         hi = h[i]
+        at = i * _STRIDE
+        dev = 0.0
         # foreign body: higher than every neighbour by more than the threshold, all of them trusted
         # (an untrusted neighbour may be the higher surface); every zone has 3 or more neighbours.
-        # Stops at the first neighbour that rules it out: on a healthy dome, the first one.
+        # Its first neighbour usually rules it out, so that one is tried before the loop.
+        fb = False
         top = -1.0
-        at = i * _STRIDE
-        for t in range(at + 1, at + 1 + g[at]):
-            j = g[t]
-            if not valid[j]:
-                top = None
-                break
-            v = h[j]
-            if hi - v <= threshold:  # hi - max(v) > threshold iff it holds for every v
-                top = None
-                break
-            if v > top:
-                top = v
-        dev = 0.0
-        if top is not None:
+        v = h[g[at + 1]]
+        if hi - v > threshold:  # hi - max(v) > threshold iff it holds for every v
+            fb = True
+            for t in range(at + 1, at + 1 + g[at]):
+                j = g[t]
+                v = h[j]
+                if not valid[j] or hi - v <= threshold:
+                    fb = False
+                    break
+                if v > top:
+                    top = v
+        if fb:
             dev = hi - top
         else:
-            # deformation: below both ends of an occupied opposite pair
+            # deformation: below both ends of an occupied opposite pair. hi - min(a, b) is exactly
+            # max(hi - a, hi - b) in floating point, so each end is tested on its own and most
+            # pairs stop at the first end.
             at += 9
             for t in range(at + 1, at + 1 + g[at], 2):
                 j = g[t]
-                k = g[t + 1]
-                if occ[j] and occ[k]:
-                    d = hi - (h[j] if h[j] < h[k] else h[k])
-                    if d < -threshold and d < dev:
-                        dev = d
+                v = h[j]
+                if hi - v < below:
+                    k = g[t + 1]
+                    w = h[k]
+                    if hi - w < below and occ[j] and occ[k]:
+                        d = hi - (v if v < w else w)
+                        if d < dev:
+                            dev = d
         if dev != 0.0:
             sev = abs(dev) / scale
             out.append({"zone": i, "type": "foreign_body" if dev > 0 else "deformation",
@@ -384,8 +398,8 @@ def analyze(distances_mm, statuses, resolution, channels):
     score = r3(W_TOF * t_score + W_SPEC * spec["score"])
     grade = "REJECT" if reasons else grade_of(score)
     alerts = alerts_for(score, grade, spec["freshness"], spec["oxidation"], tof["defects"])
-    return _rounded({"score": score, "grade": grade, "tof": tof, "spectral": spec,
-                     "reject_reasons": reasons, "alerts": alerts})
+    return _round_in_place({"score": score, "grade": grade, "tof": tof, "spectral": spec,
+                            "reject_reasons": reasons, "alerts": alerts})
 
 
 def alerts_for(score, grade, freshness, oxidation, defects):
@@ -408,12 +422,23 @@ def alerts_for(score, grade, freshness, oxidation, defects):
     return alerts
 
 
-def _rounded(x):
-    t = type(x)
-    if t is float:
-        return int(x * 1000 + 0.5) / 1000 if x >= 0 else -r3(-x)  # r3, inlined: ~40 floats a sample
-    if t is dict:
-        return {k: _rounded(v) for k, v in x.items()}
-    if t is list:
-        return [_rounded(v) for v in x]
+def _round_in_place(x):
+    # Rounds every float of nested dicts and lists where it lies (the result is built fresh by
+    # analyze, nothing else holds it): ~40 floats a sample, one call per container, not per value.
+    if type(x) is dict:
+        for k in x:
+            v = x[k]
+            t = type(v)
+            if t is float:
+                x[k] = int(v * 1000 + 0.5) / 1000 if v >= 0 else -r3(-v)  # r3, inlined
+            elif t is dict or t is list:
+                _round_in_place(v)
+    else:
+        for k in range(len(x)):
+            v = x[k]
+            t = type(v)
+            if t is float:
+                x[k] = int(v * 1000 + 0.5) / 1000 if v >= 0 else -r3(-v)
+            elif t is dict or t is list:
+                _round_in_place(v)
     return x

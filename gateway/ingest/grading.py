@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 from sqalfw import codec
 
+from gateway.ingest import model
 from gateway.ingest.envelope import Envelope
 from gateway.ingest.prepare import ClockPolicy, Prepared, prepare, reject_of
 from registry.samples import JsonText
@@ -127,6 +128,11 @@ def _noop() -> int:
     return os.getpid()
 
 
+def _model_in_worker() -> tuple[str, str]:
+    """What a worker grades with (it imported the model in the fork server, not in the gateway)."""
+    return model.describe()
+
+
 def _watch_lifeline(lifeline: Any) -> None:
     """Worker initializer: exit as soon as the gateway is gone, however it died (SIGKILL included)."""
     # Ctrl-C in a terminal reaches the whole process group: the gateway shuts the pool down itself.
@@ -158,6 +164,7 @@ class Grader:
         self._recovering = asyncio.Lock()
         self.restarts = 0  # pools rebuilt after a worker died
         self.crash_rejects = 0  # messages blamed for killing a worker
+        self.model = model.describe()  # (implementation, why) of the quality model; the workers' after start()
 
     # ---- lifecycle ----
 
@@ -171,10 +178,12 @@ class Grader:
         """Start the workers and wait until each has imported the model (so the first batch does
         not pay the start-up)."""
         if self.workers == 0:
+            self.model = model.describe()
             return
         self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._pool, _noop) for _ in range(self.workers)))
+        self.model = await loop.run_in_executor(self._pool, _model_in_worker)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -39,6 +39,9 @@ class IngestMetrics:
                                      buckets=_LAG_BUCKETS, registry=r)
         self.grades = Counter("sqal_ingest_grades", "Stored samples by authoritative grade", ["grade"], registry=r)
         self.clock_flags = Counter("sqal_ingest_clock_flags", "Samples with a clock flag", ["flag"], registry=r)
+        self.model_compiled = Gauge("sqal_ingest_model_compiled",
+                                    "1 when the grading workers run the compiled quality model, 0 for the pure one",
+                                    registry=r)
         self.realtime_dropped = Counter("sqal_realtime_dropped", "Realtime messages dropped for slow dashboards",
                                         registry=r)
 

@@ -159,6 +159,9 @@ class Pipeline:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.grader.start()
+        impl, why = self.grader.model
+        self.metrics.model_compiled.set(1 if impl == "compiled" else 0)
+        log.info("ingest: grading with the %s quality model (%s)", impl, why)
         self._tasks = [asyncio.create_task(self._collect(), name="ingest-collect"),
                        asyncio.create_task(self._write(), name="ingest-write")]
 

@@ -455,3 +455,51 @@ def test_defect_scan_matches_the_literal_rule(res: int) -> None:
         assert got == literal_defects(h, valid, occ, res, med, thr)
         found += len(got)
     assert found > 100  # the frames are rough enough to exercise both kinds of defect
+
+
+def literal_uniformity(h: list[float], occ: list[bool], res: int, zw: float, zh: float) -> float:
+    """1 / (1 + mean |gradient|) over 4-adjacent occupied pairs, zone by zone (right, then down)."""
+    grads = []
+    for r in range(res):
+        for c in range(res):
+            i = r * res + c
+            if occ[i] and c + 1 < res and occ[i + 1]:
+                grads.append(abs(h[i] - h[i + 1]) / zw)
+            if occ[i] and r + 1 < res and occ[i + res]:
+                grads.append(abs(h[i] - h[i + res]) / zh)
+    total = 0.0
+    for g in grads:  # left to right, as the model sums
+        total += g
+    return 1.0 / (1.0 + total / len(grads)) if grads else 0.0
+
+
+def literal_rounded(x: Any) -> Any:
+    """Every float of nested dicts and lists rounded half away from zero to 3 decimals (a copy)."""
+    if type(x) is float:
+        return quality.r3(x)
+    if type(x) is dict:
+        return {k: literal_rounded(v) for k, v in x.items()}
+    if type(x) is list:
+        return [literal_rounded(v) for v in x]
+    return x
+
+
+@pytest.mark.parametrize("res", [4, 8])
+def test_uniformity_and_rounding_match_their_literal_rules(res: int) -> None:
+    rng = random.Random(res + 100)
+    for _ in range(300):
+        n = res * res
+        h = [max(0.0, rng.gauss(40, 25)) for _ in range(n)]
+        occ = [x > 3 and rng.random() > 0.1 for x in h]
+        zw, zh = 300 / res, 180 / res
+        assert quality._uniformity(h, occ, res, zw, zh) == literal_uniformity(h, occ, res, zw, zh)
+    nested = {"a": -0.0005, "b": [0.0005, -1.23456, 7, "x", True, None, {"c": 2.0004999, "d": [[-3.9995]]}],
+              "e": {"f": {}, "g": []}, "h": 1e-9, "i": -2.5e-4}
+    for _ in range(200):
+        nested["r"] = [rng.uniform(-100, 100) for _ in range(5)]
+        want = literal_rounded(nested)
+        got = quality._round_in_place(json.loads(json.dumps(nested)))
+        assert repr(got) == repr(want)
+    # and analyze's output is rounded throughout (its numbers come from those of the model)
+    r = analyze(scene(random.Random(1)), [5] * 64, 8, REF)
+    assert repr(literal_rounded(r)) == repr(r)

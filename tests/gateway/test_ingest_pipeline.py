@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 import asyncpg
 import pytest
 
+from gateway.ingest import model
 from gateway.ingest.service import IngestService, IngestSettings
 from sqalfw import codec, quality
 from tests.fixtures.mqtt import MosquittoBroker
@@ -65,6 +66,8 @@ async def test_samples_stored_once_graded_and_counted(ingest: IngestService, db_
     assert (d0["samples_stored"], d0["duplicates"], d0["site_code"]) == (60, 20, None)
     text = ingest.metrics.render().decode()
     assert "sqal_ingest_stored_total 120.0" in text and "sqal_ingest_duplicates_total 20.0" in text
+    compiled = 1.0 if model.describe()[0] == "compiled" else 0.0  # which quality model graded them
+    assert f"sqal_ingest_model_compiled {compiled}" in text
     pub.close()
 
 

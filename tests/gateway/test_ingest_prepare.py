@@ -44,7 +44,7 @@ def test_reject_reasons_are_the_codecs() -> None:
 
 
 def test_internal_errors_become_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sqalfw import quality
+    from gateway.ingest.model import quality  # the model prepare() grades with (compiled or pure)
 
     def boom(*a: object) -> None:
         raise ZeroDivisionError("model bug")
@@ -82,7 +82,11 @@ def _json_corpus() -> list[bytes]:
                                                     '"1"', "99999999999999999999999")]
     swaps += [('"seq":5', '"seq":5,"seq":6'), ('"fw":"0.1.0"', '"fw":"\\ud800"'), ('"fw":"0.1.0"', '"fw":"\\u0041"'),
               ('"gain":4.0', '"gain":4'), ('"gain":4.0', '"gain":4e0'), ('"score":0.5', '"score":0.49999999999999999'),
-              ('"v":1', '"v":1.0'), ('{"v":1', '{ "v" : 1 '), ('"dist":[', '"dist":[ 1e2,')]
+              ('"v":1', '"v":1.0'), ('{"v":1', '{ "v" : 1 '), ('"dist":[', '"dist":[ 1e2,'),
+              # huge integers where no field is checked (orjson reads them as floats): still stored alike
+              ('"v":1', '"v":1,"x":99999999999999999999999'), ('"v":1', '"v":1,"x":[-99999999999999999999999]'),
+              ('"fw":"0.1.0"', '"fw":"0.1.0","q":{"score":0.5,"grade":"A","n":18446744073709551616}'),
+              ('"gain":4.0', '"gain":18446744073709551616.0')]
     out = [base.encode()] + [base.replace(a, b, 1).encode() for a, b in swaps]
     out += [b"\xef\xbb\xbf" + base.encode(), base.encode() + b" ", base.encode() + b"x", b"[1,2]", b'"s"', b"{}",
             b"\xff\xfe", b"", b"{" * 600, b"[" * 500 + b"]" * 500, base[:200].encode(), ("x" * 1100).encode()]
