@@ -13,7 +13,11 @@ Figures: CPU (user+sys) of the device processes per device-second, of Mosquitto 
 runner (subscriber + fleet bookkeeping) per device-second; RSS and PSS per device process; the
 machine's load and how busy its CPUs were in total (other users of the machine included).
 
-    .venv/bin/python bench/fleet.py [--sizes 25,50,100] [--window 60] [--resolution 8] [--json out.json]
+With --per-process K (default 1: one MicroPython process per device) the devices run K to a
+process (emulation/host.py); memory per device is then the processes' total over N.
+
+    .venv/bin/python bench/fleet.py [--sizes 25,50,100] [--window 60] [--resolution 8] [--per-process K]
+                                    [--heap SIZE] [--json out.json]
 """
 
 from __future__ import annotations
@@ -49,10 +53,11 @@ def _self_cpu() -> float:
 
 
 def step(n: int, broker: MosquittoBroker, base: Path, window: float, interval: float, resolution: int,
-         warmup_timeout: float) -> dict[str, Any]:
+         warmup_timeout: float, per_process: int = 1, heap: str | None = None) -> dict[str, Any]:
     fleet = Fleet(n, broker.url, interval=interval, seed=7, base_dir=base / f"n{n}", id_prefix="ESP32_BENCH",
-                  telemetry_interval=10, resolution=resolution)
-    r: dict[str, Any] = {"devices": n, "interval_s": interval, "resolution": resolution, "window_s": window}
+                  telemetry_interval=10, resolution=resolution, per_process=per_process, heap=heap)
+    r: dict[str, Any] = {"devices": n, "interval_s": interval, "resolution": resolution, "window_s": window,
+                         "per_process": per_process}
     try:
         t0 = time.monotonic()
         fleet.start()
@@ -87,8 +92,11 @@ def step(n: int, broker: MosquittoBroker, base: Path, window: float, interval: f
             "broker_cpu_ms_per_device_s": round(1000 * ((b1["user_s"] + b1["sys_s"]) - (b0["user_s"] + b0["sys_s"]))
                                                 / (n * dt), 3) if b0 and b1 else None,
             "runner_cpu_ms_per_device_s": round(1000 * (me1 - me0) / (n * dt), 3),
-            "rss_kb_per_device": round(sum(u["rss_kb"] for u in u1.values()) / max(1, len(u1))),
-            "pss_kb_per_device": round(sum(u["pss_kb"] for u in u1.values()) / max(1, len(u1))),
+            # the processes' total over the devices (a process is one device, or a host of K)
+            "rss_kb_per_device": round(sum(u["rss_kb"] for u in u1.values()) / n),
+            "pss_kb_per_device": round(sum(u["pss_kb"] for u in u1.values()) / n),
+            "processes": len(u1),
+            "heap": fleet.heap or (fleet.hosts[0].heap if fleet.hosts else fleet.devices[0].heap),
             "samples_per_device_s_min": round(min(got) / dt, 3),
             "samples_per_device_s_mean": round(sum(got) / len(got) / dt, 3),
             "missing": tot["missing"], "dropped": tot["dropped"], "duplicates": tot["duplicates"],
@@ -126,6 +134,9 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=8, choices=(4, 8))
     ap.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                     help="where flash dirs go (default tmpfs: emulated flash, not the host disk, is measured)")
+    ap.add_argument("--per-process", type=int, default=1,
+                    help="devices per MicroPython process (1: one process per device)")
+    ap.add_argument("--heap", help="-X heapsize per process (default: the ESP32 equivalent, per device)")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -136,7 +147,8 @@ def main() -> None:
     try:
         for n in sizes:
             print(f"--- {n} devices", flush=True)
-            r = step(n, broker, base, args.window, args.interval, args.resolution, warmup_timeout=60 + n * 0.5)
+            r = step(n, broker, base, args.window, args.interval, args.resolution, warmup_timeout=60 + n * 0.5,
+                     per_process=args.per_process, heap=args.heap)
             results.append(r)
             print(json.dumps(r), flush=True)
             shutil.rmtree(base / f"n{n}", ignore_errors=True)
@@ -146,7 +158,8 @@ def main() -> None:
         broker.stop()
         shutil.rmtree(base, ignore_errors=True)
     best = max((r["devices"] for r in results if r["pass"]), default=0)
-    print(f"largest fleet at {1 / args.interval:g} sample/s per device with zero loss: {best} devices")
+    print(f"largest fleet at {1 / args.interval:g} sample/s per device with zero loss: {best} devices"
+          f" ({args.per_process} per process)")
     print("| devices | pass | device CPU ms/dev-s | broker | runner | PSS kB/dev | RSS kB/dev | rate min | "
           "machine busy % | load | why |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

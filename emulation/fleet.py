@@ -1,5 +1,6 @@
 """A fleet of emulated SQAL devices: N `EmulatedDevice` processes running the real firmware on
-MicroPython, each with its own flash dir and config, watched over MQTT.
+MicroPython, each with its own flash dir and config, watched over MQTT. With `per_process=K > 1`
+the devices run K to a process (emulation/host.py): less CPU and memory, less isolation.
 
     with Fleet(20, "mqtt://127.0.0.1:1883", interval=1.0) as fleet:
         fleet.wait_delivered(5, timeout=60)
@@ -42,6 +43,7 @@ from sqalfw import codec
 
 from emulation import faults as faultlib
 from emulation.device import BLOB_NAME, EmulatedDevice, esp32_equivalent_heap, write_sensor_blob
+from emulation.host import DeviceHost, HostedDevice, host_heap
 
 DEFAULT_TELEMETRY_S = 5.0
 # where (boot, seq) sit in a sample (docs/contract.md): the binary header, the JSON key order
@@ -242,11 +244,14 @@ class Fleet:
         count_samples: bool = True,
         start_rate: float = START_RATE,
         heap: str | None = None,
+        per_process: int = 1,
     ) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"fleet size must be a positive integer, got {n!r}")
         if not interval > 0:
             raise ValueError(f"interval must be > 0 s, got {interval!r}")
+        if not isinstance(per_process, int) or per_process < 1:
+            raise ValueError(f"per_process must be a positive integer, got {per_process!r}")
         if not start_rate > 0:
             raise ValueError(f"start_rate must be > 0 devices/s, got {start_rate!r}")
         from emulation.peripherals import profiles
@@ -273,7 +278,11 @@ class Fleet:
                 raise ValueError(f"id_prefix {id_prefix!r} gives device id {did!r}, which the contract "
                                  "rejects (^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$)")
         self.start_rate = start_rate
-        self.heap = heap
+        self.heap = heap  # per process: one device's, or a host's of per_process devices
+        # devices per MicroPython process: 1 = one process per device (default, a board's fidelity);
+        # K > 1 = hosts of K devices (emulation/host.py), for fleets the machine cannot hold otherwise
+        self.per_process = per_process
+        self.hosts: list[DeviceHost] = []
         cfg = {"telemetry_interval_s": telemetry_interval}
         cfg.update(config or {})
         self._dev_kw: dict[str, Any] = {"profile": profile, "interval": interval, "resolution": resolution,
@@ -296,15 +305,35 @@ class Fleet:
         blob = self.base_dir / BLOB_NAME
         if not blob.exists():
             write_sensor_blob(blob)  # one 86 KB blob for the fleet, not one per device
-        heap = self.heap or esp32_equivalent_heap()
         url = self.device_url()
-        self.devices = [
-            EmulatedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, heap=heap,
-                           sensor_blob=blob, own_process_group=True, **self._dev_kw)
-            for i, did in enumerate(self.ids)
-        ]
+        k = self.per_process
+        if k == 1:
+            heap = self.heap or esp32_equivalent_heap()
+            self.devices = [
+                EmulatedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, heap=heap,
+                               sensor_blob=blob, own_process_group=True, **self._dev_kw)
+                for i, did in enumerate(self.ids)
+            ]
+        else:
+            hosted = [
+                HostedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, sensor_blob=blob,
+                             **self._dev_kw)
+                for i, did in enumerate(self.ids)
+            ]
+            self.devices = list(hosted)
+            self.hosts = []
+            for h, first in enumerate(range(0, self.n, k)):
+                group = hosted[first:first + k]
+                self.hosts.append(DeviceHost(
+                    f"host{h + 1:03d}", group, self.base_dir / f"host{h + 1:03d}.log",
+                    heap=self.heap or host_heap(len(group)), stagger_s=1 / self.start_rate,
+                    own_process_group=True))
         for d in self.devices:
             d.prepare()
+
+    def processes(self) -> list[EmulatedDevice | DeviceHost]:
+        """What runs as a MicroPython process: the devices, or their hosts."""
+        return list(self.hosts) if self.hosts else list(self.devices)
 
     def start(self) -> None:
         """Start the monitor, the proxy, then the devices at `start_rate` per second, then the
@@ -315,13 +344,17 @@ class Fleet:
         if self.proxy is not None:
             self.proxy.start()
         t0 = time.monotonic()
-        for i, d in enumerate(self.devices):
-            delay = t0 + i / self.start_rate - time.monotonic()
+        k = self.per_process
+        for i, d in enumerate(self.processes()):
+            # a host boots its devices 1 / start_rate apart itself
+            delay = t0 + i * k / self.start_rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             if self._stopped:
                 return
             d.start()
+        if self.hosts:  # the last host's devices are still booting
+            time.sleep(max(0.0, t0 + self.n / self.start_rate - time.monotonic()))
         self.started_at = time.monotonic()
         if self.faults:
             self.schedule = faultlib.Schedule(self._events(self.faults))
@@ -341,14 +374,14 @@ class Fleet:
         if self.proxy is not None and not self.proxy.is_up:
             self.proxy.up()
         end = time.monotonic() + timeout
-        for d in self.devices:
-            p = d._proc
+        for proc in self.processes():
+            p = proc._proc
             if p is None:
                 continue
             try:
                 p.wait(max(0.1, end - time.monotonic()))
-            except Exception:  # noqa: BLE001 - TimeoutExpired: power cut for this one
-                d.kill()
+            except Exception:  # noqa: BLE001 - TimeoutExpired: power cut for this one (or host)
+                proc.kill()
         if self.proxy is not None:
             self.proxy.stop()
         self.monitor.stop()
@@ -525,13 +558,14 @@ class Fleet:
         return False
 
     def usage(self) -> dict[str, dict[str, float]]:
-        """Per running device process: CPU seconds and memory (process_usage)."""
+        """Per running MicroPython process (a device, or a host of per_process devices, by name):
+        CPU seconds and memory (process_usage)."""
         out = {}
-        for d in self.devices:
+        for d in self.processes():
             pid = d.pid
             u = process_usage(pid) if pid is not None and d.running else None
             if u is not None:
-                out[d.device_id] = u
+                out[d.name if isinstance(d, DeviceHost) else d.device_id] = u
         return out
 
     def fault_log(self) -> list[tuple[float, str, str | None]]:

@@ -164,6 +164,16 @@ def fleet(
     id_prefix: Annotated[
         str, typer.Option("--id-prefix", help="Device ids are PREFIX_001...")
     ] = "ESP32_FLEET",
+    per_process: Annotated[
+        int,
+        typer.Option(
+            "--per-process",
+            min=1,
+            help="Devices per MicroPython process (default 1: one process per device, a board's "
+            "fidelity). K > 1 runs hosts of K devices for large fleets: each keeps its own board, "
+            "connection, watchdog and reset, but they share one heap (docs/emulation.md).",
+        ),
+    ] = 1,
 ) -> None:
     """Start DEVICES emulated devices, show live counters, inject faults, print a summary."""
     console = Console()
@@ -182,6 +192,7 @@ def fleet(
             resolution=resolution,
             faults=fault or [],
             proxy=True if proxy else None,
+            per_process=per_process,
         )
     except faultlib.FaultError as e:
         raise typer.BadParameter(str(e), param_hint="--fault") from None

@@ -56,7 +56,7 @@ class Board:
         self.flash_dir = flash_dir.rstrip("/") or "."
         self.settings = _load_settings(self.flash_dir)
         self.link = net.Link()
-        net.install(self.link)
+        self._install_net()
         self.wlan = net.Wlan(self.link, self.settings["rssi"])
         self.skew_ms = int(self.settings["clock_skew_s"] * 1000)
         self._synced = False
@@ -69,6 +69,9 @@ class Board:
         self._control_sig = control.signature(self._control_path)  # before the read: no change missed
         self._apply(control.read(self._control_path))
         self.open_connection = self.link.open_connection
+
+    def _install_net(self):
+        net.install(self.link)  # one device per process: the firmware's open_connection is this link's
 
     # ---- board interface ----
 
@@ -117,6 +120,9 @@ class Board:
 
     def mem_free(self):
         return self._mem.sample()
+
+    def collect(self):
+        gc.collect()
 
     def mem_min_free(self):
         self._mem.sample()

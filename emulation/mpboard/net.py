@@ -32,6 +32,12 @@ class Link:
         self._streams.append(w)
         return r, w
 
+    def close_all(self):
+        """Every open connection dies at once (the board lost power: the host closes its sockets)."""
+        for s in self._streams:
+            _kill(s)
+        self._streams = []
+
     def set_host_up(self, up):
         if up == self.host_up:
             return

@@ -7,7 +7,6 @@
 # The watchdog is fed only while every critical task keeps beating (see _supervisor): a stuck
 # sensor read, a dead drain loop or a crashed task stops the feeding and the board resets.
 import asyncio
-import gc
 import sys
 import time
 
@@ -231,7 +230,7 @@ class App:
                 _log("cycle failed: %r" % e)
             self._check_degraded()
             board.mem_free()  # records the low-water mark before collecting
-            gc.collect()
+            board.collect()  # gc.collect() on a board; a host of several emulated boards coalesces
             await asyncio.sleep_ms(0)
 
     def _check_degraded(self):
@@ -400,15 +399,23 @@ def pem_to_der(data):
     return binascii.a2b_base64(data[start:end].replace(b"\r", b"").replace(b"\n", b""))
 
 
-def main(board):
-    """Boot: config, identity (boot counter), then run. Returns an exit code (emulation)."""
+def boot(board):
+    """Config and identity (boot counter + 1): the App to run, or None when config.json is invalid.
+    Split from main() so that an emulation host can run several boards' Apps on one event loop."""
     try:
         cfg = config.load(board.flash_dir)
     except config.ConfigError as e:
         _log(str(e))
-        return CONFIG_ERROR
+        return None
     ident = identity.Identity(board.flash_dir, cfg.device_id)
     ident.start(cfg.safe_mode_after)
-    app = App(board, cfg, ident)
+    return App(board, cfg, ident)
+
+
+def main(board):
+    """Boot, then run. Returns an exit code (emulation)."""
+    app = boot(board)
+    if app is None:
+        return CONFIG_ERROR
     asyncio.run(app.run())
     return 0

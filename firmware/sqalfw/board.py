@@ -16,6 +16,8 @@
 #   watchdog(timeout_ms)     starts the watchdog -> object with feed(); cannot be stopped
 #   reset()                  hard reset (does not return); flash is kept
 #   mem_free() / mem_min_free()  heap bytes free now / lowest seen (sampled by the app)
+#   collect()                garbage collection after each sampling cycle: gc.collect() on a board;
+#                            an emulation host running several boards in one heap coalesces them
 #   background()             coroutines the board needs running (emulation control); [] on ESP32
 #   open_connection          asyncio.open_connection-compatible (emulation can cut the link)
 #   name                     "esp32" or "emulated"

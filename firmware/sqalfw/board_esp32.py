@@ -78,6 +78,9 @@ class Board:
     def reset(self):
         machine.reset()
 
+    def collect(self):
+        gc.collect()  # once per sampling cycle (app.py): keeps fragmentation and the low-water mark honest
+
     def mem_free(self):
         return self._mem.sample()
 

@@ -64,14 +64,26 @@ def _gaps(seqs: set[int]) -> list[tuple[int, int]]:
 
 
 def test_fleet_partition_reboot_broker_restart_nothing_lost(mqtt_broker: Any, tmp_path: Path) -> None:
+    _partition_reboot_broker_restart(mqtt_broker, tmp_path, per_process=1)
+
+
+def test_fleet_of_hosts_partition_reboot_broker_restart_nothing_lost(mosquitto_broker: Any, tmp_path: Path) -> None:
+    # the same bar with several devices per MicroPython process (5 hosts of 4): partitions and the
+    # power cycle hit single devices inside a host; the others in that host must not notice
+    _partition_reboot_broker_restart(mosquitto_broker, tmp_path, per_process=4)
+
+
+def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_process: int) -> None:
     kind = mqtt_broker.kind
     col = MqttCollector(mqtt_broker, ["sqal/v1/+/sample"], client_id=f"it-{uuid.uuid4().hex[:8]}",
                         clean_session=False)
     col.client.reconnect_delay_set(1, 1)
     fleet = Fleet(N, mqtt_broker.url, interval=INTERVAL, seed=11, base_dir=tmp_path / "fleet",
-                  id_prefix="ESP32_FT", telemetry_interval=1, resolution=4, config=DEVICE_CONFIG)
+                  id_prefix="ESP32_FT", telemetry_interval=1, resolution=4, config=DEVICE_CONFIG,
+                  per_process=per_process)
     try:
         fleet.start()
+        assert len(fleet.processes()) == N // per_process
         _wait(lambda: min(s.received for s in fleet.stats()) >= 8, 60, "8 samples from every device", fleet)
 
         # phase 1: five devices lose their network for 4 s; another one is power-cycled meanwhile

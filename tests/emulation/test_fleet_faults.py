@@ -168,7 +168,8 @@ def _processes_under(path: Path) -> list[int]:
     return out
 
 
-def test_cli_ctrl_c_stops_every_device_cleanly(mosquitto_broker: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_process", [1, 3])
+def test_cli_ctrl_c_stops_every_device_cleanly(mosquitto_broker: Any, tmp_path: Path, per_process: int) -> None:
     import os
     import signal
     import subprocess
@@ -181,7 +182,7 @@ def test_cli_ctrl_c_stops_every_device_cleanly(mosquitto_broker: Any, tmp_path: 
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulation.fleet_cli", "--devices", "3", "--broker", mosquitto_broker.url,
          "--interval", "0.3", "--telemetry", "1", "--resolution", "4", "--id-prefix", prefix,
-         "--base-dir", str(base), "--keep", "--fault", "partition@1s:2s/0"],
+         "--base-dir", str(base), "--keep", "--fault", "partition@1s:2s/0", "--per-process", str(per_process)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         cwd=Path(__file__).resolve().parents[2])
     try:
