@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from emulation.mpboard import exitcodes
+from emulation.process import PoweredProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 DEVICE_MAIN = REPO_ROOT / "emulation" / "device_main.py"
 BLOB_NAME = "vl53l8cx_fw.bin"
-RESTART_PAUSE_S = 0.2  # between an exit and the restart: a crash loop must not spin the CPU
 MPY_CACHE = REPO_ROOT / "build" / "mpy"
 # MicroPython-side sources precompiled for devices: the firmware and the emulated board/sensors
 _MPY_SOURCES = ((FIRMWARE_DIR, "sqalfw"), (REPO_ROOT, "emulation/mpboard"), (REPO_ROOT, "emulation/peripherals"))
@@ -138,7 +138,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class EmulatedDevice:
+class EmulatedDevice(PoweredProcess):
     def __init__(
         self,
         device_id: str,
@@ -157,14 +157,12 @@ class EmulatedDevice:
         restart_on_reset: bool = True,
         own_process_group: bool = False,
     ) -> None:
-        self.device_id = device_id
         self.flash_dir = Path(flash_dir).resolve()
+        super().__init__(self.flash_dir / "device.log", own_process_group)
+        self.device_id = device_id
         self.broker_url = broker_url
         self.heap = heap  # None: esp32_equivalent_heap(), decided at first start
         self.restart_on_reset = restart_on_reset
-        # True: the terminal's Ctrl-C reaches only the host runner, which then stops the device
-        # gracefully (offline status, DISCONNECT) instead of the device dying mid-cycle
-        self.own_process_group = own_process_group
         self.config: dict[str, Any] = {
             "device_id": device_id,
             "broker_url": broker_url,
@@ -180,13 +178,6 @@ class EmulatedDevice:
         self.emulation: dict[str, Any] = {"profile": profile, "seed": seed}
         self.emulation.update(emulation or {})
         self.control: dict[str, Any] = {"net": "up"}
-        self.starts = 0  # process starts (boots seen by the host)
-        self.exits: list[tuple[int, str]] = []  # (returncode, reason) of every process exit
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        self._monitor: threading.Thread | None = None
-        self._wanted = False
-        self._log_path = self.flash_dir / "device.log"
 
     # ---- preparation ----
 
@@ -206,15 +197,6 @@ class EmulatedDevice:
 
     # ---- process lifecycle ----
 
-    @property
-    def running(self) -> bool:
-        p = self._proc
-        return p is not None and p.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def start(self) -> None:
         if not (self.flash_dir / "config.json").exists():
             self.prepare()
@@ -224,48 +206,17 @@ class EmulatedDevice:
                 return
             self.control.pop("stop", None)
             self._write_control()
-            self._spawn()
-            if self._monitor is None or not self._monitor.is_alive():
-                self._monitor = threading.Thread(target=self._watch, name=f"dev-{self.device_id}",
-                                                 daemon=True)
-                self._monitor.start()
+            self._power_on(f"dev-{self.device_id}")
 
     def _spawn(self) -> None:
         cache = ensure_mpy_cache()
         if self.heap is None:
             self.heap = esp32_equivalent_heap()
-        env = dict(os.environ, MICROPYPATH=f"{cache}:.frozen")
-        log = open(self._log_path, "ab")
-        try:
-            self._proc = subprocess.Popen(
-                [micropython_binary(), "-X", f"heapsize={self.heap}", str(DEVICE_MAIN), str(self.flash_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=str(self.flash_dir), process_group=0 if self.own_process_group else None,
-            )
-        finally:
-            log.close()
-        self.starts += 1
+        self._popen([micropython_binary(), "-X", f"heapsize={self.heap}", str(DEVICE_MAIN), str(self.flash_dir)],
+                    self.flash_dir, {"MICROPYPATH": f"{cache}:.frozen"})
 
-    def _watch(self) -> None:
-        while True:
-            p = self._proc
-            if p is None:
-                return
-            rc = p.wait()
-            reason = self._reason(rc)
-            with self._lock:
-                if self._proc is not p:
-                    continue  # reset() already replaced it
-                self.exits.append((rc, reason))
-                again = self._wanted and self.restart_on_reset and reason in ("reset", "watchdog", "crash")
-                if not again:
-                    self._wanted = False
-                    return
-            time.sleep(RESTART_PAUSE_S)
-            with self._lock:
-                if not self._wanted or self._proc is not p:
-                    continue
-                self._spawn()
+    def _restarts(self, reason: str) -> bool:
+        return self.restart_on_reset and reason in ("reset", "watchdog", "crash")
 
     def _reason(self, rc: int) -> str:
         if rc == exitcodes.STOPPED:
@@ -291,25 +242,7 @@ class EmulatedDevice:
     def stop(self, timeout: float = 10.0) -> int | None:
         """Graceful: the firmware publishes `offline` and disconnects, then exits 0."""
         self.request_stop()
-        p = self._proc
-        if p is None:
-            return None
-        try:
-            return p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            return p.wait()
-
-    def kill(self) -> int | None:
-        """Power cut: SIGKILL, no restart. The flash keeps whatever was committed."""
-        with self._lock:
-            self._wanted = False
-            p = self._proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.kill()
-        return p.wait()
+        return self.wait(timeout)
 
     def reset(self) -> None:
         """Reset button / power cycle: kill now and boot again with the same flash."""
@@ -353,12 +286,6 @@ class EmulatedDevice:
 
     # ---- observation ----
 
-    def log(self) -> str:
-        try:
-            return self._log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def wait_for_log(self, text: str, timeout: float = 10.0, count: int = 1) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -374,13 +301,6 @@ class EmulatedDevice:
             return data
         except (FileNotFoundError, ValueError):
             return {}
-
-    def __enter__(self) -> EmulatedDevice:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"EmulatedDevice({self.device_id!r}, running={self.running}, starts={self.starts})"

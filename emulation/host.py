@@ -16,26 +16,22 @@ shutdown. Boots and exits are read from files the host writes in the flash dir (
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from emulation.device import (
     EMULATION_HEAP_MARGIN,
     ESP32_FREE_HEAP,
     REPO_ROOT,
-    RESTART_PAUSE_S,
     EmulatedDevice,
     code_heap_bytes,
     ensure_mpy_cache,
     micropython_binary,
 )
 from emulation.mpboard import exitcodes
+from emulation.process import PoweredProcess
 
 HOST_MAIN = REPO_ROOT / "emulation" / "host_main.py"
 # Per device in a host: the ESP32's data heap + the emulation margin, as in a one-device process,
@@ -121,35 +117,19 @@ class HostedDevice(EmulatedDevice):
         return self.host.wait(timeout) if self.host is not None else None
 
 
-class DeviceHost:
+class DeviceHost(PoweredProcess):
     """One MicroPython process running several HostedDevices; restarted when it dies."""
 
     def __init__(self, name: str, devices: Sequence[HostedDevice], log_path: Path, *, heap: str | None = None,
                  stagger_s: float = 0.04, gc_ms: int = HOST_GC_MS, own_process_group: bool = False) -> None:
+        super().__init__(log_path, own_process_group)
         self.name = name
         self.devices = list(devices)
         for d in self.devices:
             d.host = self
-        self.log_path = log_path
         self.heap = heap
         self.stagger_ms = int(stagger_s * 1000)
         self.gc_ms = gc_ms
-        self.own_process_group = own_process_group
-        self.starts = 0
-        self.exits: list[tuple[int, str]] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        self._monitor: threading.Thread | None = None
-        self._wanted = False
-
-    @property
-    def running(self) -> bool:
-        p = self._proc
-        return p is not None and p.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
         for d in self.devices:
@@ -162,49 +142,27 @@ class DeviceHost:
             for d in self.devices:
                 d.control.pop("stop", None)
                 d._write_control()
-            self._spawn()
-            if self._monitor is None or not self._monitor.is_alive():
-                self._monitor = threading.Thread(target=self._watch, name=f"host-{self.name}", daemon=True)
-                self._monitor.start()
+            self._power_on(f"host-{self.name}")
 
     def _spawn(self) -> None:
         cache = ensure_mpy_cache()
         if self.heap is None:
             self.heap = host_heap(len(self.devices))
-        env = dict(os.environ, MICROPYPATH=f"{cache}:.frozen")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            self._proc = subprocess.Popen(
-                [micropython_binary(), "-X", f"heapsize={self.heap}", str(HOST_MAIN),
-                 "--stagger-ms", str(self.stagger_ms), "--gc-ms", str(self.gc_ms),
-                 *[str(d.flash_dir) for d in self.devices]],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=str(self.log_path.parent), process_group=0 if self.own_process_group else None,
-            )
-        finally:
-            log.close()
-        self.starts += 1
+        self._popen([micropython_binary(), "-X", f"heapsize={self.heap}", str(HOST_MAIN),
+                     "--stagger-ms", str(self.stagger_ms), "--gc-ms", str(self.gc_ms),
+                     *[str(d.flash_dir) for d in self.devices]],
+                    self.log_path.parent, {"MICROPYPATH": f"{cache}:.frozen"})
 
-    def _watch(self) -> None:
-        while True:
-            p = self._proc
-            if p is None:
-                return
-            rc = p.wait()
-            reason = "stopped" if rc == exitcodes.STOPPED else (
-                "watchdog" if rc == -exitcodes.WATCHDOG_SIGNAL else ("killed" if not self._wanted else "crash"))
-            with self._lock:
-                if self._proc is not p:
-                    continue
-                self.exits.append((rc, reason))
-                if not (self._wanted and reason in ("watchdog", "crash")):
-                    self._wanted = False
-                    return
-            time.sleep(RESTART_PAUSE_S)
-            with self._lock:
-                if not self._wanted or self._proc is not p:
-                    continue
-                self._spawn()
+    def _reason(self, rc: int) -> str:
+        if rc == exitcodes.STOPPED:
+            return "stopped"
+        if rc == -exitcodes.WATCHDOG_SIGNAL:
+            return "watchdog"
+        return "killed" if not self._wanted else "crash"
+
+    def _restarts(self, reason: str) -> bool:
+        # the process itself died (its last-resort watchdog, an interpreter crash): power it again
+        return reason in ("watchdog", "crash")
 
     def request_stop(self) -> None:
         with self._lock:
@@ -212,39 +170,6 @@ class DeviceHost:
         for d in self.devices:
             d.request_stop()
 
-    def wait(self, timeout: float) -> int | None:
-        """Wait for the process to exit; kill it after `timeout`."""
-        p = self._proc
-        if p is None:
-            return None
-        try:
-            return p.wait(max(0.1, timeout))
-        except subprocess.TimeoutExpired:
-            return self.kill()
-
     def stop(self, timeout: float = 20.0) -> int | None:
         self.request_stop()
         return self.wait(timeout)
-
-    def kill(self) -> int | None:
-        with self._lock:
-            self._wanted = False
-            p = self._proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.kill()
-        return p.wait()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

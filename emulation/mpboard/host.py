@@ -27,6 +27,7 @@ import time
 
 from emulation.mpboard import exitcodes
 from emulation.mpboard.board import Board
+from emulation.mpboard.sensors import HangableI2C
 
 RESTART_PAUSE_MS = 200  # between a device's reset and its next boot (the process launcher's pause)
 GRACE_MS = 2000         # a dog this far past its timeout: the event loop itself is stuck
@@ -35,7 +36,7 @@ REAPER_MAX_MS = 1000    # the loop-side watchdog looks at least this often (a ne
 _real_print = builtins.print
 _real_create_task = asyncio.create_task
 _real_open_connection = asyncio.open_connection
-_owner = {}  # id(task) -> Device, for every live task a device created (and its root)
+_owner = {}  # type: dict[int, object]  # id(task) -> Device, for every live task a device created (and its root)
 
 
 def _current_device():
@@ -99,13 +100,9 @@ class _Dog:
         return time.ticks_diff(now, self.last) > self.timeout_ms + grace
 
 
-class HostI2C:
+class HostI2C(HangableI2C):
     """The emulated bus with the hung-bus fault: a hung call blocks the whole host (as a real hung
     bus blocks the chip) until this device's watchdog would have fired, then resets that device only."""
-
-    def __init__(self, bus, board):
-        self._bus = bus
-        self._board = board
 
     def _gate(self):
         b = self._board
@@ -123,34 +120,6 @@ class HostI2C:
                 dev.watchdog_fired()
                 raise asyncio.CancelledError  # unwinds the stuck task; the device boots again
             time.sleep(0.05)
-
-    def scan(self):
-        self._gate()
-        return self._bus.scan()
-
-    def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
-        self._gate()
-        return self._bus.readfrom_mem(addr, memaddr, nbytes, addrsize=addrsize)
-
-    def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        self._gate()
-        return self._bus.readfrom_mem_into(addr, memaddr, buf, addrsize=addrsize)
-
-    def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        self._gate()
-        return self._bus.writeto_mem(addr, memaddr, buf, addrsize=addrsize)
-
-    def writeto(self, addr, buf, stop=True):
-        self._gate()
-        return self._bus.writeto(addr, buf, stop)
-
-    def readfrom(self, addr, nbytes, stop=True):
-        self._gate()
-        return self._bus.readfrom(addr, nbytes, stop)
-
-    def readfrom_into(self, addr, buf, stop=True):
-        self._gate()
-        return self._bus.readfrom_into(addr, buf, stop)
 
 
 class HostBoard(Board):

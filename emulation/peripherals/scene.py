@@ -246,7 +246,7 @@ class Scene:
 
 
 SPAN_Q = 1.05  # see Scene._lines
-_GEOMETRY = {}  # res -> (x of each point column, y of each point line, zone width, zone height)
+_GEOMETRY = {}  # type: dict[int, tuple]  # res -> (x of each point column, y of each point line, zone width, zone height)
 
 
 def _geometry(res):
