@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from emulation.device import ESP32_FREE_HEAP, EmulatedDevice, ensure_mpy_cache, micropython_binary
 
+SENSOR_TIME_SCALE = 1000  # the sensor models' clock runs this much faster than real time
+
 CYCLE_MODULES = ("asyncio", "sqalfw.sampler", "sqalfw.config", "sqalfw.identity", "sqalfw.spool",
                  "emulation.mpboard.board", "emulation.mpboard.sensors", "emulation.peripherals.vl53l8",
                  "emulation.peripherals.as7341", "emulation.peripherals.bus", "emulation.peripherals.scene")
@@ -44,7 +46,7 @@ from emulation.mpboard.board import Board
 from sqalfw import config, identity
 from sqalfw.spool import Spool
 from sqalfw.sampler import Sampler
-flash, n = sys.argv[1], int(sys.argv[2])
+flash, n, scale = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 board = Board(flash)
 cfg = config.load(flash)
 ident = identity.Identity(flash, cfg.device_id)
@@ -55,6 +57,11 @@ s = Sampler(board, cfg, ident, spool)
 if not s.init_sensors():
     print("DEGRADED", s.errors)
     sys.exit(3)
+# The sensor models' clock runs `scale` times fast here (sensor_time_scale); the AS7341 driver sleeps
+# through the integration time it configured (2 x ~50 ms a cycle), so it is told the same scaled time.
+# Only the waits change: the passes, counts and allocations are the firmware's own.
+_t = s.spec.integration_ms() / scale
+s.spec.integration_ms = lambda: _t
 gc.collect()
 code_and_live = gc.mem_alloc() - base
 
@@ -118,13 +125,14 @@ def run(cycles: int, resolution: int = 8, workdir: Path | None = None) -> dict[s
         flash = Path(tmp) / "flash"
         dev = EmulatedDevice("ESP32_HEAP_01", flash, "mqtt://127.0.0.1:1", interval=1, resolution=resolution,
                              config={"tof_frequency_hz": 60 if resolution == 4 else 15},
-                             emulation={"sensor_time_scale": 1000, "profile": "default", "seed": 7})
+                             emulation={"sensor_time_scale": SENSOR_TIME_SCALE, "profile": "default", "seed": 7})
         dev.prepare()
         script = Path(tmp) / "heap_cycles.py"
         script.write_text(SCRIPT)
         t0 = time.monotonic()
         proc = subprocess.run(
-            [micropython_binary(), "-X", f"heapsize={heap}", str(script), str(flash), str(cycles)],
+            [micropython_binary(), "-X", f"heapsize={heap}", str(script), str(flash), str(cycles),
+             str(SENSOR_TIME_SCALE)],
             capture_output=True, text=True, env={"MICROPYPATH": f"{cache}:.frozen"}, timeout=3600, check=False)
         wall = time.monotonic() - t0
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
