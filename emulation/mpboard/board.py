@@ -67,6 +67,7 @@ class Board:
         self.i2c_hang = False
         self._control_path = self.flash_dir + "/" + control.FILENAME
         self._control_sig = control.signature(self._control_path)  # before the read: no change missed
+        self._polls = 0
         self._apply(control.read(self._control_path))
         self.open_connection = self.link.open_connection
 
@@ -149,16 +150,19 @@ class Board:
         if d.get("stop"):
             self.stop_requested = True
 
+    def poll_control(self):
+        """One look at control.json: a stat(), a read when it changed (and every 10th look)."""
+        sig = control.signature(self._control_path)
+        self._polls += 1
+        # every 10th poll reads anyway: a file system that reuses a freed inode at once could
+        # make two quick replacements of the same size within a second look unchanged
+        if sig is not None and (sig != self._control_sig or self._polls % 10 == 0):
+            d = control.read(self._control_path)
+            if d:  # unreadable (being replaced): look again at the next poll
+                self._control_sig = sig
+                self._apply(d)
+
     async def _control_loop(self):
-        n = 0
         while True:
-            sig = control.signature(self._control_path)
-            n += 1
-            # every 10th poll reads anyway: a file system that reuses a freed inode at once could
-            # make two quick replacements of the same size within a second look unchanged
-            if sig is not None and (sig != self._control_sig or n % 10 == 0):
-                d = control.read(self._control_path)
-                if d:  # unreadable (being replaced): look again at the next poll
-                    self._control_sig = sig
-                    self._apply(d)
+            self.poll_control()
             await asyncio.sleep_ms(POLL_MS)

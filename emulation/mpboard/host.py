@@ -26,7 +26,7 @@ import sys
 import time
 
 from emulation.mpboard import exitcodes
-from emulation.mpboard.board import Board
+from emulation.mpboard.board import POLL_MS, Board
 from emulation.mpboard.sensors import HangableI2C
 
 RESTART_PAUSE_MS = 200  # between a device's reset and its next boot (the process launcher's pause)
@@ -157,6 +157,9 @@ class HostBoard(Board):
 
     def collect(self):
         self.dev.host.collect()
+
+    def background(self):
+        return []  # the host polls every device's control.json from one task (Host._control)
 
     def _apply(self, d):
         Board._apply(self, d)
@@ -317,6 +320,19 @@ class Host:
             if d is not but and d.dog is not None:
                 d.dog.last = time.ticks_add(d.dog.last, ms)
 
+    async def _control(self):
+        # one task polls the control.json of all K devices every POLL_MS: one wake-up a second
+        # for the host instead of one per device
+        while True:
+            for d in self.devices:
+                b = d.board
+                if b is not None and d.resetting is None:
+                    try:
+                        b.poll_control()
+                    except asyncio.CancelledError:
+                        pass  # a power cycle: restart() is taking that device down, not this task
+            await asyncio.sleep_ms(POLL_MS)
+
     async def _reaper(self):
         # the loop-side watchdog: resets an unfed device alone
         while True:
@@ -367,10 +383,12 @@ class Host:
             _owner[id(root)] = d
             tasks.append(root)
         reaper = _real_create_task(self._reaper())
+        ctl = _real_create_task(self._control())
         _thread.start_new_thread(self._thread, ())
         for t in tasks:
             await t
         reaper.cancel()
+        ctl.cancel()
 
 
 def install():

@@ -44,19 +44,23 @@ class EmulatedI2C:
     def scan(self):
         return sorted(a for a in self.devices if a not in self.absent)
 
+    # (the size check is inlined: ~20 transactions a sample per device, each a call less)
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
         dev = self._dev(addr)
-        self._check_size(dev, addrsize)
+        if addrsize != dev.addrsize:
+            self._check_size(dev, addrsize)
         return bytes(dev.read(memaddr, nbytes))
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
         dev = self._dev(addr)
-        self._check_size(dev, addrsize)
+        if addrsize != dev.addrsize:
+            self._check_size(dev, addrsize)
         buf[:] = dev.read(memaddr, len(buf))  # one copy, not a loop over bytes (frames are 320 B)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
         dev = self._dev(addr)
-        self._check_size(dev, addrsize)
+        if addrsize != dev.addrsize:
+            self._check_size(dev, addrsize)
         dev.write(memaddr, bytes(buf))
 
     def writeto(self, addr, buf, stop=True):

@@ -314,11 +314,9 @@ class VL53L8Model:
             if idx == IDX_DISTANCE:
                 struct.pack_into("<%dh" % res, host, 0, *[int(v) * 4 for v in dist])
             elif idx == IDX_STATUS:
-                for z in range(res):
-                    host[z] = st[z] if st[z] != 255 else 0
+                host[0:res] = bytes(st) if 255 not in st else bytes([x if x != 255 else 0 for x in st])
             elif idx == IDX_NB_TARGET:
-                for z in range(res):
-                    host[z] = 0 if st[z] == 255 else 1
+                host[0:res] = b"\x01" * res if 255 not in st else bytes([0 if x == 255 else 1 for x in st])
             elif idx == IDX_METADATA and m >= 12:
                 host[8] = 31  # silicon temperature, degC
             f[pos + 4:pos + 4 + m] = fwblob.swap32(host)

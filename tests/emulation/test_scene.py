@@ -139,8 +139,10 @@ def test_profile_drives_size_and_firmness() -> None:
 
 
 def _plain_tof_zone(s: Scene, res: int) -> tuple[list[int], list[int]]:
-    """The scene's frame by its definition: each zone is the mean of height() over SUB x SUB
-    points, plus ranging noise, then the statuses; the same random draws in the same order."""
+    """The scene's frame by its definition: each zone is the mean of the fixed-point height
+    (point_q8, 1/256 mm) over its SUB x SUB points, plus ranging noise (a sum of four uniform
+    bytes of one Rng.u32 draw, scaled to ~1 mm), rounded to mm, then the statuses; the same
+    random draws in the same order."""
     from emulation.peripherals import scene as sc
 
     r = s.rng
@@ -148,28 +150,28 @@ def _plain_tof_zone(s: Scene, res: int) -> tuple[list[int], list[int]]:
     optical = [d for d in s.product["defects"] if d["kind"] == "optical"]
     dist, st = [0] * (res * res), [5] * (res * res)
     for row in range(res):
-        y0 = -sc.TRAY_H / 2 + row * zh
         for col in range(res):
-            x0 = -sc.TRAY_W / 2 + col * zw
-            total = 0.0
+            total = 0
             for i in range(sc.SUB):
                 for j in range(sc.SUB):
-                    total += s.height(x0 + (j + 0.5) * zw / sc.SUB, y0 + (i + 0.5) * zh / sc.SUB)
+                    total += s.point_q8(res, col * sc.SUB + j, row * sc.SUB + i)
             z = row * res + col
-            d = sc.SENSOR_MM - sc.TRAY_MM - total / (sc.SUB * sc.SUB) + r.gauss(0.0, sc.RANGE_SD)
+            x = r.u32()
+            noise = (sum((x >> b) & 255 for b in (0, 8, 16, 24)) - 510) * 111 // 64 / 256  # mm, sd ~1
+            d = sc.SENSOR_MM - sc.TRAY_MM - total / 256 / (sc.SUB * sc.SUB) + noise
             dist[z] = int(d + 0.5) if d > 0 else 0
-            xc, yc = x0 + zw / 2, y0 + zh / 2
+            xc, yc = -sc.TRAY_W / 2 + col * zw + zw / 2, -sc.TRAY_H / 2 + row * zh + zh / 2
             for o in optical:
                 if (xc - o["x"]) ** 2 + (yc - o["y"]) ** 2 < o["r"] * o["r"]:
-                    st[z] = sc.INVALID[int(r.random() * len(sc.INVALID))]
-            if st[z] == 5 and r.random() < 0.03:
+                    st[z] = sc.INVALID[int(r.u32() / 2**32 * len(sc.INVALID))]
+            if st[z] == 5 and r.u32() < 0.03 * 2**32:
                 st[z] = 9
     return dist, st
 
 
 @pytest.mark.parametrize("profile", ["default", "premium", "low", "defective"])
 def test_fast_frames_are_the_plain_definition(profile: str) -> None:
-    # tof_zone is organised for speed (spans, differences along a line); its frames must be the
+    # tof_zone works by differences along lines of points, in integers; its frames must be the
     # ones the plain point-by-point definition gives, for every kind of liver and both resolutions
     fast, plain = Scene(profile, seed=31), Scene(profile, seed=31)
     defects = set()
@@ -181,3 +183,73 @@ def test_fast_frames_are_the_plain_definition(profile: str) -> None:
             assert fast.tof_zone(res) == _plain_tof_zone(plain, res)
     if profile == "defective":
         assert defects == {"foreign_body", "deformation", "edge_damage", "optical"}
+
+
+@pytest.mark.parametrize("profile", ["default", "defective"])
+def test_fixed_point_heights_follow_the_continuous_model(profile: str) -> None:
+    # the fixed-point liver (point_q8) against height() in floats, at every sample point: within
+    # 0.5 mm anywhere (the rim, where sqrt is steep), ~0.01 mm on average; defects included
+    from emulation.peripherals import scene as sc
+
+    s = Scene(profile, seed=17)
+    worst = total = 0.0
+    count = 0
+    kinds: set[str] = set()
+    for _ in range(40):
+        p = s.next_product()
+        kinds |= {d["kind"] for d in p["defects"]}
+        for res in (8, 4):
+            xs, ys = sc._geo(res)[:2]
+            for k in range(res * sc.SUB):
+                for m in range(res * sc.SUB):
+                    f = s.height(xs[m], ys[k])
+                    e = abs(s.point_q8(res, m, k) / 256 - f)
+                    worst = max(worst, e)
+                    if f > 0:
+                        total += e
+                        count += 1
+    assert count > 1000
+    assert worst < 0.5 and total / count < 0.02, (worst, total / count)
+    if profile == "defective":
+        assert {"foreign_body", "deformation", "edge_damage"} <= kinds
+
+
+def test_ranging_noise_is_about_one_mm() -> None:
+    # bare-tray zones read 95 mm + Normal(0, 1)-like noise, rounded to the mm
+    s = Scene("premium", seed=3)
+    bare = []
+    for _ in range(200):
+        s.next_product()
+        d, _ = s.tof_zone(8)
+        bare += [d[z] for z in (0, 7, 56, 63)]
+    mean = sum(bare) / len(bare)
+    sd = (sum((x - mean) ** 2 for x in bare) / len(bare)) ** 0.5
+    assert abs(mean - 95) < 0.1 and 0.9 < sd < 1.15, (mean, sd)
+    assert min(bare) >= 91 and max(bare) <= 99  # tails end at ~3.5 sd
+
+
+def test_viper_frames_are_the_python_frames(micropython_run) -> None:
+    # on MicroPython the point loop and the ranges run as viper machine code (_scenefast); they
+    # must give what the Python versions give, and they must be the ones in use
+    out = micropython_run("""
+from array import array
+from emulation.peripherals import scene as sc
+assert sc._fast is not None and sc._heights is sc._fast.heights
+bad = n = 0
+for prof in ("default", "defective"):
+    a = sc.Scene(prof, 9)
+    b = sc.Scene(prof, 9)
+    for i in range(60):
+        if i:
+            a.next_product()
+            b.next_product()
+        for res in (8, 4):
+            fast = a.tof_zone(res)
+            geo = sc._geo(res)
+            zs = array("i", bytes(4 * res * res))
+            sc._heights_py(zs, geo[4], sc._SQRT, sc._SIN, sc._EXP, b._params(res))
+            bad += fast != b._frame(res, zs, geo[2], geo[3])
+            n += 1
+print(bad, n, a.rng.s == b.rng.s)
+""", heap="512k").stdout.split()
+    assert out == ["0", "240", "True"]
