@@ -15,6 +15,8 @@ and writes one aggregated `sqal_samples` event per lot of the batch. Linking, in
 from __future__ import annotations
 
 import json
+import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,55 +112,130 @@ class StoreResult:
         return len(self.new) - self.new_count
 
 
-def _row_tuple(i: int, r: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
+_F4 = struct.Struct("<f")
+_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_NULL = "\\N"
+ENCODED = "copy_line"
+"""Key of a row that carries its own `encode_row` line (the ingest encodes rows in its grading workers,
+off the event loop): `store_samples` then reads only `device_id`, `boot` and `seq` besides it."""
+
+
+def _text(s: str) -> str:
+    """A value in COPY text format. JSON text has no raw tab, newline or CR (they are escaped inside
+    strings) and rarely a backslash, so the scan usually finds nothing to replace."""
+    if "\\" in s or "\n" in s or "\r" in s or "\t" in s:
+        return s.translate(_COPY_ESCAPE)
+    return s
+
+
+_pack_f4, _unpack_f4 = _F4.pack, _F4.unpack
+
+
+def _real(x: Any) -> str:
+    """A `real`, rounded to float32 here as the binary COPY did (C cast, nearest): the text of that
+    float32 reads back as exactly it (the text of the double could round differently when the
+    double sits on a float32 half-way point)."""
+    if x is None:
+        return _NULL
+    try:
+        v = _unpack_f4(_pack_f4(x if type(x) is float else float(x)))[0]
+    except OverflowError as exc:
+        raise ValueError("value out of float32 range") from exc
+    if v - v != 0.0:  # nan, inf, -inf
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return f"{v:.9g}"  # 9 significant digits name one float32 exactly (PostgreSQL reads it with strtof)
+
+
+def _time(t: Any) -> str:
+    if not isinstance(t, datetime):
+        raise TypeError(f"expected a datetime.datetime instance, got {type(t).__name__!r}")
+    if t.tzinfo is None:  # naive = local time, as asyncpg's binary encoder read it
+        t = t.astimezone(UTC)
+    return t.isoformat()
+
+
+def _opt_text(v: Any) -> str:
+    return _NULL if v is None else _text(v)
+
+
+def _json(v: Any) -> str:
+    if v is None:
+        return _NULL
+    return _text(v if type(v) is JsonText else json.dumps(v, default=str))
+
+
+def encode_row(r: Mapping[str, Any], now: datetime | None = None, i: int = 0) -> bytes:
+    """One sample row as a line of PostgreSQL COPY text format: the columns after `ord`, each validated
+    and converted as the binary COPY did (ints, float32 reals, timestamps, a text[] of alerts).
+    `features` and `raw` are stored as given when they are `JsonText`, else encoded with json.dumps.
+    Raises InvalidInput (naming row `i`) for a row store_samples would refuse."""
     try:
         device_id, boot, seq = str(r["device_id"]), int(r["boot"]), int(r["seq"])
     except KeyError as exc:
         raise InvalidInput(f"sample row {i}: missing required field {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"sample row {i}: boot and seq must be integers ({exc})") from exc
-    alerts = r.get("alerts") or []
-    if not isinstance(alerts, (list, tuple)) or not all(isinstance(a, str) for a in alerts):
-        raise InvalidInput(f"sample row {i} ({device_id}/{boot}/{seq}): alerts must be a list of strings")
-
-    def js(key: str) -> str | None:
-        v = r.get(key)
-        if v is None or type(v) is JsonText:
-            return v
-        return json.dumps(v, default=str)
-
-    def num(key: str) -> float | None:
-        v = r.get(key)
-        return None if v is None else float(v)
-
-    return (i, device_id, boot, seq, r.get("lot_id"), r.get("measured_at"), r.get("received_at") or now,
-            bool(r.get("clock_synced", True)), num("score"), r.get("grade"), num("device_score"),
-            r.get("device_grade"), num("weight_g"), num("volume_cm3"), list(alerts), js("features"), js("raw"))
+    get = r.get
+    alerts = get("alerts") or []
+    if alerts:
+        if not isinstance(alerts, (list, tuple)) or not all(isinstance(a, str) for a in alerts):
+            raise InvalidInput(f"sample row {i} ({device_id}/{boot}/{seq}): alerts must be a list of strings")
+        # text[] literal: every element quoted, its backslashes and quotes escaped (then COPY's own escaping)
+        quoted = ['"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in alerts]
+        arr = _text("{" + ",".join(quoted) + "}")
+    else:
+        arr = "{}"
+    ma = get("measured_at")
+    return "\t".join((
+        _text(device_id), str(boot), str(seq), _opt_text(get("lot_id")), _NULL if ma is None else _time(ma),
+        _time(get("received_at") or now or datetime.now(UTC)), "t" if get("clock_synced", True) else "f",
+        _real(get("score")), _opt_text(get("grade")), _real(get("device_score")), _opt_text(get("device_grade")),
+        _real(get("weight_g")), _real(get("volume_cm3")), arr, _json(get("features")), _json(get("raw")),
+    )).encode() + b"\n"
 
 
 async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]]) -> StoreResult:
     """Store a batch of samples (dicts with device_id, boot, seq and optional lot_id, measured_at,
     received_at, clock_synced, score, grade, device_score, device_grade, weight_g, volume_cm3,
-    alerts, features, raw; `features` and `raw` may be `JsonText`, already encoded). Returns which rows
-    were new and the lot each new row got."""
+    alerts, features, raw; `features` and `raw` may be `JsonText`, already encoded; or a row with its
+    `ENCODED` line from `encode_row`). Returns which rows were new and the lot each new row got.
+
+    The rows go to PostgreSQL as one COPY in text format: a row encoded ahead (by the ingest's
+    workers) costs the caller only its line number."""
     if not rows:
         return StoreResult()
     now = datetime.now(UTC)
-    records = [_row_tuple(i, r, now) for i, r in enumerate(rows)]
+    parts: list[bytes] = []
+    keys: list[tuple[str, int, int]] = []
+    for i, r in enumerate(rows):
+        line = r.get(ENCODED)
+        if line is None:
+            line = encode_row(r, now, i)
+        parts.append(b"%d\t" % i)
+        parts.append(line)
+        keys.append((str(r["device_id"]), int(r["boot"]), int(r["seq"])))
+    data = memoryview(b"".join(parts))  # a buffer, not bytes: asyncpg would take bytes for a file path
     async with _conn(db) as conn, conn.transaction():
         await conn.execute(_TEMP)
-        await conn.copy_records_to_table("sqal_samples_in", records=records, columns=_COLUMNS)
+        await conn.copy_to_table("sqal_samples_in", source=data, columns=_COLUMNS, format="text")
         inserted = await conn.fetch(_STORE)
         await conn.execute("DELETE FROM sqal_samples_in")  # when the caller's transaction is still open
-    by_key = {(r["device_id"], r["boot"], r["seq"]): r for r in inserted}
+    # by position: device_id, boot, seq, lot_id, link_kind, link_issue (the SELECT of _STORE)
+    by_key = {(r[0], r[1], r[2]): r for r in inserted}
     result = StoreResult()
-    for rec in records:
-        key = (rec[1], rec[2], rec[3])
+    new, lots, kinds, issues = result.new, result.lot_ids, result.link_kinds, result.link_issues
+    for key in keys:
         hit = by_key.pop(key, None)  # pop: a repeat of the key later in the batch is a duplicate
-        result.new.append(hit is not None)
-        result.lot_ids.append(hit["lot_id"] if hit else None)
-        result.link_kinds.append(hit["link_kind"] if hit else None)
-        result.link_issues.append(hit["link_issue"] if hit else None)
+        if hit is None:
+            new.append(False)
+            lots.append(None)
+            kinds.append(None)
+            issues.append(None)
+        else:
+            new.append(True)
+            lots.append(hit[3])
+            kinds.append(hit[4])
+            issues.append(hit[5])
     return result
 
 

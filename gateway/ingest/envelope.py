@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
@@ -47,7 +47,6 @@ class Envelope:
     path_device_id: str | None = None  # /ws/sensors/{device_id}
     pre_reject: str | None = None
     done: Callable[[Outcome], None] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.size < 0:

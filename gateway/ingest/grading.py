@@ -7,11 +7,13 @@ the event loop does I/O. Work goes out in chunks of a batch (never one task per 
 and the pipe would cost more than the grading), and results come back in input order.
 
 What crosses the process boundary is plain data: the message fields in, (kind, device id, row,
-data, reject, clock flags) out. The row's `features` and `raw` come back already JSON-encoded, so
-the event loop does not encode them either. Pickling is kept cheap (it runs in the gateway too):
-times cross as integer microseconds and the JSON text as plain `str` (a datetime or a str subclass
-pickles through __reduce__, which made a result row cost 49 us to pickle instead of 15); `Grader.prepare`
-gives the rows back their datetimes and `JsonText` markers.
+data, reject, clock flags) out. A sample row comes back with its whole PostgreSQL COPY line already
+made (`registry.samples.encode_row`: escaping, float32 reals, timestamps, JSON columns by orjson),
+so the event loop only numbers the lines and sends them; the row keeps the small columns the
+gateway answers and counts from, not `features` and `raw`. Pickling is kept cheap (it runs in the
+gateway too): times cross as integer microseconds, the line as bytes (a datetime or a str subclass
+pickles through __reduce__, which made a result row cost 49 us to pickle instead of 15);
+`Grader.prepare` gives the rows back their datetimes.
 
 A worker that dies (killed, out of memory, a crash in an extension) breaks the pool: the pool is
 rebuilt and the chunk re-run whole once (most deaths have nothing to do with the messages). If it
@@ -48,7 +50,7 @@ from sqalfw import codec
 from gateway.ingest import model
 from gateway.ingest.envelope import Envelope
 from gateway.ingest.prepare import ClockPolicy, Prepared, prepare, reject_of
-from registry.samples import JsonText
+from registry.samples import ENCODED, JsonText, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +92,19 @@ def _dumps(v: Any) -> str:
 
 
 def _pack_row(row: dict[str, Any]) -> dict[str, Any]:
-    """In the worker: JSON columns encoded (plain str), received_at dropped (the gateway has it),
-    measured_at as microseconds."""
-    row["features"] = _dumps(row["features"])
-    row["raw"] = _dumps(row["raw"])
+    """In the worker: the row's COPY line made here (`registry.samples.encode_row`, JSON columns by
+    orjson), so the event loop only numbers it; the row keeps the small columns the gateway answers
+    and counts from (not features, raw or received_at, which the gateway has), measured_at as
+    microseconds. A row the registry would refuse goes back unencoded (JSON columns as plain str):
+    store_samples then refuses it on the event loop and the pipeline stores it as a reject."""
+    row["features"] = JsonText(_dumps(row["features"]))
+    row["raw"] = JsonText(_dumps(row["raw"]))
+    try:
+        row[ENCODED] = encode_row(row)
+    except Exception:  # noqa: BLE001 -- refused again, with its reason, at commit
+        row["features"], row["raw"] = str(row["features"]), str(row["raw"])  # plain str pickles cheaply
+    else:
+        del row["features"], row["raw"]
     del row["received_at"]
     ma = row["measured_at"]
     row["measured_at"] = None if ma is None else _to_us(ma)
@@ -101,9 +112,11 @@ def _pack_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unpack_row(row: dict[str, Any], env: Envelope) -> dict[str, Any]:
-    """In the gateway: the row as prepare() made it, JSON columns marked as already encoded."""
-    row["features"] = JsonText(row["features"])
-    row["raw"] = JsonText(row["raw"])
+    """In the gateway: the row as prepare() made it, minus the JSON columns when its COPY line came
+    along (else they are marked as already encoded)."""
+    if ENCODED not in row:
+        row["features"] = JsonText(row["features"])
+        row["raw"] = JsonText(row["raw"])
     row["received_at"] = env.received_at
     ma = row["measured_at"]
     if ma is not None:

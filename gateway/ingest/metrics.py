@@ -3,6 +3,8 @@ test process; the default global registry would refuse the second)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -50,3 +52,28 @@ class IngestMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def observe_many(h: Histogram, values: Iterable[float]) -> None:
+    """`h.observe(v)` for each value, with one lock round per bucket hit and one for the sum instead
+    of two per value (prometheus_client internals `_upper_bounds`, `_buckets`, `_sum`; without them,
+    one observe per value). Same buckets as observe: the first upper bound >= the value."""
+    bounds, buckets, total = (getattr(h, "_upper_bounds", None), getattr(h, "_buckets", None),
+                              getattr(h, "_sum", None))
+    if bounds is None or buckets is None or total is None or getattr(h, "_labelnames", None):
+        for v in values:
+            h.observe(v)
+        return
+    counts = [0] * len(bounds)
+    s = 0.0
+    n = 0
+    for v in values:
+        counts[bisect_left(bounds, v)] += 1  # the last bound is +Inf
+        s += v
+        n += 1
+    if not n:
+        return
+    for i, c in enumerate(counts):
+        if c:
+            buckets[i].inc(c)
+    total.inc(s)

@@ -34,7 +34,7 @@ import asyncpg
 
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.grading import Grader
-from gateway.ingest.metrics import IngestMetrics
+from gateway.ingest.metrics import IngestMetrics, observe_many
 from gateway.ingest.prepare import ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
 from registry import devices as reg_devices
@@ -280,8 +280,11 @@ class Pipeline:
                     refs[id(it)] = (new, None)
                     if new and it.row is not None:
                         it.row["linked_lot_id"] = lot  # the lot the registry linked it to (None: unlinked)
-                    t = touches.setdefault(it.device_id or "", reg_devices.DeviceTouch(it.env.received_at))
-                    t.last_seen = max(t.last_seen, it.env.received_at)
+                    t = touches.get(it.device_id or "")
+                    if t is None:  # not setdefault: that would build a DeviceTouch per sample
+                        t = touches[it.device_id or ""] = reg_devices.DeviceTouch(it.env.received_at)
+                    elif it.env.received_at > t.last_seen:
+                        t.last_seen = it.env.received_at
                     if new:
                         t.stored += 1
                         ma = it.row["measured_at"] if it.row else None
@@ -361,10 +364,12 @@ class Pipeline:
     def _answer(self, items: list[Prepared], outcomes: dict[int, Outcome], now: datetime) -> None:
         m = self.metrics
         mqtt_done = 0
+        # per message, observed per batch (one lock round per bucket, not two per message)
+        observe_many(m.latency_seconds, [max(0.0, (now - it.env.received_at).total_seconds()) for it in items])
+        observe_many(m.lag_seconds, [max(0.0, (now - ma).total_seconds()) for it in items
+                                     if it.kind == "sample" and it.row is not None
+                                     and (ma := it.row["measured_at"]) is not None])
         for it in items:
-            m.latency_seconds.observe(max(0.0, (now - it.env.received_at).total_seconds()))
-            if it.kind == "sample" and it.row is not None and it.row["measured_at"] is not None:
-                m.lag_seconds.observe(max(0.0, (now - it.row["measured_at"]).total_seconds()))
             done = it.env.done
             try:
                 if done is not None:

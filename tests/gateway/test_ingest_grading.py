@@ -7,7 +7,6 @@ PostgreSQL helpers) are kept inside the functions that need them, so a fresh wor
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import signal
@@ -20,9 +19,9 @@ import pytest
 from sqalfw import codec
 
 from gateway.ingest.envelope import Envelope
-from gateway.ingest.grading import Grader, Result, Wire, prepare_wire
+from gateway.ingest.grading import Grader, Result, Wire, _dumps, prepare_wire
 from gateway.ingest.prepare import ClockPolicy, Prepared, prepare
-from registry.samples import JsonText
+from registry.samples import ENCODED, JsonText, encode_row
 
 if TYPE_CHECKING:
     import asyncpg
@@ -71,13 +70,19 @@ def mixed(n: int, dev: str = "ESP32_DEMO_LL_01") -> list[Envelope]:
 
 
 def comparable(p: Prepared) -> dict[str, Any]:
-    """What the pipeline stores and answers from a Prepared, with the JSON columns decoded."""
+    """What the pipeline stores and answers from a Prepared. A row graded in a worker carries its COPY
+    line instead of the JSON columns: it must be the very line the registry makes from the row
+    prepare() gives in this process (JSON columns encoded by the workers' encoder)."""
     row = None
     if p.row is not None:
         row = dict(p.row)
+        line = row.pop(ENCODED, None)
+        if line is None:  # prepare() in this process: make the line the worker should have made
+            full = {**row, "features": JsonText(_dumps(row["features"])), "raw": JsonText(_dumps(row["raw"]))}
+            line = encode_row(full)
         for k in ("features", "raw"):
-            v = row[k]
-            row[k] = json.loads(v) if isinstance(v, str) else json.loads(json.dumps(v, default=str))
+            row.pop(k, None)
+        row["copy_line"] = line
     return {"kind": p.kind, "device_id": p.device_id, "row": row, "data": p.data, "reject": p.reject,
             "clock_flags": p.clock_flags, "env": p.env}
 
@@ -99,7 +104,8 @@ async def test_pool_grades_exactly_like_prepare_in_order(workers: int) -> None:
     kinds = {p.kind for p in got}
     assert kinds == {"sample", "reject", "status"}
     rows = [p.row for p in got if p.row is not None]
-    assert rows and all(type(r["features"]) is JsonText and type(r["raw"]) is JsonText for r in rows)
+    # encoded in the worker: the event loop gets the COPY line, not the JSON columns to encode
+    assert rows and all(type(r[ENCODED]) is bytes and "features" not in r and "raw" not in r for r in rows)
     assert all(math.isfinite(r["score"]) for r in rows)
 
 
