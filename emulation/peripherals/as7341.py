@@ -4,6 +4,8 @@
 # The six ADCs see whatever the SMUX routes to them: the SMUX RAM (0x00-0x13, two 4-bit fields
 # per byte, value k = ADC k-1, 0 = not connected) is loaded by CFG6 cmd 2 + ENABLE.SMUXEN. Pixel
 # -> photodiode map below is the one implied by ams' reference F1-F4/F5-F8 configurations.
+import struct
+
 from emulation.peripherals import Rng
 
 ID_VALUE = 0b001001 << 2
@@ -80,13 +82,8 @@ class AS7341Model:
             if not self._avalid():
                 return bytearray(n)
             self._measure()
-            d = self._data
-            out = bytearray(n)
-            for i in range(n):
-                k = reg - 0x95 + i
-                v = d[k >> 1]
-                out[i] = v >> 8 if k & 1 else v & 0xFF
-            return out
+            k = reg - 0x95
+            return struct.pack("<6H", *self._data)[k:k + n]  # six little-endian words, as the registers
         out = bytearray(n)
         for i in range(n):
             out[i] = self._r(reg + i)

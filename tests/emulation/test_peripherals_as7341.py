@@ -54,3 +54,21 @@ def test_scene_factors_scale_the_counts() -> None:
         raw = m.read(0x95, 12)
         counts.append([raw[2 * i] | raw[2 * i + 1] << 8 for i in range(6)])
     assert abs(counts[1][3] / counts[0][3] - 0.5) < 0.03  # F4
+
+
+def test_a_block_read_of_the_channel_data_is_the_registers_read_one_by_one() -> None:
+    # the data block has its own path in read() (one AVALID check, one measurement): it must
+    # give what reading each register alone gives, for the whole block and for any window of it
+    now = [0.0]
+    m = setup(now)
+    m.read(0x80, 1)
+    m.write(0x80, bytes([0x03]))
+    now[0] = 20.0
+    assert m.read(0x95, 12) == bytes(12) == bytes(m._r(r) for r in range(0x95, 0xA1))  # before AVALID
+    now[0] = 60.0
+    one_by_one = bytes(m._r(r) for r in range(0x95, 0xA1))  # the per-register definition
+    assert any(one_by_one)
+    assert m.read(0x95, 12) == one_by_one
+    for start in range(0x95, 0xA1):
+        for n in range(1, 0xA1 - start + 1):
+            assert m.read(start, n) == one_by_one[start - 0x95:start - 0x95 + n], (hex(start), n)
