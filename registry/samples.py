@@ -131,7 +131,7 @@ def _text(s: str) -> str:
 _pack_f4, _unpack_f4 = _F4.pack, _F4.unpack
 
 
-def _real(x: Any) -> str:
+def _real(x: Any, column: str) -> str:
     """A `real`, rounded to float32 here as the binary COPY did (C cast, nearest): the text of that
     float32 reads back as exactly it (the text of the double could round differently when the
     double sits on a float32 half-way point)."""
@@ -140,7 +140,7 @@ def _real(x: Any) -> str:
     try:
         v = _unpack_f4(_pack_f4(x if type(x) is float else float(x)))[0]
     except OverflowError as exc:
-        raise ValueError("value out of float32 range") from exc
+        raise ValueError(f"{column}: {x!r} is out of the range of a real (float32)") from exc
     if v - v != 0.0:  # nan, inf, -inf
         return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
     return f"{v:.9g}"  # 9 significant digits name one float32 exactly (PostgreSQL reads it with strtof)
@@ -189,8 +189,9 @@ def encode_row(r: Mapping[str, Any], now: datetime | None = None, i: int = 0) ->
     return "\t".join((
         _text(device_id), str(boot), str(seq), _opt_text(get("lot_id")), _NULL if ma is None else _time(ma),
         _time(get("received_at") or now or datetime.now(UTC)), "t" if get("clock_synced", True) else "f",
-        _real(get("score")), _opt_text(get("grade")), _real(get("device_score")), _opt_text(get("device_grade")),
-        _real(get("weight_g")), _real(get("volume_cm3")), arr, _json(get("features")), _json(get("raw")),
+        _real(get("score"), "score"), _opt_text(get("grade")), _real(get("device_score"), "device_score"),
+        _opt_text(get("device_grade")), _real(get("weight_g"), "weight_g"), _real(get("volume_cm3"), "volume_cm3"),
+        arr, _json(get("features")), _json(get("raw")),
     )).encode() + b"\n"
 
 

@@ -107,7 +107,9 @@ def test_encode_row_refuses_what_store_samples_refuses() -> None:
         samples.encode_row({"device_id": DEV, "boot": 1}, i=5)
     with pytest.raises(samples.InvalidInput, match="alerts"):
         samples.encode_row({"device_id": DEV, "boot": 1, "seq": 1, "alerts": "critical"})
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(ValueError, match=r"^score: 1e\+39 .*float32"):  # names the column
         samples.encode_row({"device_id": DEV, "boot": 1, "seq": 1, "score": 1e39})
+    with pytest.raises(ValueError, match=r"^weight_g: -1e\+300 .*float32"):
+        samples.encode_row({"device_id": DEV, "boot": 1, "seq": 1, "weight_g": -1e300})
     with pytest.raises(TypeError, match="datetime"):
         samples.encode_row({"device_id": DEV, "boot": 1, "seq": 1, "measured_at": "2026-11-27"})
