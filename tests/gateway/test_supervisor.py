@@ -264,7 +264,10 @@ async def main():
     for name, kind in (("polite", "quiet"), ("stubborn", "stubborn"), ("spawner", "spawner")):
         _, info = await sup.start(name, kind, {{}}, ctx)
         pids[name] = info["pid"]
-    while not any(e["line"].startswith("grandchild") for e in sup.children["spawner"].logs.tail(10)):
+    # the stubborn child must have set SIGTERM to ignored before the gateway dies: until then the
+    # kernel's parent-death SIGTERM would still end it (a loaded box can take a second to get there)
+    while not (any(e["line"].startswith("grandchild") for e in sup.children["spawner"].logs.tail(10))
+               and any("ignoring" in e["line"] for e in sup.children["stubborn"].logs.tail(10))):
         await asyncio.sleep(0.02)
     line = next(e["line"] for e in sup.children["spawner"].logs.tail(10) if e["line"].startswith("grandchild"))
     pids["grandchild"] = int(line.split()[1])
