@@ -28,9 +28,10 @@ fi
 spec="."
 [ -n "$EXTRAS" ] && spec=".[${EXTRAS}]"
 stamp="$VENV/.sqal-installed-${EXTRAS:-base}"
-# the gateway's compiled copy of the quality model is rebuilt when its sources change (setup.py)
+# the gateway's compiled copies of the quality model and the codec are rebuilt when their sources change (setup.py)
 want="$(cat "$SQAL_ROOT/pyproject.toml" "$SQAL_ROOT/setup.py" "$SQAL_ROOT/firmware/sqalfw/quality.py" \
-    "$SQAL_ROOT/gateway/ingest/quality_c.pxd" | sha256sum | cut -d' ' -f1)"
+    "$SQAL_ROOT/gateway/ingest/quality_c.pxd" "$SQAL_ROOT/firmware/sqalfw/codec.py" \
+    "$SQAL_ROOT/gateway/ingest/codec_c.pxd" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "sqal: installing the project ($spec) into $VENV (first use, or pyproject.toml or the model sources changed)" >&2
     (cd "$SQAL_ROOT" && "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 &&

@@ -1,6 +1,7 @@
 """Turn one received message into what the batch writer stores: a sample row, a device update, or a
 reject. Pure CPU work, no I/O: decode and validate with the contract's one schema (sqalfw.codec),
-grade with the one quality model (sqalfw.quality, through gateway.ingest.model), flag the device clock.
+grade with the one quality model (sqalfw.quality), both through gateway.ingest.model (their compiled
+copies when built), flag the device clock.
 
 Nothing escapes `prepare`: any failure, even a bug in a decoder, becomes a reject with a reason.
 """
@@ -16,10 +17,11 @@ from typing import Any
 import orjson
 
 from gateway.ingest.envelope import Envelope
+
+# sqalfw.codec and sqalfw.quality, each compiled when built (model.py); one ContractError class for both
+from gateway.ingest.model import codec, quality
 from gateway.ingest.rejects import reason_key, truncate
 from registry.rejects import RejectRow
-from gateway.ingest.model import quality  # sqalfw.quality, compiled when built (model.py)
-from sqalfw import codec
 
 
 @dataclass(frozen=True, slots=True)
