@@ -212,6 +212,7 @@ class Watch:
         self.prefix, self.n = prefix, n
         self.stored, self.first, self.last = 0, float("inf"), 0.0
         self.lat: list[float] = []
+        self.lat_in: list[float] = []  # publish -> received by the gateway (publisher, broker, socket)
         self.finished = asyncio.Event()
 
     def __call__(self, items: list[Any], outcomes: dict[int, Any]) -> None:
@@ -222,7 +223,9 @@ class Watch:
                 continue
             self.stored += 1
             self.first = min(self.first, it.env.received_at.timestamp())
-            self.lat.append(now - row["measured_at"].timestamp())  # measured_at = publish time (synced ts)
+            published = row["measured_at"].timestamp()  # measured_at = publish time (synced ts)
+            self.lat.append(now - published)
+            self.lat_in.append(it.env.received_at.timestamp() - published)
         self.last = now
         if self.stored >= self.n:
             self.finished.set()
@@ -297,7 +300,7 @@ async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, worker
 
 
 async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: float,
-                    workers: int | None) -> tuple[float, list[float]]:
+                    workers: int | None) -> tuple[float, list[float], list[float]]:
     cid, prefix = f"bench-live-{uuid.uuid4().hex[:6]}", new_prefix("LIVE")
     svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=cid, workers=workers))
     w = Watch(prefix, n)
@@ -311,7 +314,7 @@ async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: f
         await asyncio.to_thread(p.join)
     await svc.stop()
     forget_session(broker, cid)
-    return (n - 1) / (w.last - w.first), w.lat
+    return (n - 1) / (w.last - w.first), w.lat, w.lat_in
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -335,17 +338,19 @@ async def main() -> None:
     ap.add_argument("--naive-n", type=int, default=3000, help="samples per naive drain")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of (raw, naive, SQAL), interleaved")
     ap.add_argument("--workers", type=int, default=None, help="grading processes (default: the gateway's)")
+    ap.add_argument("--inflight", type=int, default=1000,
+                    help="Mosquitto max_inflight_messages (QoS 1 messages sent to a client and not yet acked)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sqal-bench-"))
     tmp.chmod(0o711)
-    broker = MosquittoBroker(tmp / "mosquitto", extra_config=["max_inflight_messages 1000"])
+    broker = MosquittoBroker(tmp / "mosquitto", extra_config=[f"max_inflight_messages {args.inflight}"])
     broker.start()
     pg = EmbeddedPostgres(tmp / "pg", fsync=True)
     try:
         dsn = pg.start()
         await migrate_dsn(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
-        print(f"start: {load()}")
+        print(f"start: {load()}; Mosquitto max_inflight_messages {args.inflight}")
         impl, why = model.describe()
         print(f"quality model: {impl} ({why}); SQAL_INGEST_MODEL=pure selects the pure one")
         meter = CpuMeter(tmp)
@@ -360,7 +365,7 @@ async def main() -> None:
             print("  SQAL CPU per stored reading: " + ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items())
                   + f", total {sum(cpu.values()):.3f} ms", flush=True)
         full = statistics.median(sqals)
-        half, lat = await sqal_live(broker, pool, max(2000, args.n // 2), full / 2, args.workers)
+        half, lat, lat_in = await sqal_live(broker, pool, max(2000, args.n // 2), full / 2, args.workers)
         print(f"raw ceiling (bare paho subscriber, counts only), drain: {spread(raws)} msg/s")
         print(f"naive (decode + grade + INSERT/commit + PUBACK per message), drain: {spread(naives)} readings/s")
         print(f"SQAL pipeline, drain: {spread(sqals)} stored readings/s")
@@ -371,6 +376,7 @@ async def main() -> None:
         print(f"SQAL live at half the median max rate ({full / 2:,.0f}/s offered by 2 publishers): {half:,.0f}/s "
               f"stored, latency publish->commit p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms, "
               f"max {pct(lat, 1):.0f} ms")
+        print(f"  of which publish->received by the gateway p50 {pct(lat_in, .5):.0f} ms, p99 {pct(lat_in, .99):.0f} ms")
         print(f"end: {load()}")
         await pool.close()
     finally:

@@ -14,6 +14,7 @@ and writes one aggregated `sqal_samples` event per lot of the batch. Linking, in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import struct
@@ -21,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 from registry.base import Executor, _conn, as_dict
 from registry.errors import InvalidInput, LotNotFound
@@ -64,6 +67,8 @@ WITH src AS (
     FROM linked ORDER BY ord
     ON CONFLICT (device_id, boot, seq) DO NOTHING
     RETURNING device_id, boot, seq, lot_id, link_kind, link_issue, grade, score, weight_g, measured_at, received_at
+), emptied AS (
+    DELETE FROM sqal_samples_in  -- same snapshot: src above still reads every row (saves a round trip)
 ), ev AS (
     INSERT INTO lot_events (lot_id, stage, type, data, description)
     SELECT lot_id, 'sqal', 'sqal_samples',
@@ -195,14 +200,26 @@ def encode_row(r: Mapping[str, Any], now: datetime | None = None, i: int = 0) ->
     )).encode() + b"\n"
 
 
-async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]]) -> StoreResult:
+async def prepare_session(conn: asyncpg.Connection) -> None:
+    """Create this session's staging table now, outside any transaction (so no rollback can undo it):
+    a caller that did this passes `session_ready=True` to store_samples, which then skips the
+    CREATE ... IF NOT EXISTS (one round trip a batch; the ingest's writer keeps one connection)."""
+    if conn.is_in_transaction():
+        raise RuntimeError("prepare_session: call it outside a transaction (a rollback would drop the table)")
+    await conn.execute(_TEMP)
+
+
+async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]], *,
+                        session_ready: bool = False) -> StoreResult:
     """Store a batch of samples (dicts with device_id, boot, seq and optional lot_id, measured_at,
     received_at, clock_synced, score, grade, device_score, device_grade, weight_g, volume_cm3,
     alerts, features, raw; `features` and `raw` may be `JsonText`, already encoded; or a row with its
     `ENCODED` line from `encode_row`). Returns which rows were new and the lot each new row got.
 
     The rows go to PostgreSQL as one COPY in text format: a row encoded ahead (by the ingest's
-    workers) costs the caller only its line number."""
+    workers) costs the caller only its line number. Round trips: the COPY and one statement (plus
+    the staging table's CREATE unless `session_ready`, see prepare_session; and BEGIN/COMMIT when
+    the caller has no transaction open -- inside the caller's, no savepoint is added)."""
     if not rows:
         return StoreResult()
     now = datetime.now(UTC)
@@ -216,11 +233,12 @@ async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]]) -> Stor
         parts.append(line)
         keys.append((str(r["device_id"]), int(r["boot"]), int(r["seq"])))
     data = memoryview(b"".join(parts))  # a buffer, not bytes: asyncpg would take bytes for a file path
-    async with _conn(db) as conn, conn.transaction():
-        await conn.execute(_TEMP)
-        await conn.copy_to_table("sqal_samples_in", source=data, columns=_COLUMNS, format="text")
-        inserted = await conn.fetch(_STORE)
-        await conn.execute("DELETE FROM sqal_samples_in")  # when the caller's transaction is still open
+    async with _conn(db) as conn:
+        async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
+            if not session_ready:
+                await conn.execute(_TEMP)
+            await conn.copy_to_table("sqal_samples_in", source=data, columns=_COLUMNS, format="text")
+            inserted = await conn.fetch(_STORE)  # also empties the staging table (the caller's transaction goes on)
     # by position: device_id, boot, seq, lot_id, link_kind, link_issue (the SELECT of _STORE)
     by_key = {(r[0], r[1], r[2]): r for r in inserted}
     result = StoreResult()

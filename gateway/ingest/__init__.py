@@ -3,10 +3,13 @@
 Modules, one concern each:
     envelope     what a source hands to the pipeline (raw bytes + how to answer/acknowledge)
     prepare      decode + validate (sqalfw.codec), authoritative grade (sqalfw.quality), clock flags
+    model        which codec and quality model run: their compiled copies when built and current, else pure
     grading      runs prepare for a batch in a pool of worker processes (survives a worker dying)
     rejects      reason keys and payload truncation for rejected messages
     pipeline     bounded intake, batches flushed on size or time, one transaction per batch, acks after commit
-    mqtt_source  paho-mqtt 2.x, manual acknowledgement, persistent session, shared subscriptions
+    slots        the bounded intake's slots, taken by the MQTT thread per chunk read
+    mqtt_source  paho-mqtt 2.x, manual acknowledgement, persistent session, shared subscriptions,
+                 a fast path for QoS 1 PUBLISH packets
     ws_source    /ws/sensors/ (the original WebSocket protocol)
     realtime     /ws/realtime/ sample summaries and grade counts for dashboards
     metrics      Prometheus metrics (/metrics)

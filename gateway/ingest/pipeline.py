@@ -1,8 +1,8 @@
 """The one ingest pipeline: bounded intake -> batches (size or time) -> one transaction -> answers.
 
-- Intake is bounded. A source takes a slot before it hands a message in (`slot_mqtt`, a threading
-  semaphore the paho thread blocks on; `slot_ws`, an asyncio semaphore a WebSocket awaits) and the
-  slot is given back only once the message is committed and answered. So a slow database slows
+- Intake is bounded. A source takes a slot before it hands a message in (`slot_mqtt`, slots.Slots,
+  which the paho thread takes per chunk read and blocks on; `slot_ws`, an asyncio semaphore a
+  WebSocket awaits) and the slot is given back only once the message is committed and answered. So a slow database slows
   the sources down (the broker keeps the rest); nothing is ever dropped to make room.
 - Decoding and grading run in a small pool of worker processes (`grading.Grader`: the model is pure
   Python and holds the GIL, so a thread would take the event loop's core). A batch is split into
@@ -24,7 +24,6 @@ import collections
 import logging
 import os
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,10 +36,11 @@ from gateway.ingest.grading import Grader
 from gateway.ingest.metrics import IngestMetrics, observe_many
 from gateway.ingest.prepare import ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
+from gateway.ingest.slots import Slots
 from registry import devices as reg_devices
 from registry.rejects import RejectRow, insert_rejects
 from registry.sample_refs import SampleRef, sample_refs
-from registry.samples import store_samples
+from registry.samples import prepare_session, store_samples
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,10 @@ class Pipeline:
         self.pool = pool
         self.metrics = metrics or IngestMetrics()
         self.config = config
-        self.slot_mqtt = threading.BoundedSemaphore(config.mqtt_capacity)
+        self.slot_mqtt = Slots(config.mqtt_capacity)
         self.slot_ws = asyncio.Semaphore(config.ws_capacity)
-        self._queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._pending: collections.deque[Envelope] = collections.deque()  # received, not yet in a batch
+        self._arrived = asyncio.Event()  # set when _pending gets messages (the collector waits on it)
         self._stage: asyncio.Queue[asyncio.Future[list[Prepared]]] = asyncio.Queue(maxsize=max(1, config.prepare_ahead))
         self.grader = Grader(config.workers, config.clock, config.payload_limit)
         self._handoff: collections.deque[Envelope] = collections.deque()  # paho thread -> event loop
@@ -96,6 +97,7 @@ class Pipeline:
         self._listeners: list[Listener] = []
         self.metrics.set_queue_depth_source(lambda: float(self._in_flight))
         self.committed_batches = 0
+        self._writer: asyncpg.pool.PoolConnectionProxy | None = None  # kept across batches, see _writer_conn
 
     # ---- sources ----
 
@@ -108,11 +110,11 @@ class Pipeline:
         """Called on the event loop after each commit with the batch and its outcomes (realtime)."""
         self._listeners.append(fn)
 
-    def put_threadsafe(self, env: Envelope) -> None:
-        """From another thread, once it holds a `slot_mqtt`: hand the message to the event loop.
+    def put_threadsafe(self, envs: list[Envelope]) -> None:
+        """From another thread, once it holds a `slot_mqtt` for each: hand messages to the event loop.
         Appended first, flag read second (and cleared by the loop before it empties the deque): a
         message is either taken by a wake-up already scheduled, or schedules one itself."""
-        self._handoff.append(env)
+        self._handoff.extend(envs)
         if not self._wake_pending:
             self._wake_pending = True
             self.loop.call_soon_threadsafe(self._take_handoff)
@@ -129,7 +131,8 @@ class Pipeline:
         for env in envs:
             k = (env.source, env.kind_hint or _topic_kind(env.topic))
             counts[k] = counts.get(k, 0) + 1
-            self._queue.put_nowait(env)
+        self._pending.extend(envs)
+        self._arrived.set()
         self._in_flight += len(envs)
         for (source, kind), n in counts.items():
             self.metrics.received.labels(source, kind).inc(n)
@@ -184,6 +187,7 @@ class Pipeline:
         self._tasks = []
         while not self._stage.empty():  # batches graded but never committed: not acknowledged, redelivered
             self._stage.get_nowait().cancel()
+        await self._drop_writer()
         await self.grader.close()
 
     # ---- stage 1: batch and prepare ----
@@ -195,25 +199,31 @@ class Pipeline:
         cfg = self.config
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            while not self._pending:
+                self._arrived.clear()  # (only this loop's thread appends: nothing can slip in between)
+                await self._arrived.wait()
+            batch: list[Envelope] = []
             deadline = loop.time() + cfg.flush_s
             while True:
                 self._take(batch)
                 left = deadline - loop.time()
                 if len(batch) >= cfg.batch_max or left <= 0:
                     break
+                self._arrived.clear()
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                    await asyncio.wait_for(self._arrived.wait(), left)
                 except asyncio.TimeoutError:
                     break
             # Graded in the background; the stage queue bounds how many batches are ahead.
             await self._stage.put(asyncio.ensure_future(self.grader.prepare(batch)))
 
     def _take(self, batch: list[Envelope]) -> None:
-        room = self.config.batch_max - len(batch)
-        while room > 0 and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-            room -= 1
+        pending, room = self._pending, self.config.batch_max - len(batch)
+        if len(pending) <= room:
+            batch.extend(pending)
+            pending.clear()
+        else:
+            batch.extend(pending.popleft() for _ in range(room))
 
     # ---- stage 2: commit, then answer ----
 
@@ -229,12 +239,35 @@ class Pipeline:
             outcomes = self._outcomes(items, refs, applied)
             self._answer(items, outcomes, now)
 
+    async def _writer_conn(self) -> asyncpg.pool.PoolConnectionProxy:
+        """The writer's connection, kept from batch to batch: returning it to the pool after each
+        batch cost a reset round trip, and keeping it lets its staging table be made once
+        (registry.samples.prepare_session). Dropped after a failed commit (_drop_writer)."""
+        if self._writer is None:
+            conn = await self.pool.acquire()
+            try:
+                await prepare_session(conn)
+            except BaseException:
+                await self.pool.release(conn)
+                raise
+            self._writer = conn
+        return self._writer
+
+    async def _drop_writer(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            try:
+                await self.pool.release(conn)  # the pool resets it, or closes it if it is broken
+            except Exception:  # a dead connection: the pool makes a new one next time
+                log.debug("ingest: releasing the writer connection failed", exc_info=True)
+
     async def _commit_with_retry(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
         delay = 0.05
         while True:
             try:
                 return await self._commit(items)
             except Exception as exc:
+                await self._drop_writer()  # whatever failed, the next attempt starts on a clean session
                 if is_transient(exc):
                     self.metrics.db_retries.inc()
                     log.warning("ingest commit failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay)
@@ -273,9 +306,10 @@ class Pipeline:
         touches: dict[str, reg_devices.DeviceTouch] = {}
         refs: dict[int, tuple[bool, SampleRef | None]] = {}
         applied: dict[int, bool] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
+        conn = await self._writer_conn()
+        async with conn.transaction():
             if samples:
-                res = await store_samples(conn, [it.row for it in samples if it.row is not None])
+                res = await store_samples(conn, [it.row for it in samples if it.row is not None], session_ready=True)
                 for it, new, lot in zip(samples, res.new, res.lot_ids):
                     refs[id(it)] = (new, None)
                     if new and it.row is not None:

@@ -1,5 +1,6 @@
 """The MQTT source's fast paths, end to end (real Mosquitto, real PostgreSQL): a burst is read in
-chunks (not three recv() calls a packet), PUBACKs go out one buffer per batch, and every message
+chunks (not three recv() calls a packet) and its PUBLISH packets parsed by the source's fast path,
+PUBACKs go out one buffer per batch, and every message
 is still acknowledged -- the persistent session has nothing left to redeliver."""
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ async def test_burst_read_in_chunks_acked_per_batch_nothing_redelivered(
         assert mqtt is not None
         # Delivered back to back by the broker: many packets per read, many acks per write.
         assert 0 < mqtt.client.chunk_reads < N / 5, mqtt.client.chunk_reads
+        # parsed by the source's fast path, all but about two a chunk (its first packet, and the one cut
+        # at its end, are paho's)
+        assert mqtt.client.fast_publishes >= N - 2 * mqtt.client.chunk_reads - 10, mqtt.client.fast_publishes
         assert 0 < mqtt.ack_writes < N / 5, mqtt.ack_writes
         assert mqtt.metrics.acks_skipped._value.get() == 0
         await asyncio.sleep(0.5)  # the last PUBACK buffer is written by paho's thread
