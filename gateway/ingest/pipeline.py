@@ -2,16 +2,18 @@
 
 - Intake is bounded. A source takes a slot before it hands a message in (`slot_mqtt`, slots.Slots,
   which the paho thread takes per chunk read and blocks on; `slot_ws`, an asyncio semaphore a
-  WebSocket awaits) and the slot is given back only once the message is committed and answered. So a slow database slows
-  the sources down (the broker keeps the rest); nothing is ever dropped to make room.
+  WebSocket awaits) and the slot is given back only once the message is committed and answered.
+  So a slow database slows the sources down (the broker keeps the rest); nothing is ever dropped
+  to make room.
 - Decoding and grading run in a small pool of worker processes (`grading.Grader`: the model is pure
   Python and holds the GIL, so a thread would take the event loop's core). A batch is split into
-  one chunk per worker; up to `prepare_ahead` batches are graded while the previous one commits
-  (batches are still committed and answered in receive order).
+  one chunk per worker; up to `prepare_ahead` batches are graded while earlier ones commit.
 - The paho thread hands messages over in bursts: one event-loop wake-up for all that arrived since
   the last one, not one per message. Counters are added per batch, not per message.
-- One transaction per batch: samples (COPY, dedupe in SQL), rejects, device updates. Only after
-  COMMIT are the `done` callbacks run (the MQTT ack, the WebSocket answer), in receive order.
+- One transaction per batch: samples (COPY, dedupe in SQL), rejects, device updates (last, one
+  batch at a time). Up to `commit_lanes` batches commit at once, each on its own connection. Only
+  after COMMIT are the `done` callbacks run (the MQTT ack, the WebSocket answer), strictly in
+  receive order: a batch that committed first waits for the one before it to be answered.
 - Database errors: connection-class errors are retried forever with capped backoff (the batch is
   kept, the intake fills and pushes back). Any other error isolates the bad item by committing the
   batch's items one by one; the item that still fails becomes a reject ('storage: ...').
@@ -62,6 +64,10 @@ class PipelineConfig:
     retry_max_s: float = 5.0  # cap of the backoff between commit retries
     workers: int = field(default_factory=default_workers)  # grading processes (0: a thread of this process)
     prepare_ahead: int = 2  # batches being graded while one commits
+    commit_lanes: int = 2  # batches committing at once, each on its own connection (answered in order)
+
+
+DEVICES_LOCK = 0x5351414C_44455653  # pg_advisory_xact_lock key of the ingest's device updates ("SQALDEVS")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -97,7 +103,8 @@ class Pipeline:
         self._listeners: list[Listener] = []
         self.metrics.set_queue_depth_source(lambda: float(self._in_flight))
         self.committed_batches = 0
-        self._writer: asyncpg.pool.PoolConnectionProxy | None = None  # kept across batches, see _writer_conn
+        self._writers: list[asyncpg.pool.PoolConnectionProxy] = []  # idle writer connections, see _take_writer
+        self._commits: set[asyncio.Task[None]] = set()  # batches committing or waiting to answer
 
     # ---- sources ----
 
@@ -177,9 +184,10 @@ class Pipeline:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await self.drain(drain_timeout)
-        for t in self._tasks:
+        tasks = [*self._tasks, *self._commits]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             try:
                 await t
             except asyncio.CancelledError:
@@ -187,7 +195,8 @@ class Pipeline:
         self._tasks = []
         while not self._stage.empty():  # batches graded but never committed: not acknowledged, redelivered
             self._stage.get_nowait().cancel()
-        await self._drop_writer()
+        while self._writers:
+            await self._release_writer(self._writers.pop())
         await self.grader.close()
 
     # ---- stage 1: batch and prepare ----
@@ -228,38 +237,71 @@ class Pipeline:
     # ---- stage 2: commit, then answer ----
 
     async def _write(self) -> None:
+        """Batches commit on up to `commit_lanes` connections at once -- one batch's round trips and
+        fsync overlap the next one's -- and are answered strictly in receive order: a batch that
+        committed first waits for the one before it to be answered."""
+        loop = asyncio.get_running_loop()
+        lanes = asyncio.Semaphore(self.lane_count())
+        previous: asyncio.Future[None] | None = None
         while True:
             items = await (await self._stage.get())
+            await lanes.acquire()
+            answered: asyncio.Future[None] = loop.create_future()
+            task = asyncio.create_task(self._commit_then_answer(items, lanes, previous, answered))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+            previous = answered
+
+    def lane_count(self) -> int:
+        """`commit_lanes`, but one connection of the pool always left to the rest of the gateway (and
+        to a lane's retry): each lane keeps a connection, and a lane waiting on an exhausted pool
+        would hold up the answers of every batch after it."""
+        return max(1, min(self.config.commit_lanes, self.pool.get_max_size() - 1))
+
+    async def _commit_then_answer(self, items: list[Prepared], lanes: asyncio.Semaphore,
+                                  previous: asyncio.Future[None] | None, answered: asyncio.Future[None]) -> None:
+        try:
             started = time.perf_counter()
-            refs, applied = await self._commit_with_retry(items)
-            now = datetime.now(timezone.utc)
+            try:
+                refs, applied = await self._commit_with_retry(items)
+            finally:
+                lanes.release()
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            if previous is not None:
+                await previous  # cancelled when the batch before was: then this one is not answered either
+            now = datetime.now(timezone.utc)
             self.metrics.batch_size.observe(len(items))
             self.committed_batches += 1
             outcomes = self._outcomes(items, refs, applied)
             self._answer(items, outcomes, now)
+            answered.set_result(None)
+        except asyncio.CancelledError:
+            answered.cancel()  # stopping: what is not answered is not acknowledged, the broker redelivers it
+            raise
+        except Exception:  # a bug here must not leave every later batch waiting for this one forever
+            log.exception("ingest: answering a batch of %d failed", len(items))
+            answered.set_result(None)
 
-    async def _writer_conn(self) -> asyncpg.pool.PoolConnectionProxy:
-        """The writer's connection, kept from batch to batch: returning it to the pool after each
-        batch cost a reset round trip, and keeping it lets its staging table be made once
-        (registry.samples.prepare_session). Dropped after a failed commit (_drop_writer)."""
-        if self._writer is None:
-            conn = await self.pool.acquire()
-            try:
-                await prepare_session(conn)
-            except BaseException:
-                await self.pool.release(conn)
-                raise
-            self._writer = conn
-        return self._writer
+    async def _take_writer(self) -> asyncpg.pool.PoolConnectionProxy:
+        """A writer connection, kept from batch to batch: returning it to the pool after each batch
+        cost a reset round trip, and keeping it lets its staging table be made once
+        (registry.samples.prepare_session). One per commit lane; after a failed commit it goes back
+        to the pool (_release_writer) and the next attempt starts on a fresh one."""
+        if self._writers:
+            return self._writers.pop()
+        conn = await self.pool.acquire()
+        try:
+            await prepare_session(conn)
+        except BaseException:
+            await self._release_writer(conn)
+            raise
+        return conn
 
-    async def _drop_writer(self) -> None:
-        conn, self._writer = self._writer, None
-        if conn is not None:
-            try:
-                await self.pool.release(conn)  # the pool resets it, or closes it if it is broken
-            except Exception:  # a dead connection: the pool makes a new one next time
-                log.debug("ingest: releasing the writer connection failed", exc_info=True)
+    async def _release_writer(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        try:
+            await self.pool.release(conn)  # the pool resets it, or closes it if it is broken
+        except Exception:  # a dead connection: the pool makes a new one next time
+            log.debug("ingest: releasing a writer connection failed", exc_info=True)
 
     async def _commit_with_retry(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
         delay = 0.05
@@ -267,7 +309,6 @@ class Pipeline:
             try:
                 return await self._commit(items)
             except Exception as exc:
-                await self._drop_writer()  # whatever failed, the next attempt starts on a clean session
                 if is_transient(exc):
                     self.metrics.db_retries.inc()
                     log.warning("ingest commit failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay)
@@ -299,59 +340,73 @@ class Pipeline:
                               payload=truncate(env.payload, self.config.payload_limit), payload_size=env.size)
 
     async def _commit(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
-        """One transaction. Returns, keyed by id(item): samples -> (new, ref for WebSocket answers);
-        status items -> applied (False when older than the stored status)."""
+        """One transaction on a writer connection. Returns, keyed by id(item): samples -> (new, ref
+        for WebSocket answers); status items -> applied (False when older than the stored status)."""
+        conn = await self._take_writer()
+        try:
+            async with conn.transaction():
+                result = await self._write_batch(conn, items)
+        except BaseException:
+            await self._release_writer(conn)
+            raise
+        self._writers.append(conn)
+        return result
+
+    async def _write_batch(self, conn: asyncpg.pool.PoolConnectionProxy,
+                           items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
         samples = [it for it in items if it.kind == "sample"]
         rejects = [it.reject for it in items if it.kind == "reject" and it.reject is not None]
         touches: dict[str, reg_devices.DeviceTouch] = {}
         refs: dict[int, tuple[bool, SampleRef | None]] = {}
         applied: dict[int, bool] = {}
-        conn = await self._writer_conn()
-        async with conn.transaction():
-            if samples:
-                res = await store_samples(conn, [it.row for it in samples if it.row is not None], session_ready=True)
-                for it, new, lot in zip(samples, res.new, res.lot_ids):
-                    refs[id(it)] = (new, None)
-                    if new and it.row is not None:
-                        it.row["linked_lot_id"] = lot  # the lot the registry linked it to (None: unlinked)
-                    t = touches.get(it.device_id or "")
-                    if t is None:  # not setdefault: that would build a DeviceTouch per sample
-                        t = touches[it.device_id or ""] = reg_devices.DeviceTouch(it.env.received_at)
-                    elif it.env.received_at > t.last_seen:
-                        t.last_seen = it.env.received_at
-                    if new:
-                        t.stored += 1
-                        ma = it.row["measured_at"] if it.row else None
-                        if ma is not None and (t.last_sample_at is None or ma > t.last_sample_at):
-                            t.last_sample_at = ma
-                    else:
-                        t.duplicates += 1
-                ws_keys = [it.key for it in samples if it.env.source == "ws" and it.key is not None]
-                if ws_keys:
-                    found = await sample_refs(conn, ws_keys)
-                    for it in samples:
-                        if it.env.source == "ws" and it.key is not None:
-                            refs[id(it)] = (refs[id(it)][0], found.get(it.key))
-            if rejects:
-                await insert_rejects(conn, rejects)
-                for it in items:
-                    if it.kind == "reject" and it.device_id:
-                        t = touches.setdefault(it.device_id, reg_devices.DeviceTouch(it.env.received_at))
-                        t.rejects += 1
-            latest_tel: dict[str, Prepared] = {}
+        if samples:
+            res = await store_samples(conn, [it.row for it in samples if it.row is not None], session_ready=True)
+            for it, new, lot in zip(samples, res.new, res.lot_ids):
+                refs[id(it)] = (new, None)
+                if new and it.row is not None:
+                    it.row["linked_lot_id"] = lot  # the lot the registry linked it to (None: unlinked)
+                t = touches.get(it.device_id or "")
+                if t is None:  # not setdefault: that would build a DeviceTouch per sample
+                    t = touches[it.device_id or ""] = reg_devices.DeviceTouch(it.env.received_at)
+                elif it.env.received_at > t.last_seen:
+                    t.last_seen = it.env.received_at
+                if new:
+                    t.stored += 1
+                    ma = it.row["measured_at"] if it.row else None
+                    if ma is not None and (t.last_sample_at is None or ma > t.last_sample_at):
+                        t.last_sample_at = ma
+                else:
+                    t.duplicates += 1
+            ws_keys = [it.key for it in samples if it.env.source == "ws" and it.key is not None]
+            if ws_keys:
+                found = await sample_refs(conn, ws_keys)
+                for it in samples:
+                    if it.env.source == "ws" and it.key is not None:
+                        refs[id(it)] = (refs[id(it)][0], found.get(it.key))
+        if rejects:
+            await insert_rejects(conn, rejects)
             for it in items:
-                if it.kind == "status" and it.data is not None:
-                    applied[id(it)] = await reg_devices.apply_status(conn, it.data, it.env.received_at)
-                elif it.kind == "telemetry" and it.data is not None:
-                    latest_tel[it.data["device_id"]] = it  # QoS 0 snapshots: the newest of the batch is enough
-                elif it.kind == "result" and it.data is not None and it.device_id:
-                    await reg_devices.apply_result(conn, it.device_id, it.data, it.env.received_at)
-            for dev in sorted(latest_tel):
-                it = latest_tel[dev]
-                assert it.data is not None
-                await reg_devices.apply_telemetry(conn, it.data, it.env.received_at)
-            touches.pop("", None)
-            await reg_devices.touch_devices(conn, touches)
+                if it.kind == "reject" and it.device_id:
+                    t = touches.setdefault(it.device_id, reg_devices.DeviceTouch(it.env.received_at))
+                    t.rejects += 1
+        # Device rows come last, one batch at a time (a transaction-scoped advisory lock, also
+        # across gateway replicas): statuses, telemetry and touches each lock rows in their own
+        # order, and two batches doing that at once could deadlock.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", DEVICES_LOCK)
+        latest_tel: dict[str, Prepared] = {}
+        for it in items:
+            if it.kind == "status" and it.data is not None:
+                applied[id(it)] = await reg_devices.apply_status(conn, it.data, it.env.received_at)
+            elif it.kind == "telemetry" and it.data is not None:
+                latest_tel[it.data["device_id"]] = it  # QoS 0 snapshots: the newest of the batch is enough
+            elif it.kind == "result" and it.data is not None and it.device_id:
+                await reg_devices.apply_result(conn, it.device_id, it.data, it.env.received_at)
+        for dev in sorted(latest_tel):
+            it = latest_tel[dev]
+            assert it.data is not None
+            await reg_devices.apply_telemetry(conn, it.data, it.env.received_at)
+        touches.pop("", None)
+        await reg_devices.touch_devices(conn, touches)
         return refs, applied
 
     def _outcomes(self, items: list[Prepared], refs: dict[int, tuple[bool, SampleRef | None]],

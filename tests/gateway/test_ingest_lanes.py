@@ -1,0 +1,76 @@
+"""Commit lanes: two batches commit at once, each on its own connection, and are still answered
+(acknowledged) strictly in receive order. Real PostgreSQL; the first batch is held up by a duplicate
+key that another transaction has inserted and not committed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import asyncpg
+import pytest
+from sqalfw import codec
+
+from gateway.ingest.envelope import Envelope, Outcome
+from gateway.ingest.pipeline import Pipeline, PipelineConfig
+from registry.samples import store_samples
+from tests.gateway.ingest_support import sample_bytes, uid, wait_until
+
+
+def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
+    def done(o: Outcome) -> None:
+        answered.append(f"{o.device_id}/{o.seq}/{o.status}")
+
+    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=i), datetime.now(timezone.utc),
+                     done=done) for i in range(n)]
+
+
+async def count(pool: asyncpg.Pool, dev: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", dev))
+
+
+@pytest.mark.parametrize("lanes", [2, 1])
+async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_order(
+        db_pool: asyncpg.Pool, lanes: int) -> None:
+    a, b = uid(), uid()
+    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=5, flush_s=0.01, workers=0, commit_lanes=lanes))
+    await pipe.start()
+    blocker = await db_pool.acquire()
+    tx = blocker.transaction()
+    await tx.start()
+    try:
+        # another writer holds (a, 1, 0) uncommitted: the batch with that key waits for it
+        await store_samples(blocker, [{"device_id": a, "boot": 1, "seq": 0}])
+        answered: list[str] = []
+        pipe._accept(envelopes(a, 5, answered))
+        async def first_waits() -> bool:
+            return pipe.committed_batches == 0 and len(pipe._commits) == 1
+
+        async def b_stored() -> bool:
+            return await count(db_pool, b) == 5
+
+        assert await wait_until(first_waits, timeout=10)
+        pipe._accept(envelopes(b, 5, answered))
+        if lanes == 2:
+            # the second batch committed beside the blocked one, but is not answered before it
+            assert await wait_until(b_stored, timeout=10)
+            assert answered == []
+        else:  # one lane: the second batch waits behind the first
+            assert not await wait_until(b_stored, timeout=1.5)
+        await tx.rollback()  # the blocker gives up its key: the first batch stores all five
+        assert await pipe.drain(10)
+        assert answered == [f"{a}/{i}/saved" for i in range(5)] + [f"{b}/{i}/saved" for i in range(5)]
+        assert await count(db_pool, a) == 5 and await count(db_pool, b) == 5
+    finally:
+        if blocker.is_in_transaction():
+            await tx.rollback()
+        await db_pool.release(blocker)
+        await pipe.stop()
+
+
+async def test_lanes_leave_a_pool_connection_to_the_rest(database_url: str) -> None:
+    for size, lanes in ((1, 1), (2, 1), (3, 2), (10, 2)):
+        pool = await asyncpg.create_pool(database_url, min_size=0, max_size=size)
+        try:
+            assert Pipeline(pool, config=PipelineConfig(workers=0, commit_lanes=2)).lane_count() == lanes, size
+        finally:
+            await pool.close()
