@@ -105,8 +105,8 @@ def test_full_8x8_sample_fits_1_kib() -> None:
 
 # --- rejections ----------------------------------------------------------------------------------
 
-def mutate(path: str, value: Any) -> dict[str, Any]:
-    s = make_sample()
+def set_path(s: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """`s` with the field at dotted `path` set to `value` (DELETE removes it), changed in place."""
     obj = s
     keys = path.split(".")
     for k in keys[:-1]:
@@ -116,6 +116,10 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
     else:
         obj[keys[-1]] = value
     return s
+
+
+def mutate(path: str, value: Any) -> dict[str, Any]:
+    return set_path(make_sample(), path, value)
 
 
 class _Delete:

@@ -6,9 +6,7 @@ missing or stale compiled codec fails here instead of quietly decoding with the 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import random
 import struct
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from gateway.ingest.prepare import ClockPolicy, prepare
 from gateway.ingest.rejects import reason_key
 from tests.firmware.test_codec import (
     DELETE,
+    set_path,
     REJECTIONS,
     make_sample,
     make_status,
@@ -34,21 +33,15 @@ from tests.firmware.test_codec import (
     mutate,
     worst_case_sample,
 )
+from tests.gateway.compiled_support import REQUIRED, import_compiled
 from tests.gateway.ingest_support import sample
 
-REQUIRED = os.environ.get("SQAL_REQUIRE_COMPILED_MODEL") == "1"
 DEV = "ESP32_DEMO_LL_01"
 NOW = datetime(2025, 1, 14, 12, 0, tzinfo=UTC)
 
 
 def compiled_module() -> ModuleType:
-    try:
-        mod = importlib.import_module("gateway.ingest._codec_c")
-    except ImportError as exc:
-        if REQUIRED:
-            pytest.fail(f"SQAL_REQUIRE_COMPILED_MODEL=1 but the compiled codec is not built: {exc}")
-        pytest.skip(f"compiled codec not built (pip install -e . builds it): {exc}")
-    return mod
+    return import_compiled("_codec_c", "codec")
 
 
 def test_the_compiled_codec_is_what_runs_when_required() -> None:
@@ -169,16 +162,7 @@ def _paths(obj: dict[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def _set(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    obj = json.loads(json.dumps(obj))
-    keys = path.split(".")
-    at = obj
-    for k in keys[:-1]:
-        at = at[k]
-    if value is DELETE:
-        del at[keys[-1]]
-    else:
-        at[keys[-1]] = value
-    return obj
+    return set_path(json.loads(json.dumps(obj)), path, value)  # on a copy
 
 
 def hostile_objects(base: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -5,8 +5,6 @@ a missing or stale compiled model fails here instead of quietly grading with the
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
 from collections.abc import Callable
 from types import ModuleType
@@ -18,18 +16,12 @@ from sqalfw import quality as pure
 from gateway.ingest import model
 from gateway.ingest.grading import Grader
 from tests.firmware.test_quality import REF, block, cross_cases, scene
+from tests.gateway.compiled_support import REQUIRED, import_compiled
 
-REQUIRED = os.environ.get("SQAL_REQUIRE_COMPILED_MODEL") == "1"
 
 
 def compiled_module() -> ModuleType:
-    try:
-        mod = importlib.import_module("gateway.ingest._quality_c")
-    except ImportError as exc:
-        if REQUIRED:
-            pytest.fail(f"SQAL_REQUIRE_COMPILED_MODEL=1 but the compiled model is not built: {exc}")
-        pytest.skip(f"compiled model not built (pip install -e . builds it): {exc}")
-    return mod
+    return import_compiled("_quality_c", "model")
 
 
 def test_the_compiled_model_is_what_runs_when_required() -> None:
