@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import uuid
 from typing import Any, AsyncIterator
@@ -139,3 +140,15 @@ async def test_rejects_stored_with_reason_and_neighbours_kept(ingest: IngestServ
     assert ingest.metrics.rejected.labels("device_id")._value.get() == 1
     assert await db_pool.fetchval("SELECT rejects FROM devices WHERE id = $1", dev) == 4
     pub.close()
+
+
+async def test_start_moves_what_the_process_holds_out_of_the_collectors_sight(
+        db_pool: asyncpg.Pool, mosquitto_broker: MosquittoBroker) -> None:
+    gc.unfreeze()  # whatever an earlier test froze in this worker
+    assert gc.get_freeze_count() == 0
+    svc = IngestService(db_pool, IngestSettings(mqtt_url=mosquitto_broker.url, mqtt_client_id=f"gw-{uuid.uuid4().hex[:8]}"))
+    await svc.start(wait_subscribed_s=10)
+    try:
+        assert gc.get_freeze_count() > 10_000  # the modules, the app and the pools: a full collection skips them
+    finally:
+        await svc.stop()
