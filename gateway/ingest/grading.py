@@ -32,11 +32,15 @@ one watches a lifeline pipe whose only write end is the gateway's and exits when
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import multiprocessing
 import os
+import pickle
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -137,6 +141,40 @@ def prepare_wire(wires: Sequence[Wire], policy: ClockPolicy, payload_limit: int)
     return out
 
 
+# A result larger than this goes back through a file (see run_spilled): a pipe write of at most
+# PIPE_BUF (4096) bytes is atomic, so a worker killed while answering leaves no half message.
+INLINE_MAX = 3072
+_spills = itertools.count()
+
+
+def run_spilled(fn: WorkFn, spill_dir: str, wires: Sequence[Wire], policy: ClockPolicy,
+                limit: int) -> tuple[str, bytes | str]:
+    """In the worker: `fn`'s results pickled, inline when small, else written to a file in
+    `spill_dir` whose name alone is sent back. Why: the pool's result pipe is one for all workers
+    and the gateway holds its write end too, so a worker killed in the middle of writing a chunk's
+    results (hundreds of KB, many write() calls) left half a message that the pool's manager thread
+    waited on forever -- no EOF, no broken pool: the ingest stopped. A file cut short is never read."""
+    data = pickle.dumps(fn(wires, policy, limit), protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) <= INLINE_MAX:
+        return ("inline", data)
+    path = os.path.join(spill_dir, "%d-%d.pickle" % (os.getpid(), next(_spills)))
+    with open(path, "wb") as f:
+        f.write(data)
+    return ("file", path)
+
+
+def _unspill(kind: str, value: bytes | str) -> list[Result]:
+    if kind == "inline":
+        assert isinstance(value, bytes)
+        return pickle.loads(value)  # type: ignore[no-any-return]
+    assert isinstance(value, str)
+    try:
+        with open(value, "rb") as f:
+            return pickle.loads(f.read())  # type: ignore[no-any-return]
+    finally:
+        os.unlink(value)
+
+
 def _noop() -> int:
     return os.getpid()
 
@@ -174,6 +212,7 @@ class Grader:
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([__name__])  # applies when the fork server starts (once per process)
         self._lifeline: tuple[Any, Any] | None = None  # (read end for workers, write end kept here)
+        self._spill_dir: str | None = None  # chunk results too large for one pipe write (run_spilled)
         self._recovering = asyncio.Lock()
         self.restarts = 0  # pools rebuilt after a worker died
         self.crash_rejects = 0  # messages blamed for killing a worker
@@ -206,6 +245,9 @@ class Grader:
         if life is not None:
             for end in life:
                 end.close()
+        spill, self._spill_dir = self._spill_dir, None
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)  # with any file a killed worker left behind
 
     def worker_pids(self) -> list[int]:
         """Live worker processes (tests kill them)."""
@@ -233,8 +275,13 @@ class Grader:
     async def _submit(self, wires: Sequence[Wire]) -> list[Result]:
         if self._pool is None:
             self._pool = self._new_pool()
+        if self._spill_dir is None:
+            shm = "/dev/shm"  # memory, when the system has it: the file is written and read once
+            self._spill_dir = tempfile.mkdtemp(prefix="sqal-grading-", dir=shm if os.path.isdir(shm) else None)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.fn, wires, self.policy, self.payload_limit)
+        kind, value = await loop.run_in_executor(self._pool, run_spilled, self.fn, self._spill_dir, wires,
+                                                 self.policy, self.payload_limit)
+        return _unspill(kind, value)
 
     def _rebuild(self, broken: ProcessPoolExecutor | None) -> None:
         if broken is not None and broken is self._pool:  # several chunks may see the same break

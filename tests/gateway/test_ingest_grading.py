@@ -13,6 +13,7 @@ import signal
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,6 +23,7 @@ from gateway.ingest.envelope import Envelope
 from gateway.ingest.grading import Grader, Result, Wire, _dumps, prepare_wire
 from gateway.ingest.prepare import ClockPolicy, Prepared, prepare
 from registry.samples import ENCODED, JsonText, encode_row
+from tests.gateway.ingest_support import sample_bytes
 
 if TYPE_CHECKING:
     import asyncpg
@@ -234,3 +236,33 @@ async def test_grading_workers_exit_when_the_gateway_is_sigkilled(database_url: 
             break
         await asyncio.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)], "grading processes outlived the gateway"
+
+
+def test_large_chunk_results_come_back_through_a_file_small_ones_inline(tmp_path: Path) -> None:
+    from gateway.ingest.grading import INLINE_MAX, _unspill, run_spilled
+
+    def fn(wires: Any, policy: Any, limit: int) -> list[Any]:
+        return [("x" * n,) for n in wires]
+
+    kind, value = run_spilled(fn, str(tmp_path), [10], ClockPolicy(), 0)
+    assert kind == "inline" and len(value) <= INLINE_MAX  # one pipe write of at most PIPE_BUF: atomic
+    assert _unspill(kind, value) == [("x" * 10,)]
+    kind, value = run_spilled(fn, str(tmp_path), [200_000, 5], ClockPolicy(), 0)
+    assert kind == "file" and len(value) < 200  # only the file's name crosses the shared pipe
+    assert _unspill(kind, value) == [("x" * 200_000,), ("x" * 5,)]
+    assert list(tmp_path.iterdir()) == []  # read once, then gone
+
+
+async def test_grader_spill_directory_goes_with_the_grader() -> None:
+    g = Grader(1)
+    await g.start()
+    try:
+        envs = [Envelope("mqtt", codec.topic("ESP32_SPILL_01", "sample"), sample_bytes("ESP32_SPILL_01", boot=1, seq=i),
+                         datetime.now(UTC)) for i in range(40)]
+        out = await g.prepare(envs)
+        assert [p.kind for p in out] == ["sample"] * 40 and g._spill_dir is not None
+        spill = Path(g._spill_dir)
+        assert spill.is_dir() and list(spill.iterdir()) == []
+    finally:
+        await g.close()
+    assert not spill.exists()
