@@ -13,7 +13,9 @@ so the event loop only numbers the lines and sends them; the row keeps the small
 gateway answers and counts from, not `features` and `raw`. Pickling is kept cheap (it runs in the
 gateway too): times cross as integer microseconds, the line as bytes (a datetime or a str subclass
 pickles through __reduce__, which made a result row cost 49 us to pickle instead of 15);
-`Grader.prepare` gives the rows back their datetimes.
+`Grader.prepare` gives the rows back their datetimes. A chunk's pickled results cross through a
+file and only its name through the pool's pipe (`run_spilled`: a worker killed mid-write cannot
+leave half a message there).
 
 A worker that dies (killed, out of memory, a crash in an extension) breaks the pool: the pool is
 rebuilt and the chunk re-run whole once (most deaths have nothing to do with the messages). If it

@@ -113,3 +113,22 @@ def test_encode_row_refuses_what_store_samples_refuses() -> None:
         samples.encode_row({"device_id": DEV, "boot": 1, "seq": 1, "weight_g": -1e300})
     with pytest.raises(TypeError, match="datetime"):
         samples.encode_row({"device_id": DEV, "boot": 1, "seq": 1, "measured_at": "2026-11-27"})
+
+
+async def test_two_stores_in_one_transaction_each_see_only_their_rows(db_pool: asyncpg.Pool) -> None:
+    """The store statement empties the staging table itself (a CTE of the same snapshot): the second
+    batch of a transaction must not see, or store again, the first one's rows."""
+    rs = rows()[:6]
+    async with db_pool.acquire() as conn:
+        await samples.prepare_session(conn)
+        async with conn.transaction():
+            with pytest.raises(RuntimeError, match="outside a transaction"):
+                await samples.prepare_session(conn)
+        async with conn.transaction():
+            first = await samples.store_samples(conn, rs[:3], session_ready=True)
+            assert await conn.fetchval("SELECT count(*) FROM sqal_samples_in") == 0
+            second = await samples.store_samples(conn, rs[3:], session_ready=True)
+        assert first.new == [True] * 3 and second.new == [True] * 3
+        assert sorted(first.lot_ids + second.lot_ids, key=str) == sorted(
+            [r[0] for r in await conn.fetch("SELECT lot_id FROM sqal_samples")], key=str)
+    assert await db_pool.fetchval("SELECT count(*) FROM sqal_samples") == 6
