@@ -17,6 +17,12 @@ Each SQAL round also prints the CPU per stored reading of each process group (ps
 workers, the gateway process, PostgreSQL, Mosquitto. SQAL_INGEST_MODEL=pure runs the pure-Python
 quality model instead of the compiled one (docs/ingest.md).
 
+Every stream's ten devices are first assigned to a lot in inspection, and each drain checks that all
+its readings are stored once and linked to it: the production path (lot lookup, foreign key, lot
+index, lot_events), for naive and SQAL alike. The publishers stand in for devices, which do not run
+on the gateway's cores in production: they use bench/lean_publisher.py (paho took 0.7 of the two
+cores at the latency run's rate).
+
 PostgreSQL is the embedded server with its default durability (fsync on). Mosquitto: persistence on
 (autosave every second), max_inflight_messages 1000. Everything (broker, database, bench, gateway
 workers) shares this machine's cores: see docs/ingest.md for how to read the figures.
@@ -46,15 +52,19 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqalfw import codec  # noqa: E402
+
+from bench.lean_publisher import LeanPublisher  # noqa: E402
 from gateway.ingest import model  # noqa: E402
 from gateway.ingest.envelope import Envelope  # noqa: E402
 from gateway.ingest.prepare import ClockPolicy, prepare  # noqa: E402
 from gateway.ingest.service import IngestService, IngestSettings  # noqa: E402
+from registry import assignments  # noqa: E402
 from registry.embedded import EmbeddedPostgres  # noqa: E402
 from registry.migrate import migrate_dsn  # noqa: E402
-from sqalfw import codec  # noqa: E402
 from tests.fixtures.mqtt import MosquittoBroker  # noqa: E402
 from tests.gateway.ingest_support import sample  # noqa: E402
+from tests.registry.helpers import lot_in_state  # noqa: E402
 
 SAMPLE_FILTER = "sqal/v1/+/sample"
 SPAWN = mp.get_context("spawn")
@@ -67,33 +77,29 @@ def _publisher(host: str, port: int, prefix: str, first: int, n: int, step: int,
     """Publish samples first, first+step, ... (n of them) of the stream `prefix` (10 devices), QoS 1,
     up to 1000 in flight; `rate` > 0 paces them. Returns once every one is PUBACKed.
 
-    The publishers stand in for devices, which in production do not share the gateway's cores: each
-    device's sample is encoded once, and each message only gets its seq and ts written into that
-    text (the codec's encode_sample, 67 us a message, made the publishers take about 0.2 of a core
-    at the latency run's rate; their paho client is still theirs)."""
+    The publishers stand in for devices, which in production do not share the gateway's cores, so
+    they take as little of them as they can: each device's sample is encoded once and each message
+    only gets its seq and ts written into that text (the codec's encode_sample costs 67 us a
+    message), and the MQTT client is bench/lean_publisher.py (paho took about 300 us of CPU a
+    message: 0.7 of the 2 cores at the latency run's rate, against 0.9 for the whole pipeline)."""
     templates = [codec.encode_sample(dict(sample(f"{prefix}_{d:02d}", boot=1, seq=0, seed=d),
                                           seq=_SEQ_MARK, ts=_TS_MARK)) for d in range(10)]
     assert all(t.count(b"%d" % _SEQ_MARK) == 1 and t.count(b"%d" % _TS_MARK) == 1 for t in templates)
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect(host, port)
-    c.loop_start()
-    ready.wait(60)
-    t0 = time.time()
-    infos = []
-    for k in range(n):
-        i = first + k * step
-        payload = _stamp(templates[i % 10], i // 10, int(time.time() * 1000))
-        infos.append(c.publish(codec.topic(f"{prefix}_{i % 10:02d}", "sample"), payload, qos=1))
-        if rate:
-            ahead = (k + 1) / rate - (time.time() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-    for info in infos:
-        info.wait_for_publish(300)
-    c.loop_stop()
-    c.disconnect()
+    topics = [codec.topic(f"{prefix}_{d:02d}", "sample").encode() for d in range(10)]
+    with LeanPublisher(host, port, f"bench-pub-{uuid.uuid4().hex[:6]}", inflight=1000) as c:
+        ready.wait(60)
+        t0 = time.time()
+        for k in range(n):
+            i = first + k * step
+            c.publish(topics[i % 10], _stamp(templates[i % 10], i // 10, int(time.time() * 1000)))
+            if rate:
+                ahead = (k + 1) / rate - (time.time() - t0)
+                if ahead > PACE_S:  # each wake-up costs CPU (~70 us a message when waking per message)
+                    time.sleep(ahead)
+        c.wait_acked(300)
+
+
+PACE_S = 0.01  # a paced publisher sleeps only when this far ahead: messages go out ~16 at a time
 
 
 _SEQ_MARK, _TS_MARK = 987654321, 1111111111111  # digits found nowhere else in a sample's JSON
@@ -181,16 +187,44 @@ def raw_drain(broker: MosquittoBroker, n: int) -> float:
     return (n - 1) / (got["last"] - got["first"])
 
 
-NAIVE_SQL = """INSERT INTO sqal_samples (device_id, boot, seq, link_kind, measured_at, received_at, clock_synced,
-  score, grade, device_score, device_grade, weight_g, volume_cm3, alerts, features, raw)
-  VALUES ($1, $2, $3, 'none', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::json, $15::json)
+NAIVE_SQL = """INSERT INTO sqal_samples (device_id, boot, seq, lot_id, link_kind, link_issue, measured_at,
+  received_at, clock_synced, score, grade, device_score, device_grade, weight_g, volume_cm3, alerts, features, raw)
+  SELECT $1::text, $2::bigint, $3::bigint, a.lot_id, CASE WHEN a.lot_id IS NULL THEN 'none' ELSE 'assignment' END,
+         CASE WHEN a.lot_id IS NULL THEN 'no_assignment' END,
+         $4::timestamptz, $5::timestamptz, $6::boolean, $7::real, $8::text, $9::real, $10::text, $11::real,
+         $12::real, $13::text[], $14::json, $15::json
+  FROM (SELECT 1) one LEFT JOIN LATERAL (
+    SELECT d.lot_id FROM device_assignments d
+    WHERE d.device_id = $1::text AND d.valid_from <= COALESCE($4::timestamptz, $5::timestamptz)
+      AND (d.valid_to IS NULL OR COALESCE($4::timestamptz, $5::timestamptz) < d.valid_to)
+    ORDER BY d.valid_from DESC LIMIT 1) a ON true
   ON CONFLICT (device_id, boot, seq) DO NOTHING"""
 
 
-async def naive_drain(broker: MosquittoBroker, dsn: str, n: int) -> float:
-    """The honest straightforward design: per message, decode + grade, one INSERT in its own
-    transaction, then the PUBACK (so it loses nothing either)."""
+async def link_stream(pool: asyncpg.Pool, prefix: str) -> str:
+    """A lot in inspection with the stream's 10 devices assigned to it, through the registry's own
+    operations: the readings then link to it by assignment, as on a processing line (unlinked
+    readings skip the lot's foreign key check, its index and its lot_events row)."""
+    lot = await lot_in_state(pool, "inspecting", device_id=f"{prefix}_00")
+    for d in range(1, 10):
+        await assignments.assign_device(pool, lot, f"{prefix}_{d:02d}")
+    return lot
+
+
+async def check_linked(pool: asyncpg.Pool, prefix: str, lot: str, n: int) -> None:
+    """Every reading of the stream stored once and linked to its lot (else the figures are not the
+    production path's)."""
+    got = await pool.fetchrow("SELECT count(*) AS n, count(*) FILTER (WHERE lot_id = $2) AS linked "
+                              "FROM sqal_samples WHERE device_id LIKE $1 || '\\_%'", prefix, lot)
+    assert (got["n"], got["linked"]) == (n, n), f"stream {prefix}: {dict(got)} of {n} stored / linked to {lot}"
+
+
+async def naive_drain(broker: MosquittoBroker, pool: asyncpg.Pool, dsn: str, n: int) -> float:
+    """The honest straightforward design: per message, decode + grade, one INSERT (linked to the
+    lot by the device's assignment) in its own transaction, then the PUBACK (so it loses nothing
+    either)."""
     cid, prefix = f"bench-naive-{uuid.uuid4().hex[:6]}", new_prefix("NAIVE")
+    lot = await link_stream(pool, prefix)
     preload(broker, cid, prefix, n)
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[paho.MQTTMessage] = asyncio.Queue()
@@ -220,6 +254,7 @@ async def naive_drain(broker: MosquittoBroker, dsn: str, n: int) -> float:
     sub.loop_stop()
     sub.disconnect()
     forget_session(broker, cid)
+    await check_linked(pool, prefix, lot, n)
     return rate
 
 
@@ -305,6 +340,7 @@ async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, worker
                      meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:
     """(stored readings/s, CPU ms per stored reading by process group)."""
     cid, prefix = f"bench-sqal-{uuid.uuid4().hex[:6]}", new_prefix("SQAL")
+    lot = await link_stream(pool, prefix)
     preload(broker, cid, prefix, n)
     svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=cid, workers=workers))
     w = Watch(prefix, n)
@@ -315,12 +351,14 @@ async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, worker
     cpu = CpuMeter.per_group(before, meter.snapshot()) if meter else {}
     await svc.stop()
     forget_session(broker, cid)
+    await check_linked(pool, prefix, lot, n)
     return (n - 1) / (w.last - w.first), {g: c * 1000 / n for g, c in cpu.items()}
 
 
 async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: float,
                     workers: int | None) -> tuple[float, list[float], list[float]]:
     cid, prefix = f"bench-live-{uuid.uuid4().hex[:6]}", new_prefix("LIVE")
+    lot = await link_stream(pool, prefix)
     svc = IngestService(pool, IngestSettings(mqtt_url=broker.url, mqtt_client_id=cid, workers=workers))
     w = Watch(prefix, n)
     svc.pipeline.add_listener(w)
@@ -333,6 +371,7 @@ async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: f
         await asyncio.to_thread(p.join)
     await svc.stop()
     forget_session(broker, cid)
+    await check_linked(pool, prefix, lot, n)
     return (n - 1) / (w.last - w.first), w.lat, w.lat_in
 
 
@@ -377,7 +416,7 @@ async def main() -> None:
         raws, naives, sqals = [], [], []
         for r in range(args.repeat):
             raws.append(raw_drain(broker, args.n))
-            naives.append(await naive_drain(broker, dsn, args.naive_n))
+            naives.append(await naive_drain(broker, pool, dsn, args.naive_n))
             rate, cpu = await sqal_drain(broker, pool, args.n, args.workers, meter)
             sqals.append(rate)
             print(f"round {r + 1}: raw {raws[-1]:,.0f} msg/s, naive {naives[-1]:,.0f}/s, SQAL {sqals[-1]:,.0f}/s "
