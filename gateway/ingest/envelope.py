@@ -12,7 +12,9 @@ class Outcome:
     """The result for one message, known only after its batch committed.
 
     status: 'saved' | 'duplicate' (samples), 'rejected' (reason set), 'applied' (status, telemetry,
-    command result), 'stale' (an older status than the one stored: kept out, not an error).
+    command result), 'stale' (an older status than the one stored: kept out, not an error),
+    'committed' (the batch is committed but a bug lost which of these it was: logged and counted
+    as sqal_ingest_internal_errors_total{stage="outcomes"}).
     """
 
     status: str

@@ -29,6 +29,9 @@ class IngestMetrics:
         self.acks_skipped = Counter("sqal_ingest_acks_skipped",
                                     "MQTT acks not sent because the connection that delivered the message is gone "
                                     "(the broker redelivers; the dedupe key absorbs it)", registry=r)
+        self.internal_errors = Counter("sqal_ingest_internal_errors",
+                                       "Bugs caught in the ingest's own code, by stage (the log has the traceback)",
+                                       ["stage"], registry=r)
         self.queue_depth = Gauge("sqal_ingest_queue_depth", "Messages received and not yet committed", registry=r)
         self.batch_size = Histogram("sqal_ingest_batch_size", "Messages per committed batch", buckets=_BATCH_BUCKETS,
                                     registry=r)

@@ -272,7 +272,12 @@ class Pipeline:
             now = datetime.now(timezone.utc)
             self.metrics.batch_size.observe(len(items))
             self.committed_batches += 1
-            outcomes = self._outcomes(items, refs, applied)
+            try:
+                outcomes = self._outcomes(items, refs, applied)
+            except Exception:  # a bug: the batch is committed all the same, so it is still answered
+                log.exception("ingest: the outcomes of a committed batch of %d could not be made", len(items))
+                self.metrics.internal_errors.labels("outcomes").inc()
+                outcomes = {id(it): Outcome("committed", it.kind, it.device_id) for it in items}
             self._answer(items, outcomes, now)
             answered.set_result(None)
         except asyncio.CancelledError:
@@ -280,6 +285,7 @@ class Pipeline:
             raise
         except Exception:  # a bug here must not leave every later batch waiting for this one forever
             log.exception("ingest: answering a batch of %d failed", len(items))
+            self.metrics.internal_errors.labels("answer").inc()
             answered.set_result(None)
 
     async def _take_writer(self) -> asyncpg.pool.PoolConnectionProxy:
@@ -451,13 +457,10 @@ class Pipeline:
         return out
 
     def _answer(self, items: list[Prepared], outcomes: dict[int, Outcome], now: datetime) -> None:
+        """Each message's `done`, then its slot back; never raises (a slot kept would shrink the
+        intake for good), whatever a callback, a metric or a listener does."""
         m = self.metrics
         mqtt_done = 0
-        # per message, observed per batch (one lock round per bucket, not two per message)
-        observe_many(m.latency_seconds, [max(0.0, (now - it.env.received_at).total_seconds()) for it in items])
-        observe_many(m.lag_seconds, [max(0.0, (now - ma).total_seconds()) for it in items
-                                     if it.kind == "sample" and it.row is not None
-                                     and (ma := it.row["measured_at"]) is not None])
         for it in items:
             done = it.env.done
             try:
@@ -471,11 +474,21 @@ class Pipeline:
                     mqtt_done += 1
         if mqtt_done:
             self.slot_mqtt.release(mqtt_done)
+        try:
+            # per message, observed per batch (one lock round per bucket, not two per message)
+            observe_many(m.latency_seconds, [max(0.0, (now - it.env.received_at).total_seconds()) for it in items])
+            observe_many(m.lag_seconds, [max(0.0, (now - ma).total_seconds()) for it in items
+                                         if it.kind == "sample" and it.row is not None
+                                         and (ma := it.row["measured_at"]) is not None])
+        except Exception:
+            log.exception("ingest: latency metrics of a batch failed")
+            m.internal_errors.labels("metrics").inc()
         for fn in self._listeners:
             try:
                 fn(items, outcomes)
             except Exception:
                 log.exception("ingest listener failed")
+                m.internal_errors.labels("listener").inc()
 
 
 def _topic_kind(topic: str) -> str:

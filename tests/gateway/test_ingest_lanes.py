@@ -24,6 +24,12 @@ def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
                      done=done) for i in range(n)]
 
 
+def hand_in(pipe: Pipeline, dev: str, n: int, answered: list[str]) -> None:
+    """As the MQTT source does: take an intake slot per message, then hand them in."""
+    assert pipe.slot_mqtt.take(n, 1) == n
+    pipe._accept(envelopes(dev, n, answered))
+
+
 async def count(pool: asyncpg.Pool, dev: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", dev))
 
@@ -41,7 +47,7 @@ async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_
         # another writer holds (a, 1, 0) uncommitted: the batch with that key waits for it
         await store_samples(blocker, [{"device_id": a, "boot": 1, "seq": 0}])
         answered: list[str] = []
-        pipe._accept(envelopes(a, 5, answered))
+        hand_in(pipe, a, 5, answered)
         async def first_waits() -> bool:
             return pipe.committed_batches == 0 and len(pipe._commits) == 1
 
@@ -49,7 +55,7 @@ async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_
             return await count(db_pool, b) == 5
 
         assert await wait_until(first_waits, timeout=10)
-        pipe._accept(envelopes(b, 5, answered))
+        hand_in(pipe, b, 5, answered)
         if lanes == 2:
             # the second batch committed beside the blocked one, but is not answered before it
             assert await wait_until(b_stored, timeout=10)
@@ -60,6 +66,8 @@ async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_
         assert await pipe.drain(10)
         assert answered == [f"{a}/{i}/saved" for i in range(5)] + [f"{b}/{i}/saved" for i in range(5)]
         assert await count(db_pool, a) == 5 and await count(db_pool, b) == 5
+        assert pipe.slot_mqtt.free == pipe.config.mqtt_capacity
+        assert pipe.metrics.internal_errors.labels("answer")._value.get() == 0
     finally:
         if blocker.is_in_transaction():
             await tx.rollback()
