@@ -82,3 +82,56 @@ async def test_lanes_leave_a_pool_connection_to_the_rest(database_url: str) -> N
             assert Pipeline(pool, config=PipelineConfig(workers=0, commit_lanes=2)).lane_count() == lanes, size
         finally:
             await pool.close()
+
+
+def seq_envelopes(dev: str, seqs: list[int], answered: list[str]) -> list[Envelope]:
+    def done(o: Outcome) -> None:
+        answered.append(f"{o.seq}/{o.status}")
+
+    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=s), datetime.now(timezone.utc),
+                     done=done) for s in seqs]
+
+
+async def lock_waiters(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                   "AND datname = current_database()"))
+
+
+async def test_two_lanes_deadlocked_on_keys_in_opposite_orders_store_each_reading_once(db_pool: asyncpg.Pool) -> None:
+    """Batch 1 = seq (0, 1, 2), batch 2 = seq (2, 0): batch 1 inserts 0 and waits on 1 (held by a
+    blocker), batch 2 inserts 2 and waits on 0 (batch 1's); the blocker gives 1 up, batch 1 goes on
+    to 2 (batch 2's): a deadlock. PostgreSQL aborts one (40P01), its batch is retried: every reading
+    stored once, answers in receive order."""
+    dev = uid()
+    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, commit_lanes=2,
+                                                   mqtt_capacity=10))
+    await pipe.start()
+    blocker = await db_pool.acquire()
+    tx = blocker.transaction()
+    await tx.start()
+    try:
+        await store_samples(blocker, [{"device_id": dev, "boot": 1, "seq": 1}])
+        answered: list[str] = []
+        assert pipe.slot_mqtt.take(5, 1) == 5
+        pipe._accept(seq_envelopes(dev, [0, 1, 2], answered))
+
+        async def waiting(n: int) -> bool:
+            return await lock_waiters(db_pool) == n
+
+        assert await wait_until(lambda: waiting(1), timeout=10)  # batch 1 holds 0, waits on 1
+        pipe._accept(seq_envelopes(dev, [2, 0], answered))
+        assert await wait_until(lambda: waiting(2), timeout=10)  # batch 2 holds 2, waits on 0
+        await tx.rollback()  # batch 1 takes 1, then waits on 2: deadlock, broken by PostgreSQL
+        assert await pipe.drain(30)
+        rows = await db_pool.fetch("SELECT seq FROM sqal_samples WHERE device_id = $1 ORDER BY seq", dev)
+        assert [r["seq"] for r in rows] == [0, 1, 2]
+        assert [a.split("/")[0] for a in answered] == ["0", "1", "2", "2", "0"]  # receive order
+        statuses = [a.split("/")[1] for a in answered]
+        assert sorted(statuses) == ["duplicate", "duplicate", "saved", "saved", "saved"]
+        assert pipe.metrics.db_retries._value.get() >= 1  # the deadlock's victim was retried
+        assert pipe.slot_mqtt.free == 10
+    finally:
+        if blocker.is_in_transaction():
+            await tx.rollback()
+        await db_pool.release(blocker)
+        await pipe.stop()
