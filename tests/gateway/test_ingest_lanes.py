@@ -4,10 +4,13 @@ key that another transaction has inserted and not committed."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 from sqalfw import codec
 
 from gateway.ingest.envelope import Envelope, Outcome
@@ -30,6 +33,25 @@ def hand_in(pipe: Pipeline, dev: str, n: int, answered: list[str]) -> None:
     pipe._accept(envelopes(dev, n, answered))
 
 
+@contextlib.asynccontextmanager
+async def running_with_key_held(pipe: Pipeline, pool: asyncpg.Pool, dev: str,
+                                seq: int) -> AsyncIterator[Transaction]:
+    """The pipeline started, and (dev, 1, seq) inserted by another transaction and not committed:
+    a batch with that key waits on it until the yielded transaction is rolled back."""
+    await pipe.start()
+    blocker = await pool.acquire()
+    tx = blocker.transaction()
+    await tx.start()
+    try:
+        await store_samples(blocker, [{"device_id": dev, "boot": 1, "seq": seq}])
+        yield tx
+    finally:
+        if blocker.is_in_transaction():
+            await tx.rollback()
+        await pool.release(blocker)
+        await pipe.stop()
+
+
 async def count(pool: asyncpg.Pool, dev: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", dev))
 
@@ -39,13 +61,8 @@ async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_
         db_pool: asyncpg.Pool, lanes: int) -> None:
     a, b = uid(), uid()
     pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=5, flush_s=0.01, workers=0, commit_lanes=lanes))
-    await pipe.start()
-    blocker = await db_pool.acquire()
-    tx = blocker.transaction()
-    await tx.start()
-    try:
-        # another writer holds (a, 1, 0) uncommitted: the batch with that key waits for it
-        await store_samples(blocker, [{"device_id": a, "boot": 1, "seq": 0}])
+    # another writer holds (a, 1, 0) uncommitted: the batch with that key waits for it
+    async with running_with_key_held(pipe, db_pool, a, 0) as tx:
         answered: list[str] = []
         hand_in(pipe, a, 5, answered)
         async def first_waits() -> bool:
@@ -68,11 +85,6 @@ async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_
         assert await count(db_pool, a) == 5 and await count(db_pool, b) == 5
         assert pipe.slot_mqtt.free == pipe.config.mqtt_capacity
         assert pipe.metrics.internal_errors.labels("answer")._value.get() == 0
-    finally:
-        if blocker.is_in_transaction():
-            await tx.rollback()
-        await db_pool.release(blocker)
-        await pipe.stop()
 
 
 async def test_lanes_leave_a_pool_connection_to_the_rest(database_url: str) -> None:
@@ -105,12 +117,7 @@ async def test_two_lanes_deadlocked_on_keys_in_opposite_orders_store_each_readin
     dev = uid()
     pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, commit_lanes=2,
                                                    mqtt_capacity=10))
-    await pipe.start()
-    blocker = await db_pool.acquire()
-    tx = blocker.transaction()
-    await tx.start()
-    try:
-        await store_samples(blocker, [{"device_id": dev, "boot": 1, "seq": 1}])
+    async with running_with_key_held(pipe, db_pool, dev, 1) as tx:
         answered: list[str] = []
         assert pipe.slot_mqtt.take(5, 1) == 5
         pipe._accept(seq_envelopes(dev, [0, 1, 2], answered))
@@ -130,8 +137,3 @@ async def test_two_lanes_deadlocked_on_keys_in_opposite_orders_store_each_readin
         assert sorted(statuses) == ["duplicate", "duplicate", "saved", "saved", "saved"]
         assert pipe.metrics.db_retries._value.get() >= 1  # the deadlock's victim was retried
         assert pipe.slot_mqtt.free == 10
-    finally:
-        if blocker.is_in_transaction():
-            await tx.rollback()
-        await db_pool.release(blocker)
-        await pipe.stop()
