@@ -31,7 +31,7 @@ async def test_a_bug_in_the_outcomes_still_answers_the_committed_batch(db_pool: 
             raise KeyError("a bug")
         return real(*a)
 
-    pipe._outcomes = outcomes_failing_once  # type: ignore[method-assign]
+    pipe._outcomes = outcomes_failing_once  # type: ignore[method-assign,assignment]
     await pipe.start()
     try:
         a, b = uid(), uid()
