@@ -27,6 +27,12 @@ class Settings(BaseSettings):
                                 "give each replica its own")
     mqtt_shared_group: str | None = Field(default=None, description="Shared subscription group ($share/<group>/...) "
                                           "for several gateway replicas")
+    mqtt_ca_file: Path | None = Field(default=None, description="mqtts://: PEM bundle of the CA that signed the "
+                                      "broker's certificate (unset: the system's CAs)")
+    mqtt_cert_file: Path | None = Field(default=None, description="mqtts://: client certificate (PEM) for brokers "
+                                        "that authenticate clients by certificate")
+    mqtt_key_file: Path | None = Field(default=None, description="mqtts://: the client certificate's private key "
+                                       "(PEM), when it is not in SQAL_MQTT_CERT_FILE")
     mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535, description="Loopback port of the embedded broker "
                                     "(0 = any free port; a busy port falls back to a free one)")
     ingest_enabled: bool = Field(default=True, description="Run the ingest (broker connection, pipeline)")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqalfw import codec
 
-from gateway.ingest.mqtt_source import parse_url
+from gateway.ingest.mqtt_source import apply_tls, parse_url, tls_files
 from registry import devices, feedback, inspection_queue
 from registry.errors import RegistryError
 
@@ -122,7 +121,8 @@ class DispatchCounters:
 
 class Dispatcher:
     def __init__(self, pool: asyncpg.Pool, broker_url: str, settings: DispatchSettings | None = None,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, *, ca_file: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None) -> None:
         self.pool = pool
         self.settings = settings or DispatchSettings()
         self.counters = DispatchCounters()
@@ -136,8 +136,7 @@ class Dispatcher:
                                   client_id=client_id or f"sqal-dispatch-{uuid.uuid4().hex[:8]}")
         if user is not None:
             self.client.username_pw_set(user, password)
-        if tls:
-            self.client.tls_set_context(ssl.create_default_context())
+        apply_tls(self.client, broker_url, tls, ca_file, cert_file, key_file)
         self.client.reconnect_delay_set(1, 5)
 
     # ---- lifecycle ----
@@ -319,7 +318,7 @@ async def start_dispatcher(app: FastAPI, pool: asyncpg.Pool, broker_url: str | N
     if not ds.dispatch_enabled or broker_url is None:
         return
     base = getattr(settings, "mqtt_client_id", "sqal-gateway")
-    d = Dispatcher(pool, broker_url, ds, client_id=f"{base}-dispatch")
+    d = Dispatcher(pool, broker_url, ds, client_id=f"{base}-dispatch", **tls_files(settings))
     await d.start()
     app.state.dispatcher = d
 

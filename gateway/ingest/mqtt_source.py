@@ -23,6 +23,8 @@ is committed.
   has (up to 64 KiB, about 100 readings) and the packets in it are handled in one go (the paho
   thread's CPU went from 0.09 to 0.03-0.07 ms a reading; docs/ingest.md, "Benchmark").
 - Shared subscriptions: with `shared_group`, every filter is prefixed `$share/<group>/`.
+- TLS (`mqtts://`): the broker's certificate and host name are checked against `ca_file` or the
+  system's CAs (`tls_context`); a failed connect is logged once per cause and kept in `last_error`.
 """
 
 from __future__ import annotations
@@ -68,10 +70,22 @@ class _Client(paho.Client):
     on reconnect). Backpressure still reaches the broker: while `on_message` blocks, nothing is read."""
 
     _rsock: Any = None
+    last_connect_error: BaseException | None = None  # why the last (re)connect failed (paho drops it)
     _rbuf: bytes = b""
     _rpos: int = 0
     _rfill = False  # a chunk may be read (once per loop_read)
     chunk_reads = 0  # chunks read (tests check reads are buffered)
+
+    def reconnect(self) -> paho.MQTTErrorCode:
+        # paho's network thread catches a failed connect (refused, unreachable, a TLS certificate
+        # not trusted) and only calls on_connect_fail, without the exception: keep it for the log.
+        try:
+            rc = super().reconnect()
+        except Exception as exc:
+            self.last_connect_error = exc
+            raise
+        self.last_connect_error = None
+        return rc
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rsock is not self._sock:  # a new connection (or none): drop what the old one left
@@ -81,6 +95,8 @@ class _Client(paho.Client):
                 return super()._sock_recv(bufsize)
             self._rfill = False
             data = super()._sock_recv(_RECV_CHUNK)  # raises BlockingIOError when there is nothing
+            if isinstance(self._sock, ssl.SSLSocket):
+                data = self._more_records(data)
             self.chunk_reads += 1
             if len(data) <= bufsize:
                 return data
@@ -88,6 +104,20 @@ class _Client(paho.Client):
         start = self._rpos
         self._rpos = end = min(len(self._rbuf), start + bufsize)
         return self._rbuf[start:end]
+
+    def _more_records(self, data: bytes) -> bytes:
+        """TLS: one recv() gives one TLS record's bytes, and a broker sends each packet as its own
+        record: read on (the socket is non-blocking) until nothing is left or the chunk is full, so
+        a chunk holds many packets as it does over TCP."""
+        parts, n = [data], len(data)
+        while data and n < _RECV_CHUNK:
+            try:
+                data = super()._sock_recv(_RECV_CHUNK - n)
+            except BlockingIOError:
+                break
+            parts.append(data)  # b"" at EOF: the next read reports it
+            n += len(data)
+        return b"".join(parts)
 
     # Receiver of the QoS 1 PUBLISH packets `_fast_publishes` takes: [(topic bytes, packet id, payload)].
     on_publishes: Callable[[list[tuple[bytes, int, bytes]]], None] | None = None
@@ -156,6 +186,11 @@ class MqttConfig:
     # authentication, or Mosquitto with the generated files: CredentialStore.gateway_credentials()).
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # never in a log line
+    # mqtts://: the CA bundle that signed the broker's certificate (unset: the system's CAs), and a
+    # client certificate and key for brokers that authenticate clients by certificate
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     def filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
@@ -177,6 +212,60 @@ def parse_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     return parts.hostname, port, tls, user, password
+
+
+class MqttTlsError(ValueError):
+    pass
+
+
+def tls_context(ca_file: str | None = None, cert_file: str | None = None,
+                key_file: str | None = None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker's certificate and host name: against `ca_file`
+    (a PEM bundle, for a private CA) or the system's CAs; with a client certificate when `cert_file`
+    is set (`key_file`: its key, when not in the same file). A file that cannot be used is an error
+    naming it, at start, not a silent failure to connect later."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttTlsError(f"MQTT TLS: cannot load the CA file {ca_file!r} (SQAL_MQTT_CA_FILE): {exc}") from exc
+    if cert_file is not None:
+        try:
+            ctx.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttTlsError(f"MQTT TLS: cannot load the client certificate {cert_file!r} / key {key_file!r} "
+                               f"(SQAL_MQTT_CERT_FILE, SQAL_MQTT_KEY_FILE): {exc}") from exc
+    elif key_file is not None:
+        raise MqttTlsError("MQTT TLS: SQAL_MQTT_KEY_FILE is set without SQAL_MQTT_CERT_FILE")
+    return ctx
+
+
+def apply_tls(client: paho.Client, url: str, tls: bool, ca_file: str | None, cert_file: str | None,
+              key_file: str | None) -> None:
+    """TLS on `client` for an mqtts:// URL; TLS files given for a plain mqtt:// URL are an error
+    (the connection would silently go unencrypted)."""
+    if tls:
+        client.tls_set_context(tls_context(ca_file, cert_file, key_file))
+    elif ca_file or cert_file or key_file:
+        raise MqttTlsError(f"MQTT TLS files are set but the broker URL {redact(url)!r} is not mqtts://")
+
+
+def tls_files(settings: Any) -> dict[str, str | None]:
+    """ca_file, cert_file and key_file from the gateway settings (SQAL_MQTT_CA_FILE, ...), as the
+    MQTT clients take them."""
+    out: dict[str, str | None] = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        v = getattr(settings, f"mqtt_{name}", None)
+        out[name] = str(v) if v else None
+    return out
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
 
 
 class MqttSource:
@@ -202,10 +291,11 @@ class MqttSource:
             user, password = config.username, config.password
         if user is not None:
             c.username_pw_set(user, password)
-        if tls:
-            c.tls_set_context(ssl.create_default_context())
+        apply_tls(c, config.url, tls, config.ca_file, config.cert_file, config.key_file)
         c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        self.last_error: str | None = None  # why the broker connection is down, for the status page
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
@@ -235,10 +325,23 @@ class MqttSource:
 
     # ---- paho thread callbacks ----
 
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        exc = self.client.last_connect_error
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why += " (a broker certificate from a private CA needs SQAL_MQTT_CA_FILE)"
+        if why != self.last_error:  # once per cause, not once per retry
+            log.warning("MQTT connect to %s:%d failed: %s; retrying", self.host, self.port, why)
+        self.last_error = why
+
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
-            log.warning("MQTT connect to %s:%d refused: %s", self.host, self.port, rc)
+            why = f"refused by the broker: {rc}"
+            if why != self.last_error:
+                log.warning("MQTT connect to %s:%d %s", self.host, self.port, why)
+            self.last_error = why
             return
+        self.last_error = None
         with self._lock:
             self._gen += 1
         self.connects += 1

@@ -21,7 +21,7 @@ from fastapi.responses import PlainTextResponse
 from gateway.auth import credentials_dir, mqtt_auth_enabled
 from gateway.broker import EmbeddedBroker
 from gateway.ingest.metrics import IngestMetrics
-from gateway.ingest.mqtt_source import MqttConfig, MqttSource
+from gateway.ingest.mqtt_source import MqttConfig, MqttSource, tls_files
 from gateway.ingest.pipeline import Pipeline, PipelineConfig, default_workers
 from gateway.ingest.prepare import ClockPolicy
 from gateway.ingest.realtime import RealtimeHub
@@ -42,6 +42,9 @@ class IngestSettings:
     queue_max: int = 5000
     clock_future_s: float = 60.0
     workers: int | None = None  # grading processes; None: pipeline.default_workers(); 0: a thread
+    mqtt_ca_file: str | None = None  # mqtts://: CA bundle, client certificate and key (mqtt_source.tls_context)
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> "IngestSettings":
@@ -58,6 +61,7 @@ class IngestSettings:
             queue_max=getattr(settings, "ingest_queue_max", d.queue_max),
             clock_future_s=getattr(settings, "ingest_clock_future_s", d.clock_future_s),
             workers=getattr(settings, "ingest_workers", d.workers),
+            **{f"mqtt_{k}": v for k, v in tls_files(settings).items()},
         )
 
 
@@ -86,7 +90,9 @@ class IngestService:
         self.mqtt = MqttSource(MqttConfig(self.broker_url, client_id=s.mqtt_client_id,
                                           shared_group=s.mqtt_shared_group,
                                           username=creds[0] if creds else None,
-                                          password=creds[1] if creds else None), self.pipeline)
+                                          password=creds[1] if creds else None,
+                                          ca_file=s.mqtt_ca_file, cert_file=s.mqtt_cert_file,
+                                          key_file=s.mqtt_key_file), self.pipeline)
         await self.mqtt.start(wait_s=wait_subscribed_s)
         # What the process holds once started (the app, its modules, the pools) is there for good:
         # moved out of the collector's sight, a full collection no longer walks it. In a probe at
@@ -132,6 +138,7 @@ class IngestService:
         m = self.mqtt
         return {"broker_url": self.broker_url, "embedded_broker": self.broker is not None,
                 "mqtt_connected": bool(m and m.connected.is_set()), "mqtt_subscribed": bool(m and m.subscribed.is_set()),
+                "mqtt_last_error": m.last_error if m else None,
                 "shared_group": self.settings.mqtt_shared_group, "client_id": self.settings.mqtt_client_id,
                 "queue_depth": self.pipeline.depth, "committed_batches": self.pipeline.committed_batches,
                 "realtime_subscribers": self.hub.subscribers}
