@@ -283,9 +283,12 @@ def _rnd(x):
     return int(x + 0.5) if x >= 0.0 else -int(0.5 - x)
 
 
-_SQRT = array("H", [_rnd(math.sqrt(i / float(1 << SQ_BITS)) * 32768.0) for i in range((1 << SQ_BITS) + 1)])
-_SIN = array("H", [SIN_ZERO + _rnd(math.sin(i * 2.0 * math.pi / 1024) * 16384.0) for i in range(1024)])
-_EXP = array("H", [_rnd(math.exp(-i / 256.0) * 32768.0) for i in range(1024)])
+# Built from generators, not lists: a list of 2049 ints grows to a 32 KiB block on the 64-bit unix
+# port (4 KiB in the array), and the device imports this module late, when its heap is fragmented:
+# that one block failed a device's sensor start now and then.
+_SQRT = array("H", (_rnd(math.sqrt(i / float(1 << SQ_BITS)) * 32768.0) for i in range((1 << SQ_BITS) + 1)))
+_SIN = array("H", (SIN_ZERO + _rnd(math.sin(i * 2.0 * math.pi / 1024) * 16384.0) for i in range(1024)))
+_EXP = array("H", (_rnd(math.exp(-i / 256.0) * 32768.0) for i in range(1024)))
 
 
 def _heights_py(zs, zc, sq, sn, ex, prm):
