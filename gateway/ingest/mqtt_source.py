@@ -362,6 +362,7 @@ class MqttSource:
             self._gen += 1
         self.connected.clear()
         if not self._stopping.is_set():
+            self.last_error = f"disconnected: {rc}"
             log.warning("MQTT disconnected from %s:%d (%s); reconnecting", self.host, self.port, rc)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:

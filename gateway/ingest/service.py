@@ -21,7 +21,7 @@ from fastapi.responses import PlainTextResponse
 from gateway.auth import credentials_dir, mqtt_auth_enabled
 from gateway.broker import EmbeddedBroker
 from gateway.ingest.metrics import IngestMetrics
-from gateway.ingest.mqtt_source import MqttConfig, MqttSource, tls_files
+from gateway.ingest.mqtt_source import MqttConfig, MqttSource, redact, tls_files
 from gateway.ingest.pipeline import Pipeline, PipelineConfig, default_workers
 from gateway.ingest.prepare import ClockPolicy
 from gateway.ingest.realtime import RealtimeHub
@@ -136,7 +136,8 @@ class IngestService:
 
     def status(self) -> dict[str, Any]:
         m = self.mqtt
-        return {"broker_url": self.broker_url, "embedded_broker": self.broker is not None,
+        return {"broker_url": redact(self.broker_url) if self.broker_url else None,  # a read-only route: no password
+                "embedded_broker": self.broker is not None,
                 "mqtt_connected": bool(m and m.connected.is_set()), "mqtt_subscribed": bool(m and m.subscribed.is_set()),
                 "mqtt_last_error": m.last_error if m else None,
                 "shared_group": self.settings.mqtt_shared_group, "client_id": self.settings.mqtt_client_id,
