@@ -66,6 +66,21 @@ async def test_readings_arrive_over_tls_with_a_private_ca(db_pool: asyncpg.Pool,
         assert svc.mqtt.client.fast_publishes > 0  # the QoS 1 fast path read them from TLS records
         assert isinstance(svc.mqtt.client.socket(), ssl.SSLSocket)
         assert svc.status()["mqtt_last_error"] is None
+        # the broker goes away: the status says why; it comes back: reconnected over TLS, cleared
+        broker.stop()
+
+        async def dropped() -> bool:  # "disconnected: ...", then the refused reconnects
+            st = svc.status()
+            return not st["mqtt_connected"] and st["mqtt_last_error"] is not None
+
+        assert await wait_until(dropped, timeout=10)
+        broker.start()
+
+        async def back() -> bool:
+            return bool(svc.status()["mqtt_subscribed"]) and svc.status()["mqtt_last_error"] is None \
+                and svc.status()["mqtt_connected"]
+
+        assert await wait_until(back, timeout=20)
     finally:
         await svc.stop()
 
