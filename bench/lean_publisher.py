@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Self
 
 
@@ -69,6 +70,7 @@ class LeanPublisher:
         if not 0 < inflight < 65535:
             raise ValueError("inflight must be between 1 and 65534")
         self.inflight = inflight
+        self.timeout = timeout  # connecting, and waiting for room in the in-flight window
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.sendall(connect_packet(client_id, username=username, password=password))
@@ -96,7 +98,7 @@ class LeanPublisher:
     def publish(self, topic: bytes, payload: bytes) -> None:
         self._take_acks(block=False)
         while self.sent - self.acked >= self.inflight:
-            self._take_acks(block=True)
+            self._block_for_acks(self.timeout)
         pid = self._next_id
         self._next_id = pid % 65535 + 1
         self._sock.sendall(publish_packet(topic, pid, payload))
@@ -121,16 +123,23 @@ class LeanPublisher:
         self.acked += n
         self._pending = buf[4 * n:]
 
-    def wait_acked(self, timeout: float = 300.0) -> None:
-        """Until every message sent has been PUBACKed."""
+    def _block_for_acks(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for more PUBACKs (a broker that stops answering is an error,
+        not a hang)."""
         self._sock.settimeout(timeout)
         try:
-            while self.acked < self.sent:
-                self._take_acks(block=True)
+            self._take_acks(block=True)
         except TimeoutError:
-            raise PublishError(f"{self.sent - self.acked} of {self.sent} messages not PUBACKed in {timeout} s") from None
+            raise PublishError(f"{self.sent - self.acked} of {self.sent} messages not PUBACKed "
+                               f"within {timeout} s") from None
         finally:
             self._sock.settimeout(None)
+
+    def wait_acked(self, timeout: float = 300.0) -> None:
+        """Until every message sent has been PUBACKed."""
+        end = time.monotonic() + timeout
+        while self.acked < self.sent:
+            self._block_for_acks(max(0.001, end - time.monotonic()))
 
     def close(self) -> None:
         try:

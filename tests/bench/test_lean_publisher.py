@@ -58,3 +58,18 @@ def test_a_refused_connection_names_the_connack_code(mosquitto_factory: Callable
         p.publish(b"lean/auth", b"ok")
         p.wait_acked(10)
         assert p.acked == 1
+
+
+def test_a_broker_that_stops_answering_is_an_error_not_a_hang(mosquitto_broker: MosquittoBroker) -> None:
+    with LeanPublisher(mosquitto_broker.host, mosquitto_broker.port, "lean-pause", inflight=5, timeout=1) as p:
+        p.publish(b"lean/pause", b"1")
+        p.wait_acked(10)
+        mosquitto_broker.pause()  # alive on TCP, answers nothing
+        try:
+            with pytest.raises(PublishError, match="not PUBACKed within"):
+                for _ in range(10):  # the window (5) fills, then the wait for room times out
+                    p.publish(b"lean/pause", b"x")
+            with pytest.raises(PublishError, match="not PUBACKed within"):
+                p.wait_acked(1)
+        finally:
+            mosquitto_broker.resume()
