@@ -40,6 +40,7 @@ from gateway.ingest.prepare import ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
 from gateway.ingest.slots import Slots
 from registry import devices as reg_devices
+from registry.errors import RegistryError
 from registry.rejects import RejectRow, insert_rejects
 from registry.sample_refs import SampleRef, sample_refs
 from registry.samples import prepare_session, store_samples
@@ -84,6 +85,16 @@ def is_transient(exc: BaseException) -> bool:
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return state[:2] in ("08", "57", "53", "40")
+
+
+UNEXPLAINED_RETRIES = 3  # tries of a batch (or item) whose error is neither transient nor a refusal of its content
+
+
+def refuses_content(exc: BaseException) -> bool:
+    """The database refused the content (an error with a SQLSTATE that is not transient), or the
+    registry did before sending it (InvalidInput...): an item of the batch is the cause. Any other
+    error (a client-side state, a bug) is retried a few times before an item is blamed for it."""
+    return isinstance(exc, (asyncpg.PostgresError, RegistryError)) and not is_transient(exc)
 
 
 Listener = Callable[[list[Prepared], dict[int, Outcome]], None]
@@ -317,11 +328,16 @@ class Pipeline:
 
     async def _commit_with_retry(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
         delay = 0.05
+        unexplained = 0
         while True:
             try:
                 return await self._commit(items)
             except Exception as exc:
-                if is_transient(exc):
+                retry = is_transient(exc)
+                if not retry and not refuses_content(exc) and unexplained < UNEXPLAINED_RETRIES:
+                    unexplained += 1  # neither the connection nor the content for sure: try again before blaming an item
+                    retry = True
+                if retry:
                     self.metrics.db_retries.inc()
                     log.warning("ingest commit failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay * (0.5 + random.random()))

@@ -10,7 +10,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.ingest.pipeline import Pipeline, PipelineConfig, is_transient
+from gateway.ingest.pipeline import (
+    UNEXPLAINED_RETRIES,
+    Pipeline,
+    PipelineConfig,
+    is_transient,
+    refuses_content,
+)
+from registry.errors import InvalidInput
 from tests.gateway.ingest_support import uid
 from tests.gateway.test_ingest_lanes import count, hand_in
 
@@ -35,6 +42,15 @@ async def rejects(pool: asyncpg.Pool, dev: str) -> list[str]:
 @pytest.mark.parametrize("error", [asyncpg.InternalClientError, asyncpg.exceptions.ProtocolError])
 def test_a_broken_client_state_is_transient(error: type[Exception]) -> None:
     assert is_transient(error("cannot switch to state 15; another operation (2) is in progress"))
+
+
+def test_what_refuses_the_content() -> None:
+    assert refuses_content(asyncpg.exceptions.InvalidTextRepresentationError("bad json"))  # 22P02
+    assert refuses_content(asyncpg.exceptions.CheckViolationError("check"))  # 23514
+    assert refuses_content(InvalidInput("sample row 3: boot and seq must be integers"))
+    assert not refuses_content(asyncpg.exceptions.AdminShutdownError("shutting down"))  # 57P01: transient
+    assert not refuses_content(asyncpg.exceptions.DeadlockDetectedError("deadlock"))  # 40P01: transient
+    assert not refuses_content(RuntimeError("a bug"))
 
 
 async def test_a_client_state_error_retries_the_batch_and_loses_nothing(db_pool: asyncpg.Pool) -> None:
@@ -84,5 +100,26 @@ async def test_a_content_error_isolates_the_item_and_stores_its_neighbours(db_po
         reason = "storage: InvalidTextRepresentationError: invalid input syntax for type json"
         assert await rejects(db_pool, dev) == [reason]
         assert pipe.metrics.db_retries._value.get() == 0
+    finally:
+        await pipe.stop()
+
+
+async def test_an_unexplained_error_is_retried_before_its_item_is_blamed(db_pool: asyncpg.Pool) -> None:
+    """Neither transient nor a refusal of the content (a bug, an unknown client state): the batch is
+    tried again a few times, then split; the item that keeps failing is tried a few times alone, then
+    becomes a reject; its neighbours are stored."""
+    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, mqtt_capacity=10,
+                                                   retry_max_s=0.05))
+    failing_writer(pipe, lambda items: RuntimeError("a bug") if any(
+        it.row is not None and it.row["seq"] == 1 for it in items) else None)
+    await pipe.start()
+    try:
+        dev = uid()
+        answered: list[str] = []
+        hand_in(pipe, dev, 3, answered)
+        assert await pipe.drain(20)
+        assert answered == [f"{dev}/0/saved", f"{dev}/None/rejected", f"{dev}/2/saved"]
+        assert await rejects(db_pool, dev) == ["storage: RuntimeError: a bug"]
+        assert pipe.metrics.db_retries._value.get() == 2 * UNEXPLAINED_RETRIES  # the batch's, then the item's
     finally:
         await pipe.stop()
