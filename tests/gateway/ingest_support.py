@@ -57,6 +57,11 @@ def sample_bytes(*a: Any, **kw: Any) -> bytes:
     return bytes(codec.encode_sample(sample(*a, **kw)))
 
 
+async def count(pool: asyncpg.Pool, dev: str) -> int:
+    """Samples of `dev` stored."""
+    return int(await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", dev))
+
+
 def uid(prefix: str = "ESP32_T") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8].upper()}"
 

@@ -11,8 +11,8 @@ import asyncpg
 
 from gateway.ingest.envelope import Outcome
 from gateway.ingest.pipeline import Pipeline, PipelineConfig
-from tests.gateway.ingest_support import uid
-from tests.gateway.test_ingest_lanes import count, envelopes, hand_in
+from tests.gateway.ingest_support import count, uid
+from tests.gateway.test_ingest_lanes import envelopes, hand_in
 
 
 def internal_errors(pipe: Pipeline, stage: str) -> float:

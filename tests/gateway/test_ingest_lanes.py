@@ -16,7 +16,7 @@ from sqalfw import codec
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline, PipelineConfig
 from registry.samples import store_samples
-from tests.gateway.ingest_support import sample_bytes, uid, wait_until
+from tests.gateway.ingest_support import count, sample_bytes, uid, wait_until
 
 
 def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
@@ -50,10 +50,6 @@ async def running_with_key_held(pipe: Pipeline, pool: asyncpg.Pool, dev: str,
             await tx.rollback()
         await pool.release(blocker)
         await pipe.stop()
-
-
-async def count(pool: asyncpg.Pool, dev: str) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", dev))
 
 
 @pytest.mark.parametrize("lanes", [2, 1])

@@ -18,8 +18,8 @@ from gateway.ingest.pipeline import (
     refuses_content,
 )
 from registry.errors import InvalidInput
-from tests.gateway.ingest_support import uid
-from tests.gateway.test_ingest_lanes import count, hand_in
+from tests.gateway.ingest_support import count, uid
+from tests.gateway.test_ingest_lanes import hand_in
 
 
 def failing_writer(pipe: Pipeline, fail: Any) -> None:
@@ -53,10 +53,29 @@ def test_what_refuses_the_content() -> None:
     assert not refuses_content(RuntimeError("a bug"))
 
 
+async def three_readings(pool: asyncpg.Pool, fail: Any, **config: Any) -> tuple[str, list[str], float]:
+    """Hand one device's readings 0, 1, 2 (one batch) to a pipeline whose writer fails as `fail`
+    says; -> (device id, answers in order, commit retries)."""
+    pipe = Pipeline(pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, mqtt_capacity=10, **config))
+    failing_writer(pipe, fail)
+    await pipe.start()
+    try:
+        dev = uid()
+        answered: list[str] = []
+        hand_in(pipe, dev, 3, answered)
+        assert await pipe.drain(20)
+        return dev, answered, float(pipe.metrics.db_retries._value.get())
+    finally:
+        await pipe.stop()
+
+
+def holds_seq_1(items: list[Any]) -> bool:
+    return any(it.row is not None and it.row["seq"] == 1 for it in items)
+
+
 async def test_a_client_state_error_retries_the_batch_and_loses_nothing(db_pool: asyncpg.Pool) -> None:
     """asyncpg raised this when PostgreSQL went away mid-call; taken for a content error it turned a
     reading into a reject during a database restart."""
-    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, mqtt_capacity=10))
     left = 2
 
     def twice(items: list[Any]) -> Exception | None:
@@ -66,60 +85,28 @@ async def test_a_client_state_error_retries_the_batch_and_loses_nothing(db_pool:
             return asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
         return None
 
-    failing_writer(pipe, twice)
-    await pipe.start()
-    try:
-        dev = uid()
-        answered: list[str] = []
-        hand_in(pipe, dev, 3, answered)
-        assert await pipe.drain(20)
-        assert answered == [f"{dev}/{i}/saved" for i in range(3)]
-        assert await count(db_pool, dev) == 3 and await rejects(db_pool, dev) == []
-        assert pipe.metrics.db_retries._value.get() == 2
-    finally:
-        await pipe.stop()
+    dev, answered, retries = await three_readings(db_pool, twice)
+    assert answered == [f"{dev}/{i}/saved" for i in range(3)]
+    assert await count(db_pool, dev) == 3 and await rejects(db_pool, dev) == []
+    assert retries == 2
 
 
 async def test_a_content_error_isolates_the_item_and_stores_its_neighbours(db_pool: asyncpg.Pool) -> None:
-    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, mqtt_capacity=10))
-
-    def refuse_seq_1(items: list[Any]) -> Exception | None:
-        if any(it.row is not None and it.row["seq"] == 1 for it in items):
-            return asyncpg.exceptions.InvalidTextRepresentationError("invalid input syntax for type json")
-        return None
-
-    failing_writer(pipe, refuse_seq_1)
-    await pipe.start()
-    try:
-        dev = uid()
-        answered: list[str] = []
-        hand_in(pipe, dev, 3, answered)
-        assert await pipe.drain(20)
-        assert answered == [f"{dev}/0/saved", f"{dev}/None/rejected", f"{dev}/2/saved"]
-        assert await count(db_pool, dev) == 2
-        reason = "storage: InvalidTextRepresentationError: invalid input syntax for type json"
-        assert await rejects(db_pool, dev) == [reason]
-        assert pipe.metrics.db_retries._value.get() == 0
-    finally:
-        await pipe.stop()
+    dev, answered, retries = await three_readings(db_pool, lambda items: asyncpg.exceptions.InvalidTextRepresentationError(
+        "invalid input syntax for type json") if holds_seq_1(items) else None)
+    assert answered == [f"{dev}/0/saved", f"{dev}/None/rejected", f"{dev}/2/saved"]
+    assert await count(db_pool, dev) == 2
+    reason = "storage: InvalidTextRepresentationError: invalid input syntax for type json"
+    assert await rejects(db_pool, dev) == [reason]
+    assert retries == 0
 
 
 async def test_an_unexplained_error_is_retried_before_its_item_is_blamed(db_pool: asyncpg.Pool) -> None:
     """Neither transient nor a refusal of the content (a bug, an unknown client state): the batch is
     tried again a few times, then split; the item that keeps failing is tried a few times alone, then
     becomes a reject; its neighbours are stored."""
-    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, mqtt_capacity=10,
-                                                   retry_max_s=0.05))
-    failing_writer(pipe, lambda items: RuntimeError("a bug") if any(
-        it.row is not None and it.row["seq"] == 1 for it in items) else None)
-    await pipe.start()
-    try:
-        dev = uid()
-        answered: list[str] = []
-        hand_in(pipe, dev, 3, answered)
-        assert await pipe.drain(20)
-        assert answered == [f"{dev}/0/saved", f"{dev}/None/rejected", f"{dev}/2/saved"]
-        assert await rejects(db_pool, dev) == ["storage: RuntimeError: a bug"]
-        assert pipe.metrics.db_retries._value.get() == 2 * UNEXPLAINED_RETRIES  # the batch's, then the item's
-    finally:
-        await pipe.stop()
+    dev, answered, retries = await three_readings(
+        db_pool, lambda items: RuntimeError("a bug") if holds_seq_1(items) else None, retry_max_s=0.05)
+    assert answered == [f"{dev}/0/saved", f"{dev}/None/rejected", f"{dev}/2/saved"]
+    assert await rejects(db_pool, dev) == ["storage: RuntimeError: a bug"]
+    assert retries == 2 * UNEXPLAINED_RETRIES  # the batch's, then the item's

@@ -22,7 +22,7 @@ from gateway.ingest.mqtt_source import MqttTlsError, apply_tls, tls_context
 from gateway.ingest.service import IngestService, IngestSettings
 from tests.fixtures.mqtt import MosquittoBroker, free_port
 from tests.fixtures.tls import PrivateCa, make_private_ca
-from tests.gateway.ingest_support import Publisher, sample_bytes, uid, wait_until
+from tests.gateway.ingest_support import Publisher, count, sample_bytes, uid, wait_until
 
 
 @pytest.fixture
@@ -38,10 +38,6 @@ def tls_broker(factory: Callable[..., MosquittoBroker], ca: PrivateCa) -> tuple[
     broker = factory(extra_config=[f"listener {tls_port} 127.0.0.1", *files, "require_certificate false",
                                    f"listener {mtls_port} 127.0.0.1", *files, "require_certificate true"])
     return broker, tls_port, mtls_port
-
-
-async def stored(pool: asyncpg.Pool, dev: str) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", dev))
 
 
 async def test_readings_arrive_over_tls_with_a_private_ca(db_pool: asyncpg.Pool, private_ca: PrivateCa,
@@ -60,7 +56,7 @@ async def test_readings_arrive_over_tls_with_a_private_ca(db_pool: asyncpg.Pool,
         pub.close()
 
         async def all_stored() -> bool:
-            return await stored(db_pool, dev) == 300
+            return await count(db_pool, dev) == 300
 
         assert await wait_until(all_stored)
         assert svc.mqtt.client.fast_publishes > 0  # the QoS 1 fast path read them from TLS records
@@ -125,7 +121,7 @@ async def test_a_client_certificate_is_presented_when_the_broker_requires_one(
         pub.close()
 
         async def one() -> bool:
-            return await stored(db_pool, dev) == 1
+            return await count(db_pool, dev) == 1
 
         assert await wait_until(one)
     finally:
