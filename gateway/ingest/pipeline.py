@@ -43,7 +43,7 @@ from registry import devices as reg_devices
 from registry.errors import RegistryError
 from registry.rejects import RejectRow, insert_rejects
 from registry.sample_refs import SampleRef, sample_refs
-from registry.samples import prepare_session, store_samples
+from registry.samples import prepare_session, store_samples, tidy_session
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class PipelineConfig:
     prepare_ahead: int = 2  # batches being graded while one commits
     commit_lanes: int = 2  # batches committing at once, each on its own connection (answered in order)
 
+
+TIDY_EVERY = 4  # batches a writer commits between two vacuums of its staging table (registry.samples.tidy_session)
 
 DEVICES_LOCK = 0x5351414C_44455653  # pg_advisory_xact_lock key of the ingest's device updates ("SQALDEVS")
 
@@ -121,6 +123,7 @@ class Pipeline:
         self.metrics.set_queue_depth_source(lambda: float(self._in_flight))
         self.committed_batches = 0
         self._writers: list[asyncpg.pool.PoolConnectionProxy] = []  # idle writer connections, see _take_writer
+        self._untidy: dict[int, int] = {}  # id(writer) -> batches since its staging table was vacuumed
         self._commits: set[asyncio.Task[None]] = set()  # batches committing or waiting to answer
 
     # ---- sources ----
@@ -321,6 +324,7 @@ class Pipeline:
         return conn
 
     async def _release_writer(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        self._untidy.pop(id(conn), None)
         try:
             await self.pool.release(conn)  # the pool resets it, or closes it if it is broken
         except Exception:  # a dead connection: the pool makes a new one next time
@@ -377,8 +381,28 @@ class Pipeline:
         except BaseException:
             await self._release_writer(conn)
             raise
-        self._writers.append(conn)
+        await self._tidy(conn)
         return result
+
+    async def _tidy(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        """After a commit: every TIDY_EVERY batches, vacuum the writer's staging table, then keep the
+        writer. The batch is committed whatever happens here: a failure (or a cancel) only costs the
+        connection, which goes back to the pool, and the next batch starts on a fresh one."""
+        n = self._untidy.get(id(conn), 0) + 1
+        if n >= TIDY_EVERY:
+            try:
+                await tidy_session(conn)
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.warning("ingest: vacuuming a writer's staging table failed (%s: %s); the writer is "
+                                "replaced", type(exc).__name__, exc)
+                await self._release_writer(conn)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            n = 0
+        self._untidy[id(conn)] = n
+        self._writers.append(conn)
 
     async def _write_batch(self, conn: asyncpg.pool.PoolConnectionProxy,
                            items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
