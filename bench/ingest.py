@@ -12,6 +12,7 @@
    with the commit time (publish -> committed, wall clock, same machine).
 
     .venv/bin/python bench/ingest.py [--n 20000] [--naive-n 3000] [--repeat 3] [--workers N]
+    .venv/bin/python bench/ingest.py --live-only RATE   # only the latency run, at RATE readings/s offered
 
 Each SQAL round also prints the CPU per stored reading of each process group (psutil): grading
 workers, the gateway process, PostgreSQL, Mosquitto. SQAL_INGEST_MODEL=pure runs the pure-Python
@@ -396,6 +397,8 @@ async def main() -> None:
     ap.add_argument("--naive-n", type=int, default=3000, help="samples per naive drain")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of (raw, naive, SQAL), interleaved")
     ap.add_argument("--workers", type=int, default=None, help="grading processes (default: the gateway's)")
+    ap.add_argument("--live-only", type=float, default=None, metavar="RATE",
+                    help="skip the drains: only the live latency run, at RATE readings/s offered")
     ap.add_argument("--inflight", type=int, default=1000,
                     help="Mosquitto max_inflight_messages (QoS 1 messages sent to a client and not yet acked)")
     args = ap.parse_args()
@@ -414,6 +417,13 @@ async def main() -> None:
         print(f"quality model: {impl} ({why}); SQAL_INGEST_MODEL=pure selects the pure one")
         meter = CpuMeter(tmp)
         raws, naives, sqals = [], [], []
+        if args.live_only is not None:
+            stored, lat, lat_in = await sqal_live(broker, pool, max(2000, args.n // 2), args.live_only, args.workers)
+            print(f"SQAL live ({args.live_only:,.0f}/s offered by 2 publishers): {stored:,.0f}/s stored, latency "
+                  f"publish->commit p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms, max {pct(lat, 1):.0f} ms; "
+                  f"publish->received p50 {pct(lat_in, .5):.0f} ms, p99 {pct(lat_in, .99):.0f} ms ({load()})")
+            await pool.close()
+            return
         for r in range(args.repeat):
             raws.append(raw_drain(broker, args.n))
             naives.append(await naive_drain(broker, pool, dsn, args.naive_n))
