@@ -42,7 +42,7 @@ def test_a_burst_of_ctrl_c_stops_the_app_and_the_repl_answers(line: tuple[FakeBo
     """On a board the interrupt character is armed only while code runs (pyexec.c): Ctrl-Cs that
     arrive while the KeyboardInterrupt is reported are keystrokes at the prompt, never a second
     interrupt that cuts the report (and its prompt) short. `sqal board deploy` sends two."""
-    board, fd = line
+    _, fd = line
     os.write(fd, b"\x04")  # soft reboot at the friendly REPL: main.py runs
     read_until(fd, b"app: running")
     os.write(fd, b"\r" + b"\x03" * burst)
