@@ -9,6 +9,7 @@ whose cwd is `flash_dir`, so files land there. A soft reboot restarts the child 
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import signal
@@ -64,9 +65,10 @@ class FakeBoard:
 
     def _pump(self, child: subprocess.Popen[bytes]) -> None:
         """Child output -> serial line, verbatim (its framing is the raw REPL's)."""
-        assert child.stdout is not None
+        out = child.stdout
+        assert isinstance(out, io.BufferedReader)  # bufsize=-1: read1 returns what is there, without waiting for more
         while True:
-            data = child.stdout.read1(4096)
+            data = out.read1(4096)
             if not data:
                 child.wait()
                 if child is self._child and not self._stop:

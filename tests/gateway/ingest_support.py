@@ -80,7 +80,7 @@ class Publisher:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}")
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.05, 0.5)
+        self.client.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # typed int; fractions work (paho sleeps them)
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
         self.infos: list[paho.MQTTMessageInfo] = []
