@@ -391,6 +391,18 @@ def load() -> str:
     return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count() or 0)
 
 
+RAW_BAR, NAIVE_BAR, P99_BAR_MS = 0.6, 10.0, 250.0  # issue 5's targets
+
+
+def bars(ratios_raw: list[float], ratios_naive: list[float], p99_ms: float) -> str:
+    """One line: in how many rounds each throughput target was met, and the latency target."""
+    def met(xs: list[float], bar: float) -> str:
+        return f"{sum(x >= bar for x in xs)} of {len(xs)} rounds (median {statistics.median(xs):.2f})"
+    return (f"targets: SQAL >= {RAW_BAR} x raw in {met(ratios_raw, RAW_BAR)}; >= {NAIVE_BAR:.0f} x naive in "
+            f"{met(ratios_naive, NAIVE_BAR)}; p99 < {P99_BAR_MS:.0f} ms at half rate: "
+            f"{'met' if p99_ms < P99_BAR_MS else 'missed'} ({p99_ms:.0f} ms)")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000, help="samples per raw / SQAL drain")
@@ -446,6 +458,7 @@ async def main() -> None:
               f"stored, latency publish->commit p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms, "
               f"max {pct(lat, 1):.0f} ms")
         print(f"  of which publish->received by the gateway p50 {pct(lat_in, .5):.0f} ms, p99 {pct(lat_in, .99):.0f} ms")
+        print(bars(ratios_raw, ratios_naive, pct(lat, .99)))
         print(f"end: {load()}")
         await pool.close()
     finally:
