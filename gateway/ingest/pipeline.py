@@ -392,13 +392,13 @@ class Pipeline:
         if n >= TIDY_EVERY:
             try:
                 await tidy_session(conn)
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError):
-                    log.warning("ingest: vacuuming a writer's staging table failed (%s: %s); the writer is "
-                                "replaced", type(exc).__name__, exc)
+            except asyncio.CancelledError:
                 await self._release_writer(conn)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                raise
+            except Exception as exc:  # noqa: BLE001 -- whatever it is, it costs only the connection
+                log.warning("ingest: vacuuming a writer's staging table failed (%s: %s); the writer is replaced",
+                            type(exc).__name__, exc)
+                await self._release_writer(conn)
                 return
             n = 0
         self._untidy[id(conn)] = n

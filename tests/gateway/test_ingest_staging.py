@@ -9,9 +9,9 @@ import pytest
 
 from gateway.ingest import pipeline as pipeline_mod
 from gateway.ingest.pipeline import TIDY_EVERY, Pipeline, PipelineConfig
-from registry.samples import STAGE
 from tests.gateway.ingest_support import count, uid
 from tests.gateway.test_ingest_lanes import hand_in
+from tests.registry.test_samples_copy import stage_pages
 
 BATCH = 20
 
@@ -20,20 +20,20 @@ def one_lane() -> PipelineConfig:
     return PipelineConfig(batch_max=BATCH, flush_s=0.01, workers=0, mqtt_capacity=2 * BATCH, commit_lanes=1)
 
 
-async def stage_pages(pipe: Pipeline) -> int:
+async def writer_stage_pages(pipe: Pipeline) -> int:
     (writer,) = pipe._writers  # one lane: one idle writer after a drain
-    return int(await writer.fetchval(f"SELECT pg_relation_size('{STAGE}') / 8192"))
+    return await stage_pages(writer)
 
 
 async def test_the_staging_table_stays_a_few_batches_large(db_pool: asyncpg.Pool) -> None:
     pipe = Pipeline(db_pool, config=one_lane())
     await pipe.start()
     try:
-        dev, answered, pages = uid(), [], []
+        dev, answered, pages = uid(), list[str](), list[int]()
         for b in range(3 * TIDY_EVERY):
             hand_in(pipe, dev, BATCH, answered)  # seq 0..19 again: the first batch is new, the rest duplicates
             assert await pipe.drain(10)
-            pages.append(await stage_pages(pipe))
+            pages.append(await writer_stage_pages(pipe))
         assert answered[:BATCH] == [f"{dev}/{i}/saved" for i in range(BATCH)]
         assert answered[BATCH:] == [f"{dev}/{i}/duplicate" for i in range(BATCH)] * (3 * TIDY_EVERY - 1)
         assert await count(db_pool, dev) == BATCH
@@ -61,7 +61,7 @@ async def test_a_failed_vacuum_replaces_the_writer_and_loses_nothing(db_pool: as
     pipe = Pipeline(db_pool, config=one_lane())
     await pipe.start()
     try:
-        devs, answered, writers = [uid() for _ in range(2 * TIDY_EVERY)], [], []
+        devs, answered, writers = [uid() for _ in range(2 * TIDY_EVERY)], list[str](), list[int]()
         for dev in devs:
             hand_in(pipe, dev, BATCH, answered)
             assert await pipe.drain(10)
