@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import struct
 import tempfile
 import threading
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import paho.mqtt.client as paho
 from sqalfw import codec
@@ -87,16 +88,31 @@ _SUMMED = ("boots", "sampled", "acked", "spool", "reconnects", "dropped", "i2c_e
            "duplicates", "missing")
 
 
-def _broker_address(url: str) -> tuple[str, int]:
+def _broker_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of mqtt://host[:port] (1883) or mqtts://host[:port] (8883)."""
     u = urlsplit(url)
-    if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-        raise ValueError(f"broker URL {url!r}: expected mqtt://host[:port] (TLS and websockets are "
-                         "not supported by the fleet runner)")
+    if u.scheme not in ("mqtt", "tcp", "mqtts") or not u.hostname:
+        raise ValueError(f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port] "
+                         "(websockets are not supported by the fleet runner)")
+    tls = u.scheme == "mqtts"
     try:
-        port = u.port or 1883
+        port = u.port or (8883 if tls else 1883)
     except ValueError:
         raise ValueError(f"broker URL {url!r}: bad port") from None
-    return u.hostname, port
+    return u.hostname, port, tls
+
+
+def _read_ca(ca_file: str | os.PathLike[str]) -> bytes:
+    """The CA certificate (PEM) the devices are given as ca.pem; refused now, naming the file, if it
+    holds no certificate (the firmware would fail closed and the fleet would only time out)."""
+    path = Path(ca_file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"ca_file {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ValueError(f"ca_file {str(path)!r}: no PEM certificate in it")
+    return data
 
 
 def process_usage(pid: int) -> dict[str, float] | None:
@@ -122,7 +138,8 @@ def process_usage(pid: int) -> dict[str, float] | None:
 class _Monitor:
     """paho subscriber feeding per-device views. Thread-safe reads through `lock`."""
 
-    def __init__(self, host: str, port: int, ids: Sequence[str], count_samples: bool) -> None:
+    def __init__(self, host: str, port: int, ids: Sequence[str], count_samples: bool,
+                 ca_file: str | os.PathLike[str] | None = None) -> None:
         self.lock = threading.Lock()
         self.ids = set(ids)
         self.telemetry: dict[str, dict[int, BootView]] = {d: {} for d in ids}
@@ -140,6 +157,8 @@ class _Monitor:
         self.topics = topics
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
         c.reconnect_delay_set(1, 2)
+        if ca_file is not None:  # mqtts: the broker's certificate checked against the fleet's CA
+            c.tls_set_context(ssl.create_default_context(cafile=os.fspath(ca_file)))
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = self._on_message
@@ -245,6 +264,7 @@ class Fleet:
         start_rate: float = START_RATE,
         heap: str | None = None,
         per_process: int = 1,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"fleet size must be a positive integer, got {n!r}")
@@ -259,7 +279,16 @@ class Fleet:
         profiles.check(profile)  # ValueError naming the known profiles
         self.n = n
         self.broker_url = broker_url
-        self.broker_host, self.broker_port = _broker_address(broker_url)
+        self.broker_host, self.broker_port, self.tls = _broker_address(broker_url)
+        # mqtts: every device gets the CA as ca.pem on its flash (the firmware verifies the broker
+        # against it, as a board does), and the monitor checks the broker with it too
+        if self.tls and ca_file is None:
+            raise ValueError(f"broker URL {broker_url!r} is mqtts://: give the CA certificate that signed "
+                             "the broker's (ca_file, --ca FILE)")
+        if ca_file is not None and not self.tls:
+            raise ValueError(f"ca_file is for an mqtts:// broker, not {broker_url!r}")
+        self.ca_file = ca_file
+        self._ca_pem = _read_ca(ca_file) if ca_file is not None else None
         self.interval = interval
         self.seed = seed
         self.faults = [f if isinstance(f, faultlib.Fault) else faultlib.parse_fault(f) for f in faults]
@@ -289,7 +318,7 @@ class Fleet:
                                         "config": cfg, "emulation": emulation}
         self.devices: list[EmulatedDevice] = []
         self.partitioned: set[int] = set()
-        self.monitor = _Monitor(self.broker_host, self.broker_port, self.ids, count_samples)
+        self.monitor = _Monitor(self.broker_host, self.broker_port, self.ids, count_samples, ca_file)
         self.schedule: faultlib.Schedule | None = None
         self.started_at: float | None = None
         self._stopped = False
@@ -297,7 +326,13 @@ class Fleet:
     # ---- lifecycle ----
 
     def device_url(self) -> str:
-        return self.proxy.url if self.proxy is not None else self.broker_url
+        """The broker URL the devices get: the broker's, or the fault proxy's address in its place
+        (same scheme and credentials: TLS goes through the proxy end to end)."""
+        if self.proxy is None:
+            return self.broker_url
+        u = urlsplit(self.broker_url)
+        auth = u.netloc.rpartition("@")[0]
+        return urlunsplit((u.scheme, f"{auth}@" * bool(auth) + f"{self.proxy.host}:{self.proxy.port}", u.path, "", ""))
 
     def prepare(self) -> None:
         """Flash dirs for every device (config, emulation settings, one shared sensor blob)."""
@@ -330,6 +365,8 @@ class Fleet:
                     own_process_group=True))
         for d in self.devices:
             d.prepare()
+            if self._ca_pem is not None:
+                (d.flash_dir / "ca.pem").write_bytes(self._ca_pem)
 
     def processes(self) -> list[EmulatedDevice | DeviceHost]:
         """What runs as a MicroPython process: the devices, or their hosts."""

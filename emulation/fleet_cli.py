@@ -112,7 +112,7 @@ def _summary(console: Console, fleet: Fleet, elapsed: float) -> None:
 
 @fleet_app.callback(invoke_without_command=True)
 def fleet(
-    broker: Annotated[str, typer.Option("--broker", help="Broker URL, mqtt://host:port.")],
+    broker: Annotated[str, typer.Option("--broker", help="Broker URL, mqtt://host:port or mqtts://host:port.")],
     devices: Annotated[int, typer.Option("--devices", "-n", min=1, max=5000, help="Number of devices.")] = 10,
     interval: Annotated[
         float, typer.Option("--interval", min=0.1, help="Seconds between samples, per device.")
@@ -174,6 +174,14 @@ def fleet(
             "connection, watchdog and reset, but they share one heap (docs/emulation.md).",
         ),
     ] = 1,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            help="mqtts:// broker: the CA certificate (PEM) that signed the broker's. Each device gets "
+            "it as ca.pem on its flash and verifies the broker with it, as a board does.",
+        ),
+    ] = None,
 ) -> None:
     """Start DEVICES emulated devices, show live counters, inject faults, print a summary."""
     console = Console()
@@ -193,6 +201,7 @@ def fleet(
             faults=fault or [],
             proxy=True if proxy else None,
             per_process=per_process,
+            ca_file=ca,
         )
     except faultlib.FaultError as e:
         raise typer.BadParameter(str(e), param_hint="--fault") from None
