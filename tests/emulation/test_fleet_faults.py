@@ -215,10 +215,12 @@ def test_cli_help_and_bad_options_refused_before_start() -> None:
 
     r = CliRunner().invoke(fleet_app, ["--help"], env={"COLUMNS": "250"})
     assert r.exit_code == 0, r.output
-    for opt in ("--devices", "--broker", "--interval", "--profile", "--seed", "--duration", "--fault"):
+    for opt in ("--devices", "--broker", "--interval", "--profile", "--seed", "--duration", "--fault", "--ca"):
         assert opt in r.output
     assert "KIND[=VALUE]@AT[:FOR][/WHO]" in r.output
     r = CliRunner().invoke(fleet_app, ["--broker", "mqtt://127.0.0.1:1", "--fault", "partition@10s"])
     assert r.exit_code == 2 and "partition needs a length" in r.output
     r = CliRunner().invoke(fleet_app, ["--broker", "mqtt://127.0.0.1:1", "--profile", "gold"])
     assert r.exit_code == 2 and "profile 'gold' unknown" in r.output
+    r = CliRunner().invoke(fleet_app, ["--broker", "mqtts://127.0.0.1:1"], env={"COLUMNS": "250"})
+    assert r.exit_code == 2 and "give the CA certificate" in r.output and "--ca FILE" in r.output
