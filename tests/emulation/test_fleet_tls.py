@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 
 from emulation.fleet import Fleet
+from tests.emulation.test_fleet import _wait
 from tests.fixtures.mqtt import MosquittoBroker, free_port
 from tests.fixtures.tls import make_private_ca
 
 N = 3
 DEVICE_CONFIG = {"tof_frequency_hz": 30, "keepalive_s": 5, "watchdog_s": 20}
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str, fleet: Fleet) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; totals {fleet.totals()}")
 
 
 @pytest.mark.parametrize("per_process", [1, 3], ids=["a process each", "one host of 3"])
