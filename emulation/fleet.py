@@ -287,7 +287,6 @@ class Fleet:
                              "the broker's (ca_file, --ca FILE)")
         if ca_file is not None and not self.tls:
             raise ValueError(f"ca_file is for an mqtts:// broker, not {broker_url!r}")
-        self.ca_file = ca_file
         self._ca_pem = _read_ca(ca_file) if ca_file is not None else None
         self.interval = interval
         self.seed = seed

@@ -38,7 +38,8 @@ _STAGING_COLUMNS = """(
 )"""
 # Staging of a one-off call: emptied at every commit (the table is made on first use, in the caller's
 # transaction or its own).
-_TEMP = "CREATE TEMP TABLE IF NOT EXISTS sqal_samples_in " + _STAGING_COLUMNS + " ON COMMIT DELETE ROWS"
+_ONE_OFF = "sqal_samples_in"
+_TEMP = f"CREATE TEMP TABLE IF NOT EXISTS {_ONE_OFF} " + _STAGING_COLUMNS + " ON COMMIT DELETE ROWS"
 # Staging of a prepared session (the ingest's writers): no truncation at commit. ON COMMIT DELETE
 # ROWS truncates the table's file at every COMMIT, and the next batch extends it again: measured in
 # the bench, that ftruncate was 16-18 % of a writer backend's time, inside the part of the
@@ -99,8 +100,9 @@ WITH src AS (
 )
 SELECT device_id, boot, seq, lot_id, link_kind, link_issue FROM ins
 """
-_STORE_ONE_OFF = _STORE.replace("{staging}", "sqal_samples_in")
-_STORE_SESSION = _STORE.replace("{staging}", STAGE)
+# (staging table, store statement reading it): a one-off call's, a prepared session's
+_VIA_ONE_OFF = (_ONE_OFF, _STORE.replace("{staging}", _ONE_OFF))
+_VIA_SESSION = (STAGE, _STORE.replace("{staging}", STAGE))
 
 
 class JsonText(str):
@@ -262,10 +264,9 @@ async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]], *,
         async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
             if not session_ready:
                 await conn.execute(_TEMP)
-            await conn.copy_to_table(STAGE if session_ready else "sqal_samples_in", source=data, columns=_COLUMNS,
-                                     format="text")
-            # also empties the staging table (the caller's transaction goes on)
-            inserted = await conn.fetch(_STORE_SESSION if session_ready else _STORE_ONE_OFF)
+            staging, store = _VIA_SESSION if session_ready else _VIA_ONE_OFF
+            await conn.copy_to_table(staging, source=data, columns=_COLUMNS, format="text")
+            inserted = await conn.fetch(store)  # also empties the staging table (the caller's transaction goes on)
     # by position: device_id, boot, seq, lot_id, link_kind, link_issue (the SELECT of _STORE)
     by_key = {(r[0], r[1], r[2]): r for r in inserted}
     result = StoreResult()

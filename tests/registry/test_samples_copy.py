@@ -67,8 +67,8 @@ async def binary_store(conn: asyncpg.Connection, rs: list[dict[str, Any]]) -> No
                 list(r.get("alerts") or []), js(r.get("features")), js(r.get("raw"))) for i, r in enumerate(rs)]
     async with conn.transaction():
         await conn.execute(samples._TEMP)
-        await conn.copy_records_to_table("sqal_samples_in", records=records, columns=samples._COLUMNS)
-        await conn.fetch(samples._STORE_ONE_OFF)
+        await conn.copy_records_to_table(samples._VIA_ONE_OFF[0], records=records, columns=samples._COLUMNS)
+        await conn.fetch(samples._VIA_ONE_OFF[1])
 
 
 async def test_text_copy_stores_what_binary_copy_stored(db_pool: asyncpg.Pool) -> None:
