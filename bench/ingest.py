@@ -13,11 +13,11 @@
 
     .venv/bin/python bench/ingest.py [--n 20000] [--naive-n 3000] [--repeat 3] [--workers N]
     .venv/bin/python bench/ingest.py --live-only RATE   # only the latency run, at RATE readings/s offered
-    .venv/bin/python bench/ingest.py --ceiling ...      # each round also drains with grading nearly free
+    .venv/bin/python bench/ingest.py --ungraded ...     # each round also drains with grading nearly free
 
---ceiling adds a fourth drain to each round: the SQAL pipeline with grading replaced by a cached result
+--ungraded adds a fourth drain to each round: the SQAL pipeline with grading replaced by a cached result
 per device (bench/ungraded.py). Intake, workers' round trip, COPY, dedupe, linking and acks all run:
-the rate is what no faster decoding or grading could pass on this machine.
+the rate is a ceiling no faster decoding or grading could pass on this machine.
 
 Each SQAL round also prints the CPU per stored reading of each process group (psutil): grading
 workers, the gateway process, PostgreSQL, Mosquitto. SQAL_INGEST_MODEL=pure runs the pure-Python
@@ -347,7 +347,7 @@ class CpuMeter:
 async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, workers: int | None,
                      meter: CpuMeter | None = None, grade: WorkFn | None = None) -> tuple[float, dict[str, float]]:
     """(stored readings/s, CPU ms per stored reading by process group). `grade` replaces the grading
-    workers' function (bench/ungraded.py for --ceiling)."""
+    workers' function (bench/ungraded.py for --ungraded)."""
     cid, prefix = f"bench-sqal-{uuid.uuid4().hex[:6]}", new_prefix("SQAL")
     lot = await link_stream(pool, prefix)
     preload(broker, cid, prefix, n)
@@ -421,7 +421,7 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="grading processes (default: the gateway's)")
     ap.add_argument("--live-only", type=float, default=None, metavar="RATE",
                     help="skip the drains: only the live latency run, at RATE readings/s offered")
-    ap.add_argument("--ceiling", action="store_true",
+    ap.add_argument("--ungraded", action="store_true",
                     help="each round also drains with grading nearly free (bench/ungraded.py): the rest of "
                          "the pipeline's ceiling on this machine")
     ap.add_argument("--inflight", type=int, default=1000,
@@ -441,7 +441,7 @@ async def main() -> None:
         impl, why = model.describe()
         print(f"quality model: {impl} ({why}); SQAL_INGEST_MODEL=pure selects the pure one")
         meter = CpuMeter(tmp)
-        raws, naives, sqals, ceilings = [], [], [], []
+        raws, naives, sqals, ungraded = [], [], [], []
         if args.live_only is not None:
             stored, lat, lat_in = await sqal_live(broker, pool, max(2000, args.n // 2), args.live_only, args.workers)
             print(f"SQAL live ({args.live_only:,.0f}/s offered by 2 publishers): {stored:,.0f}/s stored, latency "
@@ -458,19 +458,19 @@ async def main() -> None:
                   f"= {sqals[-1] / raws[-1]:.2f} raw, {sqals[-1] / naives[-1]:.1f}x naive  ({load()})", flush=True)
             print("  SQAL CPU per stored reading: " + ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items())
                   + f", total {sum(cpu.values()):.3f} ms", flush=True)
-            if args.ceiling:
+            if args.ungraded:
                 rate, cpu = await sqal_drain(broker, pool, args.n, args.workers, meter, grade=prepare_cached)
-                ceilings.append(rate)
-                print(f"  ceiling (grading nearly free): {rate:,.0f}/s = {rate / naives[-1]:.1f}x naive; CPU per "
+                ungraded.append(rate)
+                print(f"  ungraded (grading nearly free): {rate:,.0f}/s = {rate / naives[-1]:.1f}x naive; CPU per "
                       "stored reading: " + ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items()), flush=True)
         full = statistics.median(sqals)
         half, lat, lat_in = await sqal_live(broker, pool, max(2000, args.n // 2), full / 2, args.workers)
         print(f"raw ceiling (bare paho subscriber, counts only), drain: {spread(raws)} msg/s")
         print(f"naive (decode + grade + INSERT/commit + PUBACK per message), drain: {spread(naives)} readings/s")
         print(f"SQAL pipeline, drain: {spread(sqals)} stored readings/s")
-        if ceilings:
-            print(f"ceiling, SQAL with grading nearly free, drain: {spread(ceilings)} stored readings/s; per round "
-                  f"{', '.join(f'{c / v:.1f}x' for c, v in zip(ceilings, naives))} naive")
+        if ungraded:
+            print(f"SQAL ungraded (grading nearly free), drain: {spread(ungraded)} stored readings/s; per round "
+                  f"{', '.join(f'{c / v:.1f}x' for c, v in zip(ungraded, naives))} naive")
         ratios_raw = [s / r for s, r in zip(sqals, raws)]
         ratios_naive = [s / v for s, v in zip(sqals, naives)]
         print(f"ratios per round: SQAL / raw {', '.join(f'{x:.2f}' for x in ratios_raw)}; "

@@ -1,4 +1,4 @@
-"""Grading at almost no cost, for `bench/ingest.py --ceiling`: how fast the rest of the pipeline drains.
+"""Grading at almost no cost, for `bench/ingest.py --ungraded`: how fast the rest of the pipeline drains.
 
 The first sample of each device (each topic) in a worker is prepared for real (`prepare_wire`:
 decode, validate, grade, COPY line). Every later sample of that device reuses that result with its
