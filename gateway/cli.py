@@ -103,6 +103,9 @@ def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: An
                 self.demo_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self.demo_task
+            if banner and self.started:
+                # a few seconds with nothing shown invites a second Ctrl-C, which cuts the clean stop short
+                typer.echo("Stopping: simulators, ingest, then the database (a few seconds)...")
             await super().shutdown(sockets=sockets)
 
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
@@ -125,6 +128,8 @@ def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: An
         signal.signal(signal.SIGTERM, previous)
     if not server.started:
         raise typer.Exit(1)
+    if banner:
+        typer.echo("Stopped.")
 
 
 @app.command()

@@ -52,8 +52,12 @@ def test_demo_serves_and_stops_embedded_postgres_on_signal() -> None:
             assert httpx.get(f"{url}/health").json()["database"] == "ok"
             assert EmbeddedPostgres(data_dir).pid is not None
             proc.send_signal(sig)
-            assert proc.wait(timeout=60) == 0
+            rest, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
             assert not EmbeddedPostgres(data_dir).running, f"{sig.name}: embedded PostgreSQL left running"
+            # the user is told the stop is under way, then that it is over
+            lines = [ln for ln in rest.splitlines() if ln.startswith(("Stopping:", "Stopped."))]
+            assert lines and lines[0].startswith("Stopping:") and lines[-1] == "Stopped.", rest
         finally:
             if proc.poll() is None:
                 proc.kill()
