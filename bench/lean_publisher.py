@@ -141,6 +141,10 @@ class LeanPublisher:
         while self.acked < self.sent:
             self._block_for_acks(max(0.001, end - time.monotonic()))
 
+    def abort(self) -> None:
+        """Close the socket without a DISCONNECT: a device whose link drops."""
+        self._sock.close()
+
     def close(self) -> None:
         try:
             self._sock.sendall(b"\xe0\x00")  # DISCONNECT
