@@ -14,6 +14,7 @@
     .venv/bin/python bench/ingest.py [--n 20000] [--naive-n 3000] [--repeat 3] [--workers N]
     .venv/bin/python bench/ingest.py --live-only RATE   # only the latency run, at RATE readings/s offered
     .venv/bin/python bench/ingest.py --ungraded ...     # each round also drains with grading nearly free
+    .venv/bin/python bench/ingest.py --live-only RATE --embedded-broker   # through the embedded amqtt broker
 
 --ungraded adds a fourth drain to each round: the SQAL pipeline with grading replaced by a cached result
 per device (bench/ungraded.py). Intake, workers' round trip, COPY, dedupe, linking and acks all run:
@@ -62,6 +63,7 @@ from sqalfw import codec  # noqa: E402
 
 from bench.lean_publisher import LeanPublisher  # noqa: E402
 from bench.ungraded import prepare_cached  # noqa: E402
+from gateway.broker import EmbeddedBroker  # noqa: E402
 from gateway.ingest import model  # noqa: E402
 from gateway.ingest.envelope import Envelope  # noqa: E402
 from gateway.ingest.grading import WorkFn  # noqa: E402
@@ -75,6 +77,7 @@ from tests.gateway.ingest_support import sample  # noqa: E402
 from tests.registry.helpers import lot_in_state  # noqa: E402
 
 SAMPLE_FILTER = "sqal/v1/+/sample"
+AnyBroker = MosquittoBroker | EmbeddedBroker  # what the live run and the publishers need: host, port, url
 SPAWN = mp.get_context("spawn")
 
 
@@ -124,7 +127,7 @@ def _check_stamp() -> None:
     assert _stamp(t, 42, 1764230000123) == codec.encode_sample(dict(s, seq=42, ts=1764230000123))
 
 
-def publish(broker: MosquittoBroker, prefix: str, n: int, procs: int = 2, rate: float = 0) -> tuple[list[Any], Any]:
+def publish(broker: AnyBroker, prefix: str, n: int, procs: int = 2, rate: float = 0) -> tuple[list[Any], Any]:
     """Start `procs` publisher processes sharing the stream; they publish when the event is set."""
     ready = SPAWN.Event()
     ps = [SPAWN.Process(target=_publisher, args=(broker.host, broker.port, prefix, j, len(range(j, n, procs)),
@@ -153,7 +156,7 @@ def preload(broker: MosquittoBroker, client_id: str, prefix: str, n: int, procs:
         assert p.exitcode == 0, "publisher failed"
 
 
-def forget_session(broker: MosquittoBroker, client_id: str) -> None:
+def forget_session(broker: AnyBroker, client_id: str) -> None:
     """Drop a consumer's persistent session, so later preloads are not queued for it too."""
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
     c.connect(broker.host, broker.port)
@@ -366,7 +369,7 @@ async def sqal_drain(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, worker
     return (n - 1) / (w.last - w.first), {g: c * 1000 / n for g, c in cpu.items()}
 
 
-async def sqal_live(broker: MosquittoBroker, pool: asyncpg.Pool, n: int, rate: float,
+async def sqal_live(broker: AnyBroker, pool: asyncpg.Pool, n: int, rate: float,
                     workers: int | None) -> tuple[float, list[float], list[float]]:
     cid, prefix = f"bench-live-{uuid.uuid4().hex[:6]}", new_prefix("LIVE")
     lot = await link_stream(pool, prefix)
@@ -424,9 +427,14 @@ async def main() -> None:
     ap.add_argument("--ungraded", action="store_true",
                     help="each round also drains with grading nearly free (bench/ungraded.py): the rest of "
                          "the pipeline's ceiling on this machine")
+    ap.add_argument("--embedded-broker", action="store_true",
+                    help="with --live-only: through the gateway's embedded amqtt broker (in this process, as "
+                         "the gateway runs it when SQAL_MQTT_URL is unset) instead of Mosquitto")
     ap.add_argument("--inflight", type=int, default=1000,
                     help="Mosquitto max_inflight_messages (QoS 1 messages sent to a client and not yet acked)")
     args = ap.parse_args()
+    if args.embedded_broker and args.live_only is None:
+        ap.error("--embedded-broker needs --live-only (the drains preload Mosquitto)")
     _check_stamp()
     tmp = Path(tempfile.mkdtemp(prefix="sqal-bench-"))
     tmp.chmod(0o711)
@@ -443,8 +451,17 @@ async def main() -> None:
         meter = CpuMeter(tmp)
         raws, naives, sqals, ungraded = [], [], [], []
         if args.live_only is not None:
-            stored, lat, lat_in = await sqal_live(broker, pool, max(2000, args.n // 2), args.live_only, args.workers)
-            print(f"SQAL live ({args.live_only:,.0f}/s offered by 2 publishers): {stored:,.0f}/s stored, latency "
+            live: AnyBroker = broker
+            if args.embedded_broker:
+                live = EmbeddedBroker(0)
+                await live.start()
+            try:
+                stored, lat, lat_in = await sqal_live(live, pool, max(2000, args.n // 2), args.live_only, args.workers)
+            finally:
+                if isinstance(live, EmbeddedBroker):
+                    await live.stop()
+            print(f"SQAL live ({args.live_only:,.0f}/s offered by 2 publishers"
+                  f"{', embedded amqtt broker' if args.embedded_broker else ''}): {stored:,.0f}/s stored, latency "
                   f"publish->commit p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms, max {pct(lat, 1):.0f} ms; "
                   f"publish->received p50 {pct(lat_in, .5):.0f} ms, p99 {pct(lat_in, .99):.0f} ms ({load()})")
             await pool.close()
