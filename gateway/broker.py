@@ -19,9 +19,9 @@ publish only commands. Anything else is refused: no anonymous session, no unknow
 
 Acknowledged means delivered (`DeliveringBroker`): amqtt 0.12 acknowledges a QoS 1 PUBLISH as soon as
 it reads it and routes it later, one message at a time; when the publisher disconnected or its link
-dropped, what was still waiting to be routed was dropped. A board flushing its spool loses the
-readings it has already deleted. Measured: 2,000 messages published in a burst, each PUBACKed,
-then a DISCONNECT: 441 and 649 of them delivered (tests/gateway/test_broker.py).
+dropped, what was still waiting to be routed was dropped. A board flushing its spool lost the
+readings it had already deleted. Measured: 2,000 messages published in a burst, each PUBACKed,
+then a DISCONNECT, or a dropped link: 441 and 649 of them delivered (tests/gateway/test_broker.py).
 
 Limits (amqtt 0.12): sessions and queued messages live in memory only (a gateway process that
 dies loses the broker's queue with it: use Mosquitto with persistence for that guarantee), and
