@@ -400,6 +400,11 @@ def spread(xs: list[float]) -> str:
     return f"median {statistics.median(xs):,.0f} (min {min(xs):,.0f}, max {max(xs):,.0f}; {', '.join(f'{x:,.0f}' for x in xs)})"
 
 
+def cpu_line(cpu: dict[str, float]) -> str:
+    """CPU ms per stored reading of each process group (CpuMeter.per_group, per reading)."""
+    return ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items())
+
+
 def load() -> str:
     return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count() or 0)
 
@@ -473,13 +478,12 @@ async def main() -> None:
             sqals.append(rate)
             print(f"round {r + 1}: raw {raws[-1]:,.0f} msg/s, naive {naives[-1]:,.0f}/s, SQAL {sqals[-1]:,.0f}/s "
                   f"= {sqals[-1] / raws[-1]:.2f} raw, {sqals[-1] / naives[-1]:.1f}x naive  ({load()})", flush=True)
-            print("  SQAL CPU per stored reading: " + ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items())
-                  + f", total {sum(cpu.values()):.3f} ms", flush=True)
+            print(f"  SQAL CPU per stored reading: {cpu_line(cpu)}, total {sum(cpu.values()):.3f} ms", flush=True)
             if args.ungraded:
                 rate, cpu = await sqal_drain(broker, pool, args.n, args.workers, meter, grade=prepare_cached)
                 ungraded.append(rate)
                 print(f"  ungraded (grading nearly free): {rate:,.0f}/s = {rate / naives[-1]:.1f}x naive; CPU per "
-                      "stored reading: " + ", ".join(f"{g} {ms:.3f}" for g, ms in cpu.items()), flush=True)
+                      f"stored reading: {cpu_line(cpu)}", flush=True)
         full = statistics.median(sqals)
         half, lat, lat_in = await sqal_live(broker, pool, max(2000, args.n // 2), full / 2, args.workers)
         print(f"raw ceiling (bare paho subscriber, counts only), drain: {spread(raws)} msg/s")

@@ -31,10 +31,8 @@ def prepare_cached(wires: Sequence[Wire], policy: ClockPolicy, payload_limit: in
         first = _first.get(w[1])
         if first is None:
             first = prepare_wire([w], policy, payload_limit)[0]
-            if first[2] is None or ENCODED not in first[2]:  # not a sample the bench expects: no reuse
-                out.append(first)
-                continue
-            _first[w[1]] = first
+            if first[2] is not None and ENCODED in first[2]:  # a sample the bench expects: reused from now on
+                _first[w[1]] = first
             out.append(first)
             continue
         found = _SEQ.search(w[2])
