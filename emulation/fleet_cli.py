@@ -223,7 +223,7 @@ def fleet(
             )
             f.start()
         except ConnectionError as e:
-            console.print(f"[red]{e}")
+            console.print(f"[red]{e}", soft_wrap=True)  # unwrapped: a URL or path stays whole
             raise typer.Exit(2) from None
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while not duration or time.monotonic() - t0 < duration:

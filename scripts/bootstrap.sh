@@ -33,9 +33,24 @@ want="$(cat "$SQAL_ROOT/pyproject.toml" "$SQAL_ROOT/setup.py" "$SQAL_ROOT/firmwa
     "$SQAL_ROOT/gateway/ingest/quality_c.pxd" "$SQAL_ROOT/firmware/sqalfw/codec.py" \
     "$SQAL_ROOT/gateway/ingest/codec_c.pxd" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "sqal: installing the project ($spec) into $VENV (first use, or pyproject.toml or the model sources changed)" >&2
-    (cd "$SQAL_ROOT" && "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 &&
-        "$VENV/bin/python" -m pip install --quiet -e "$spec" >&2)
+    # pip's own output (build warnings, index notices) goes to a log; the user sees steps in words,
+    # and the log's tail only when a step fails
+    log="$VENV/sqal-install.log"
+    : > "$log"
+    step() {
+        echo "sqal: $1" >&2
+        shift
+        if ! (cd "$SQAL_ROOT" && "$@") >>"$log" 2>&1; then
+            echo "sqal: that step failed; the end of $log:" >&2
+            tail -n 30 "$log" >&2
+            return 1
+        fi
+    }
+    echo "sqal: setting up $VENV (first use, or pyproject.toml or the model sources changed)" >&2
+    step "updating pip" "$VENV/bin/python" -m pip install --upgrade pip
+    step "installing SQAL and its dependencies${EXTRAS:+ (with the $EXTRAS extras)}; compiling the quality model (a few minutes the first time)" \
+        "$VENV/bin/python" -m pip install -e "$spec"
+    echo "sqal: environment ready" >&2
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

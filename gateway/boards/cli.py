@@ -13,10 +13,12 @@ from gateway.boards import BoardError
 
 board_app = typer.Typer(name="board", help="Flash, deploy and provision real ESP32 boards.", no_args_is_help=True)
 console = Console()
+# Errors go to stderr unwrapped: a path or a URL cut across lines cannot be copied or searched for.
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(e: BoardError) -> None:
-    console.print(f"[red]error:[/red] {e}", highlight=False)
+    errors.print(f"[red]error:[/red] {e}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -97,7 +99,7 @@ def deploy(
     for item in settings:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            console.print(f"[red]error:[/red] --set {item!r}: expected KEY=VALUE", highlight=False)
+            errors.print(f"[red]error:[/red] --set {item!r}: expected KEY=VALUE", highlight=False)
             raise typer.Exit(2)
         try:
             values[key.strip()] = json.loads(text)

@@ -116,6 +116,9 @@ def test_cli_dry_run_prints_steps_and_touches_nothing(tmp_path: Path) -> None:
 
 
 def test_cli_flash_error_exit_code_and_message(tmp_path: Path) -> None:
-    res = CliRunner().invoke(board_app, ["flash", "--port", "/dev/ttyNOPE9", "--image", str(tmp_path / "x.bin")])
+    # a path longer than any terminal line: the message must stay on one line, whole
+    image = tmp_path / ("deep-" * 30) / "x.bin"
+    res = CliRunner().invoke(board_app, ["flash", "--port", "/dev/ttyNOPE9", "--image", str(image)],
+                             terminal_width=80)
     assert res.exit_code == 1
-    assert "not found" in res.output
+    assert f"error: MicroPython image {image} not found: download it from https://micropython.org" in res.output
