@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emulation import flash_image, targets
 from emulation.mpboard import exitcodes
 from emulation.process import PoweredProcess
 
@@ -159,12 +160,16 @@ class EmulatedDevice(PoweredProcess):
         sensor_blob: str | os.PathLike[str] | None = None,
         restart_on_reset: bool = True,
         own_process_group: bool = False,
+        target: str = targets.DEFAULT,
     ) -> None:
+        # the device's host directory: its log and emulation files, and its flash on the wheel
+        # (on the ESP32 profile the flash is flash.img inside it)
         self.flash_dir = Path(flash_dir).resolve()
+        self.target = targets.get(target)
         super().__init__(self.flash_dir / "device.log", own_process_group)
         self.device_id = device_id
         self.broker_url = broker_url
-        self.heap = heap  # None: esp32_equivalent_heap(), decided at first start
+        self.heap = heap or self.target.heap  # None: esp32_equivalent_heap(), decided at first start
         self.restart_on_reset = restart_on_reset
         self.config: dict[str, Any] = {
             "device_id": device_id,
@@ -179,21 +184,33 @@ class EmulatedDevice(PoweredProcess):
             self.config["tof_firmware_path"] = str(Path(sensor_blob).resolve())
         self.config.update(config or {})
         self.emulation: dict[str, Any] = {"profile": profile, "seed": seed}
+        if self.target.flash_size:
+            self.emulation["flash_size"] = self.target.flash_size
         self.emulation.update(emulation or {})
         self.control: dict[str, Any] = {"net": "up"}
 
     # ---- preparation ----
 
+    @property
+    def image(self) -> Path | None:
+        """The littlefs2 flash image (ESP32 profile), or None when the flash is the directory."""
+        return self.flash_dir / "flash.img" if self.emulation.get("flash_size") else None
+
     def prepare(self) -> None:
-        """Create the flash dir with config.json, emulation.json, control.json and the sensor blob."""
+        """Create the device's directory with emulation.json and control.json, and put config.json
+        and the sensor blob on its flash (on an image: into provision/, which the board moves onto
+        the flash at power-up, as a deploy would)."""
         self.flash_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.flash_dir / "config.json", json.dumps(self.config, indent=1))
+        to_flash = self.flash_dir
+        if self.image is not None:
+            to_flash = self.flash_dir / "provision"
+            to_flash.mkdir(exist_ok=True)
+        _atomic_write(to_flash / "config.json", json.dumps(self.config, indent=1))
         _atomic_write(self.flash_dir / "emulation.json", json.dumps(self.emulation))
         self._write_control()
-        if "tof_firmware_path" not in self.config:
-            blob = self.flash_dir / BLOB_NAME
-            if not blob.exists():
-                write_sensor_blob(blob)
+        if "tof_firmware_path" not in self.config and not (
+                (to_flash / f"{BLOB_NAME}.tables").exists() or self.read_flash(f"{BLOB_NAME}.tables")):
+            write_sensor_blob(to_flash / BLOB_NAME)
 
     def _write_control(self) -> None:
         _atomic_write(self.flash_dir / "control.json", json.dumps(self.control))
@@ -201,7 +218,7 @@ class EmulatedDevice(PoweredProcess):
     # ---- process lifecycle ----
 
     def start(self) -> None:
-        if not (self.flash_dir / "config.json").exists():
+        if not (self.flash_dir / "emulation.json").exists():
             self.prepare()
         with self._lock:
             self._wanted = True
@@ -212,6 +229,11 @@ class EmulatedDevice(PoweredProcess):
             self._power_on(f"dev-{self.device_id}")
 
     def _spawn(self) -> None:
+        if self.target.frozen:
+            # everything the device runs is frozen in the profile's interpreter: nothing on the path
+            self._popen([self.target.binary(), "-X", f"heapsize={self.heap}", "-m", "emulation.device_main",
+                         str(self.flash_dir)], self.flash_dir, {"MICROPYPATH": ".frozen"})
+            return
         cache = ensure_mpy_cache()
         if self.heap is None:
             self.heap = esp32_equivalent_heap()
@@ -228,6 +250,8 @@ class EmulatedDevice(PoweredProcess):
             return "reset"
         if rc == exitcodes.CONFIG_ERROR:
             return "config_error"
+        if rc == exitcodes.FLASH_CORRUPTED:
+            return "flash_corrupted"
         if rc == -exitcodes.WATCHDOG_SIGNAL:
             return "watchdog"
         if rc == -signal.SIGKILL and not self._wanted:
@@ -297,12 +321,49 @@ class EmulatedDevice(PoweredProcess):
             time.sleep(0.05)
         return False
 
+    def read_flash(self, path: str) -> bytes | None:
+        """A file of the device's flash (path relative to its root), None when absent. On an image
+        it is read by the profile's own littlefs, mounted read-only beside a running device."""
+        if self.image is None:
+            try:
+                return (self.flash_dir / path).read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                return None
+        return flash_image.read_file(self.target.binary(), self.image, int(self.emulation["flash_size"]), path)
+
+    def put_flash(self, name: str, data: bytes) -> None:
+        """Put a file on the device's flash as a USB deploy would: on an image it lands at the next
+        power-up (the board moves provision/ onto its flash), on a directory at once."""
+        if self.image is None:
+            dest = self.flash_dir / name
+        else:
+            dest = self.flash_dir / "provision" / name
+            dest.parent.mkdir(exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+
+    def update_config(self, **changes: Any) -> None:
+        """Change config.json on the flash; the firmware reads it at its next boot."""
+        self.config.update(changes)
+        self.put_flash("config.json", json.dumps(self.config, indent=1).encode())
+
+    def list_flash(self, path: str = "") -> dict[str, int] | None:
+        """{name: size} of a directory of the flash (-1 for a subdirectory), None when absent."""
+        if self.image is None:
+            d = self.flash_dir / path
+            if not d.is_dir():
+                return None
+            return {p.name: (p.stat().st_size if p.is_file() else -1) for p in d.iterdir()}
+        return flash_image.list_dir(self.target.binary(), self.image, int(self.emulation["flash_size"]), path)
+
     def state(self) -> dict[str, Any]:
-        """What the firmware persisted (boot counter, lot, intervals), read from the flash dir."""
+        """What the firmware persisted (boot counter, lot, intervals), read from its flash."""
+        raw = self.read_flash("state.json")
         try:
-            data: dict[str, Any] = json.loads((self.flash_dir / "state.json").read_text())
+            data: dict[str, Any] = json.loads(raw) if raw else {}
             return data
-        except (FileNotFoundError, ValueError):
+        except ValueError:
             return {}
 
     def __repr__(self) -> str:

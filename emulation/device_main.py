@@ -22,11 +22,17 @@ def run():
 
     from emulation.mpboard.board import Board
 
+    from emulation.mpboard.flash import FlashCorrupted
+
     try:
         board = Board(_flash_dir())
     except ValueError as e:
         print("sqal: %s" % e)
         sys.exit(exitcodes.CONFIG_ERROR)
+    except FlashCorrupted as e:
+        # the ESP32 port's inisetup prints and loops instead of formatting over the data
+        print("sqal: %s" % e)
+        sys.exit(exitcodes.FLASH_CORRUPTED)
     try:
         rc = app.main(board)
     except SystemExit:

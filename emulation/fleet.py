@@ -43,6 +43,7 @@ import paho.mqtt.client as paho
 from sqalfw import codec
 
 from emulation import faults as faultlib
+from emulation import targets
 from emulation.device import BLOB_NAME, EmulatedDevice, esp32_equivalent_heap, write_sensor_blob
 from emulation.host import DeviceHost, HostedDevice, host_heap
 
@@ -265,6 +266,7 @@ class Fleet:
         heap: str | None = None,
         per_process: int = 1,
         ca_file: str | os.PathLike[str] | None = None,
+        target: str = targets.DEFAULT,
     ) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"fleet size must be a positive integer, got {n!r}")
@@ -277,6 +279,10 @@ class Fleet:
         from emulation.peripherals import profiles
 
         profiles.check(profile)  # ValueError naming the known profiles
+        self.target = targets.get(target)  # ValueError naming the known targets
+        if self.target.frozen and per_process != 1:
+            raise ValueError(f"target {target} runs one device per process (its heap is one board's): "
+                             f"per_process must be 1, got {per_process}")
         self.n = n
         self.broker_url = broker_url
         self.broker_host, self.broker_port, self.tls = _broker_address(broker_url)
@@ -287,6 +293,9 @@ class Fleet:
                              "the broker's (ca_file, --ca FILE)")
         if ca_file is not None and not self.tls:
             raise ValueError(f"ca_file is for an mqtts:// broker, not {broker_url!r}")
+        if self.tls and self.target.frozen:
+            raise ValueError(f"target {target} is built without TLS (its MicroPython source has no mbedtls): "
+                             "use an mqtt:// broker, or target unix64 for mqtts://")
         self._ca_pem = _read_ca(ca_file) if ca_file is not None else None
         self.interval = interval
         self.seed = seed
@@ -337,11 +346,18 @@ class Fleet:
         """Flash dirs for every device (config, emulation settings, one shared sensor blob)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         blob = self.base_dir / BLOB_NAME
-        if not blob.exists():
+        if not blob.exists() and not self.target.frozen:
             write_sensor_blob(blob)  # one 86 KB blob for the fleet, not one per device
         url = self.device_url()
         k = self.per_process
-        if k == 1:
+        if k == 1 and self.target.frozen:
+            # the blob is on each board's flash, as on a board (86 KB of its 2 MiB)
+            self.devices = [
+                EmulatedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, heap=self.heap,
+                               own_process_group=True, target=self.target.name, **self._dev_kw)
+                for i, did in enumerate(self.ids)
+            ]
+        elif k == 1:
             heap = self.heap or esp32_equivalent_heap()
             self.devices = [
                 EmulatedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, heap=heap,
@@ -365,7 +381,7 @@ class Fleet:
         for d in self.devices:
             d.prepare()
             if self._ca_pem is not None:
-                (d.flash_dir / "ca.pem").write_bytes(self._ca_pem)
+                d.put_flash("ca.pem", self._ca_pem)
 
     def processes(self) -> list[EmulatedDevice | DeviceHost]:
         """What runs as a MicroPython process: the devices, or their hosts."""

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from emulation import faults as faultlib
+from emulation import targets
 from emulation.fleet import DeviceStats, Fleet
 
 fleet_app = typer.Typer(
@@ -182,6 +183,15 @@ def fleet(
             "it as ca.pem on its flash and verifies the broker with it, as a board does.",
         ),
     ] = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="The board the devices stand for: unix64 (the fast 64-bit interpreter, default), esp32 "
+            "(the ESP32 profile: 32-bit, firmware frozen, 110 KB heap, 2 MiB littlefs flash; built "
+            "on first use from ../shared/micropython/) or esp32-psram (the same with a PSRAM heap).",
+        ),
+    ] = targets.DEFAULT,
 ) -> None:
     """Start DEVICES emulated devices, show live counters, inject faults, print a summary."""
     console = Console()
@@ -202,6 +212,7 @@ def fleet(
             proxy=True if proxy else None,
             per_process=per_process,
             ca_file=ca,
+            target=target,
         )
     except faultlib.FaultError as e:
         raise typer.BadParameter(str(e), param_hint="--fault") from None

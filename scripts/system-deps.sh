@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# System packages the tests use that PyPI cannot give: Mosquitto (a real MQTT broker) and Chromium
-# (the web page's end-to-end tests drive Debian's chromium with playwright; no browser download).
+# System packages the tests use that PyPI cannot give: Mosquitto (a real MQTT broker), Chromium
+# (the web page's end-to-end tests drive Debian's chromium with playwright; no browser download)
+# and gcc-multilib (the emulator's ESP32 profile is a 32-bit MicroPython build).
 # As root, installs what is missing; otherwise says what to install and fails.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# the emulator's ESP32 profile is a 32-bit build of MicroPython (emulation/esp32/build.py)
+echo 'int main(void) { return 0; }' | gcc -m32 -x c - -o /dev/null 2>/dev/null || missing+=(gcc-multilib)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "sqal: installing system packages: ${missing[*]}" >&2

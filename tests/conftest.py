@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.mqtt",
     "tests.fixtures.micropython",
+    "tests.fixtures.esp32",
     "tests.fixtures.gateway",
 ]

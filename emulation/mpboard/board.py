@@ -3,14 +3,18 @@
 #   I2C       emulation.peripherals models (VL53L8 + AS7341) over a scene (emulation/mpboard/sensors.py)
 #   network   host sockets through a Link the host can cut (emulation/mpboard/net.py)
 #   clock     host clock + optional skew; NTP can be made to never succeed
-#   flash     a per-device directory
+#   flash     a per-device directory (64-bit wheel), or with emulation.json's flash_size a littlefs2
+#             image of that size mounted at /flash (the ESP32 profile: emulation/mpboard/flash.py);
+#             files the host puts in <dir>/provision/ are moved onto it at power-up (as a deploy)
 #   watchdog  a thread that kills the process (SIGUSR1) when not fed (emulation/mpboard/wdt.py)
 #   reset     process exit with exitcodes.RESET; the host launcher restarts it, flash kept
-# Emulation settings come from <flash>/emulation.json (fixed for the process) and
-# <flash>/control.json (changed by the host while running, see control.py).
+# Emulation settings come from <dir>/emulation.json (fixed for the process) and <dir>/control.json
+# (changed by the host while running, see control.py); <dir> is the device's host directory, which
+# is also its flash when there is no image.
 import asyncio
 import gc
 import json
+import os
 import sys
 import time
 
@@ -30,7 +34,11 @@ DEFAULTS = {
     "clock_skew_s": 0.0,    # added to the host clock
     "rssi": -61,
     "sensor_time_scale": 1,  # >1: the sensor models' clock runs faster (benchmarks only)
+    "flash_size": 0,        # bytes of littlefs2 flash image (<dir>/flash.img); 0 = the directory itself
 }
+FLASH_MOUNT = "/flash"
+IMAGE = "flash.img"
+PROVISION = "provision"
 
 
 def _load_settings(flash_dir):
@@ -49,12 +57,47 @@ def _load_settings(flash_dir):
     return s
 
 
+def _mount_image(host_dir, size):
+    from emulation.mpboard import flash
+    bdev = flash.mount(host_dir + "/" + IMAGE, size, FLASH_MOUNT)
+    _provision(host_dir + "/" + PROVISION, FLASH_MOUNT)
+    return bdev
+
+
+def _provision(src_dir, dst_dir):
+    # each file is written beside its target, renamed over it, then removed from the host side:
+    # a power cut at any point leaves the old or the new file, and the copy is done again at the
+    # next power-up if the host's file is still there
+    try:
+        names = os.listdir(src_dir)
+    except OSError:
+        return
+    buf = bytearray(1024)
+    for name in names:
+        src = src_dir + "/" + name
+        dst = dst_dir + "/" + name
+        with open(src, "rb") as fi, open(dst + ".tmp", "wb") as fo:
+            while True:
+                n = fi.readinto(buf)
+                if not n:
+                    break
+                fo.write(buf[:n] if n < len(buf) else buf)
+        os.rename(dst + ".tmp", dst)
+        os.remove(src)
+
+
 class Board:
     name = "emulated"
 
     def __init__(self, flash_dir):
-        self.flash_dir = flash_dir.rstrip("/") or "."
-        self.settings = _load_settings(self.flash_dir)
+        self.host_dir = flash_dir.rstrip("/") or "."
+        self.settings = _load_settings(self.host_dir)
+        self.flash = None  # the block device when the flash is an image (wear counters)
+        if self.settings["flash_size"]:
+            self.flash_dir = FLASH_MOUNT
+            self.flash = _mount_image(self.host_dir, self.settings["flash_size"])
+        else:
+            self.flash_dir = self.host_dir
         self.link = net.Link()
         self._install_net()
         self.wlan = net.Wlan(self.link, self.settings["rssi"])
@@ -65,7 +108,7 @@ class Board:
         self.sensors = None
         self.stop_requested = False
         self.i2c_hang = False
-        self._control_path = self.flash_dir + "/" + control.FILENAME
+        self._control_path = self.host_dir + "/" + control.FILENAME
         self._control_sig = control.signature(self._control_path)  # before the read: no change missed
         self._polls = 0
         self._apply(control.read(self._control_path))
@@ -108,11 +151,11 @@ class Board:
 
     def watchdog(self, timeout_ms):
         from emulation.mpboard.wdt import Watchdog
-        return Watchdog(timeout_ms, self.flash_dir + "/reset_reason")
+        return Watchdog(timeout_ms, self.host_dir + "/reset_reason")
 
     def reset(self):
         try:
-            with open(self.flash_dir + "/reset_reason", "w") as f:
+            with open(self.host_dir + "/reset_reason", "w") as f:
                 f.write("reset")
         except OSError:
             pass

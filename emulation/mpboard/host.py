@@ -148,7 +148,7 @@ class HostBoard(Board):
         return dog
 
     def reset(self):
-        _write(self.flash_dir + "/reset_reason", "reset")
+        _write(self.host_dir + "/reset_reason", "reset")
         print("RESET")
         self.dev.restart("reset")
         # does not return: the calling task unwinds like a cancelled one (the firmware re-raises

@@ -9,7 +9,9 @@ from emulation.peripherals import Rng, profiles
 try:  # MicroPython: the frame's point loop as machine code (viper); CPython runs _heights_py
     import sys
 
-    if sys.byteorder != "little":  # _scenefast reads array("q") words as two 32-bit halves
+    # _scenefast reads array("q") words as two 32-bit halves into 64-bit machine ints: a
+    # little-endian 64-bit interpreter only (the ESP32 profile is 32-bit: the plain path)
+    if sys.byteorder != "little" or sys.maxsize < (1 << 62):
         raise ImportError
     from emulation.peripherals import _scenefast as _fast
 except (ImportError, SyntaxError, NameError, TypeError):  # no native emitter: still correct, slower

@@ -21,7 +21,7 @@ DeviceFactory = Callable[..., EmulatedDevice]
 
 
 @pytest.fixture
-def make_device(tmp_path: Path, mosquitto_broker: Any) -> Iterator[DeviceFactory]:
+def make_device(tmp_path: Path, mosquitto_broker: Any, device_target: str) -> Iterator[DeviceFactory]:
     made: list[EmulatedDevice] = []
 
     def make(interval: float = 0.2, config: dict | None = None, emulation: dict | None = None,
@@ -30,7 +30,7 @@ def make_device(tmp_path: Path, mosquitto_broker: Any) -> Iterator[DeviceFactory
         cfg = {"watchdog_s": 5, "telemetry_interval_s": 1, "keepalive_s": 5}
         cfg.update(config or {})
         d = EmulatedDevice(did, tmp_path / did, mosquitto_broker.url, profile="default", seed=3,
-                           interval=interval, config=cfg, emulation=emulation)
+                           interval=interval, config=cfg, emulation=emulation, target=device_target)
         made.append(d)
         if start:
             d.start()
@@ -256,9 +256,7 @@ def test_offline_too_long_reboots_and_the_spool_survives(make_device: DeviceFact
     try:
         assert dev.wait_for_log("boot 1", 15), dev.log()
         # boot 1 has read its config; the next boot will find the broker
-        cfg = json.loads((dev.flash_dir / "config.json").read_text())
-        cfg["broker_url"] = mosquitto_broker.url
-        (dev.flash_dir / "config.json").write_text(json.dumps(cfg))
+        dev.update_config(broker_url=mosquitto_broker.url)
         assert dev.wait_for_log("offline for 2 s: rebooting", 20), dev.log()
         assert col.wait_for(lambda m: (1, 0) in _keys(_samples(col, dev)) and
                             any(b == 2 for b, _s in _keys(_samples(col, dev))), 30), dev.log()

@@ -19,7 +19,8 @@ DeviceFactory = Callable[..., EmulatedDevice]
 
 
 @pytest.fixture
-def make_ws_device(tmp_path: Path, gateway: GatewayProcess) -> Iterator[DeviceFactory]:  # noqa: F811
+def make_ws_device(tmp_path: Path, gateway: GatewayProcess,  # noqa: F811
+                   device_target: str) -> Iterator[DeviceFactory]:
     made: list[EmulatedDevice] = []
 
     def make(interval: float = 0.2, ws_url: str | None = None) -> EmulatedDevice:
@@ -28,7 +29,7 @@ def make_ws_device(tmp_path: Path, gateway: GatewayProcess) -> Iterator[DeviceFa
                "ws_url": ws_url or gateway.ws_base}
         # broker_url is written by EmulatedDevice and ignored by a WebSocket device: nothing listens there
         d = EmulatedDevice(did, tmp_path / did, "mqtt://127.0.0.1:9", profile="default", seed=5,
-                           interval=interval, config=cfg)
+                           interval=interval, config=cfg, target=device_target)
         made.append(d)
         d.start()
         return d
@@ -86,11 +87,7 @@ async def test_hello_for_another_device_keeps_the_spool(make_ws_device: DeviceFa
     await asyncio.sleep(2)
     assert await stored_keys(database_url, dev.device_id) == []
     assert await stored_keys(database_url, "ESP32_SOMEONE_ELSE") == []
-    import json
-
-    cfg = json.loads((dev.flash_dir / "config.json").read_text())
-    cfg["ws_url"] = gateway.ws_base
-    (dev.flash_dir / "config.json").write_text(json.dumps(cfg))
+    dev.update_config(ws_url=gateway.ws_base)
     dev.reset()
     keys = await wait_keys(database_url, dev, lambda k: len([s for b, s in k if b == 1]) >= 5
                            and any(b == 2 for b, _s in k), 40)

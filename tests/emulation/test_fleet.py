@@ -73,14 +73,21 @@ def test_fleet_of_hosts_partition_reboot_broker_restart_nothing_lost(mosquitto_b
     _partition_reboot_broker_restart(mosquitto_broker, tmp_path, per_process=4)
 
 
-def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_process: int) -> None:
+def test_fleet_on_the_esp32_profile_partition_reboot_broker_restart_nothing_lost(
+        mosquitto_broker: Any, tmp_path: Path, esp32_micropython: str) -> None:
+    # the same bar on the ESP32 profile: 32-bit, firmware frozen, the board's heap, littlefs flash
+    _partition_reboot_broker_restart(mosquitto_broker, tmp_path, per_process=1, target="esp32")
+
+
+def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_process: int,
+                                     target: str = "unix64") -> None:
     kind = mqtt_broker.kind
     col = MqttCollector(mqtt_broker, ["sqal/v1/+/sample"], client_id=f"it-{uuid.uuid4().hex[:8]}",
                         clean_session=False)
     col.client.reconnect_delay_set(1, 1)
     fleet = Fleet(N, mqtt_broker.url, interval=INTERVAL, seed=11, base_dir=tmp_path / "fleet",
                   id_prefix="ESP32_FT", telemetry_interval=1, resolution=4, config=DEVICE_CONFIG,
-                  per_process=per_process)
+                  per_process=per_process, target=target)
     try:
         fleet.start()
         assert len(fleet.processes()) == N // per_process
