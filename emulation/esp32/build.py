@@ -36,18 +36,32 @@ class ProfileUnavailable(RuntimeError):
     """A part the build needs is missing here (the source, a 32-bit C toolchain); says which."""
 
 
+def _origin_shared() -> Path | None:
+    """../shared/micropython beside the repository this one was cloned from, when that is a local
+    path: a clean clone made elsewhere (a CI work directory) finds the source of its origin."""
+    try:
+        url = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not url.startswith("/"):
+        return None
+    return Path(url).resolve().parent / "shared" / "micropython"
+
+
 def source_archive() -> Path:
     """The MicroPython source archive, or ProfileUnavailable naming where it was looked for."""
     given = os.environ.get(SOURCE_ENV)
-    where = Path(given) if given else DEFAULT_SOURCE
-    if where.is_file():
-        return where
-    found = sorted(where.glob("micropython-*-src.tar.xz")) if where.is_dir() else []
-    if not found:
-        raise ProfileUnavailable(
-            f"the MicroPython source for the ESP32 profile is not here: no micropython-*-src.tar.xz in {where} "
-            f"(a clone beside ../shared/micropython/, or set {SOURCE_ENV})")
-    return found[-1]
+    places = [Path(given)] if given else [p for p in (DEFAULT_SOURCE, _origin_shared()) if p is not None]
+    for where in places:
+        if where.is_file():
+            return where
+        found = sorted(where.glob("micropython-*-src.tar.xz")) if where.is_dir() else []
+        if found:
+            return found[-1]
+    raise ProfileUnavailable(
+        "the MicroPython source for the ESP32 profile is not here: no micropython-*-src.tar.xz in "
+        f"{' or '.join(str(p) for p in places)} (../shared/micropython/ beside the clone, or set {SOURCE_ENV})")
 
 
 def _frozen_inputs() -> Iterator[Path]:
