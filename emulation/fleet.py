@@ -330,6 +330,7 @@ class Fleet:
         self.schedule: faultlib.Schedule | None = None
         self.started_at: float | None = None
         self._stopped = False
+        self._start_aborted = False
 
     # ---- lifecycle ----
 
@@ -402,7 +403,7 @@ class Fleet:
             delay = t0 + i * k / self.start_rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            if self._stopped:
+            if self._stopped or self._start_aborted:
                 return
             d.start()
         if self.hosts:  # the last host's devices are still booting
@@ -411,6 +412,11 @@ class Fleet:
         if self.faults:
             self.schedule = faultlib.Schedule(self._events(self.faults))
             self.schedule.start()
+
+    def abort_start(self) -> None:
+        """Make a start() in progress return before starting the next device. Only sets a flag:
+        safe from a signal handler (no lock taken)."""
+        self._start_aborted = True
 
     def stop(self, timeout: float = 20.0) -> None:
         """Every device stops gracefully (offline status, disconnect, exit 0) at once; stragglers

@@ -219,37 +219,47 @@ def fleet(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    # Ctrl-C and SIGTERM only set a flag that the loops below look at: a KeyboardInterrupt raised
+    # at an arbitrary point could land inside a lock the live display holds and hang the stop.
+    # A second one while stopping is a power cut for whoever is left.
+    asked: list[int] = []
 
-    previous = signal.signal(signal.SIGTERM, _term)
+    def _on_signal(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        f.abort_start()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
-    interrupted = False
     try:
         try:
             console.print(
                 f"starting {devices} device(s) against {broker}"
                 + (f" through the fault proxy {f.proxy.url}" if f.proxy else "")
-                + f"; flash dirs in {f.base_dir}"
+                + f"; flash dirs in {f.base_dir}",
+                soft_wrap=True,
             )
             f.start()
         except ConnectionError as e:
             console.print(f"[red]{e}", soft_wrap=True)  # unwrapped: a URL or path stays whole
             raise typer.Exit(2) from None
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            while not duration or time.monotonic() - t0 < duration:
+            while not asked and (not duration or time.monotonic() - t0 < duration):
                 live.update(_table(f, f.stats(), time.monotonic() - t0, "SQAL fleet (Ctrl-C stops)"))
-                time.sleep(0.5)
-    except KeyboardInterrupt:
-        interrupted = True
+                for _ in range(5):  # 0.5 s, looking at the flag every 0.1 s
+                    if asked:
+                        break
+                    time.sleep(0.1)
     finally:
-        console.print("stopping every device..." + (" (interrupted)" if interrupted else ""))
+        console.print("stopping every device..." + (" (interrupted)" if asked else ""))
         try:
             f.stop()
         except KeyboardInterrupt:  # a second Ctrl-C: power cut for whoever is left
             for d in f.devices:
                 d.kill()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _summary(console, f, time.monotonic() - t0)
     if not keep:
         f.cleanup()
