@@ -1,5 +1,5 @@
 # The SQAL firmware frozen into a MicroPython image: the code runs from flash and costs no heap.
-# A real board is built with it as its FROZEN_MANIFEST (docs/boards.md, "Build the image"), which
+# A real board is built with it as its FROZEN_MANIFEST (docs/boards.md, "Build the SQAL image"), which
 # also freezes the port's own modules (asyncio, ntptime...) as the stock image does. The emulator's
 # ESP32 profile includes it with port_manifest=False and freezes asyncio itself (the unix port has
 # no boards/manifest.py). boot.py and main.py stay files on the board's flash.

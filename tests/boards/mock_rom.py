@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 from types import TracebackType
+from typing import Self
 
 from esp32_mock_bootloader.server import BootloaderConnection, FlashImage, handle_client
 
@@ -55,7 +56,7 @@ class MockRom:
         self._srv.close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> MockRom:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

@@ -6,10 +6,34 @@
 #   "F <n>\n" + n bytes: run a file's code as the friendly REPL would (boot.py, main.py): output
 #                        and tracebacks as they come, then "\r\nMicroPython...>>> " when it returns
 #   "B <n>\n" + n bytes: boot.py after a soft reboot in the raw REPL, then the raw REPL banner
+#
+# FAKEBOARD_FROZEN=<dir> (a SQAL image): every import also looks in <dir> right after each '.frozen'
+# entry of sys.path, so the modules there behave as frozen ones: found through '.frozen' (also when
+# sys.path holds nothing else), after the flash root '', and never part of the flash.
+import builtins
 import io
+import os
 import sys
 
 sys.path[0] = ""  # the flash root (cwd) first, as on a board; not this script's directory
+FROZEN = os.getenv("FAKEBOARD_FROZEN")
+if FROZEN:
+    _import = builtins.__import__
+
+    def _import_with_frozen(*args):
+        saved = list(sys.path)
+        sys.path.clear()
+        for p in saved:
+            sys.path.append(p)
+            if p == ".frozen":
+                sys.path.append(FROZEN)
+        try:
+            return _import(*args)
+        finally:
+            sys.path.clear()
+            sys.path.extend(saved)
+
+    builtins.__import__ = _import_with_frozen
 g = {"__name__": "__main__"}
 out = sys.stdout.buffer
 stdin = sys.stdin.buffer

@@ -50,3 +50,16 @@ def test_a_burst_of_ctrl_c_stops_the_app_and_the_repl_answers(line: tuple[FakeBo
     assert b"KeyboardInterrupt" in out
     os.write(fd, b"\r\x01")  # Ctrl-A: raw REPL
     read_until(fd, RAW_BANNER + b">", timeout=5)
+
+
+def test_ctrl_a_in_the_raw_repl_resets_it(line: tuple[FakeBoard, int]) -> None:
+    """A deploy that stopped in the raw REPL (refused, say) leaves the board there; the next one
+    sends Ctrl-A again and must get the banner, as pyexec.c answers."""
+    _, fd = line
+    os.write(fd, b"\r\x01")
+    read_until(fd, RAW_BANNER + b">", timeout=5)
+    os.write(fd, b"print(1)")  # half-typed, then abandoned
+    os.write(fd, b"\r\x01")
+    read_until(fd, RAW_BANNER + b">", timeout=5)
+    os.write(fd, b"print(6 * 7)\x04")
+    assert b"OK42" in read_until(fd, b"\x04>", timeout=5)

@@ -12,17 +12,25 @@ from esptool.targets import CHIP_DEFS
 from typer.testing import CliRunner
 
 from gateway.boards.cli import board_app
+from gateway.boards.deploy import REQUIRED_FREE_HEAP
 from gateway.boards.flash import CHIP_OFFSETS, IMAGE_CHIP_IDS, FlashError, FlashPlan, flash
 from tests.boards.mock_rom import MockRom
 
+# How the SQAL image's read-only data holds the frozen module names (mp_frozen_names: each name
+# NUL-terminated, one after the other), as seen in a real frozen build's binary.
+FROZEN_NAMES = (b"asyncio/__init__.py\0asyncio/core.py\0sqalfw/codec.py\0sqalfw/__init__.py\0"
+                b"sqalfw/app.py\0sqalfw/mqtt.py\0sqalfw/drivers/vl53l8.py\0\0")
 
-def make_image(path: Path, chip: str, size: int = 48 * 1024) -> bytes:
+
+def make_image(path: Path, chip: str, size: int = 48 * 1024, rodata: bytes = b"") -> bytes:
     """An ESP image header (magic, segments, flash mode/size, entry, extended header with chip id)
-    followed by half compressible, half random bytes (exercises both esptool write paths)."""
+    followed by half compressible, half random bytes (exercises both esptool write paths), with
+    `rodata` placed in the middle."""
     header = bytes([0xE9, 3, 2, 0x20]) + b"\0" * 4 + b"\xee\0\0\0" + struct.pack("<H", IMAGE_CHIP_IDS[chip])
     header += b"\0" * (24 - len(header))
-    body = bytes(range(256)) * (size // 512) + os.urandom(size // 2)
+    body = bytes(range(256)) * (size // 512) + rodata + os.urandom(size // 2)
     data = header + body[: size - len(header)]
+    assert rodata in data
     path.write_bytes(data)
     return data
 
@@ -46,6 +54,59 @@ def test_flash_writes_image_at_chip_offset_after_erase(tmp_path: Path, chip: str
         assert set(rom.read(0, offset)) <= {0xFF}
         assert set(rom.read(offset + len(image), 4096)) == {0xFF}
         assert "verified" in result.steps
+
+
+def test_sqal_image_is_recognised_and_written(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "firmware.bin", "esp32", rodata=FROZEN_NAMES)
+    said: list[str] = []
+    with MockRom("esp32") as rom:
+        result = flash(FlashPlan(rom.url, tmp_path / "firmware.bin", chip="esp32", baud=115200,
+                                 connect_mode="no-reset"), say=said.append)
+        assert rom.read(0x1000, len(image)) == image
+    assert result.sqal_modules == ["sqalfw/__init__.py", "sqalfw/app.py", "sqalfw/codec.py",
+                                   "sqalfw/drivers/vl53l8.py", "sqalfw/mqtt.py"]
+    assert "SQAL image: the firmware is frozen in (5 sqalfw modules)" in said
+    assert not any("warning" in line for line in said)
+
+
+def test_stock_image_is_written_with_a_warning_about_deploy(tmp_path: Path) -> None:
+    # a stock image may well mention the name elsewhere; only a frozen module's name counts
+    image = make_image(tmp_path / "stock.bin", "esp32s3", rodata=b"asyncio/core.py\0sqalfw\0sqalfw.app\0")
+    said: list[str] = []
+    with MockRom("esp32s3") as rom:
+        result = flash(FlashPlan(rom.url, tmp_path / "stock.bin", baud=115200, connect_mode="no-reset"),
+                       say=said.append)
+        assert rom.read(0, len(image)) == image
+    assert result.sqal_modules == []
+    warning = next(line for line in said if line.startswith("warning: stock MicroPython image"))
+    need = REQUIRED_FREE_HEAP["mpy"] // 1024
+    assert f"send the firmware as .mpy files, which needs {need} KiB of free heap" in warning
+    assert "Build the SQAL image instead (docs/boards.md" in warning
+
+
+def test_cli_tells_sqal_image_from_stock(tmp_path: Path) -> None:
+    make_image(tmp_path / "sqal.bin", "esp32", rodata=FROZEN_NAMES)
+    make_image(tmp_path / "stock.bin", "esp32")
+    for name, expected in (("sqal.bin", "SQAL image: the firmware is frozen in"),
+                           ("stock.bin", "warning: stock MicroPython image (no SQAL firmware frozen in)")):
+        res = CliRunner().invoke(board_app, ["flash", "--port", "/dev/ttyNOPE9", "--image", str(tmp_path / name),
+                                             "--dry-run"])
+        assert res.exit_code == 0, res.output
+        assert expected in res.output, res.output
+    with MockRom("esp32") as rom:
+        res = CliRunner().invoke(board_app, ["flash", "--port", rom.url, "--image", str(tmp_path / "sqal.bin"),
+                                             "--baud", "115200", "--connect-mode", "no-reset"])
+    assert res.exit_code == 0, res.output
+    assert "The SQAL image written to the esp32" in res.output
+
+
+def test_app_only_image_is_refused(tmp_path: Path) -> None:
+    # micropython.bin of a build: image header, segment header, then esp_app_desc_t (magic 0xABCD5432)
+    data = bytearray(make_image(tmp_path / "micropython.bin", "esp32"))
+    data[32:36] = struct.pack("<I", 0xABCD5432)
+    (tmp_path / "micropython.bin").write_bytes(bytes(data))
+    with pytest.raises(FlashError, match="app alone .* write the merged firmware.bin"):
+        flash(FlashPlan("/dev/does-not-exist", tmp_path / "micropython.bin"), say=lambda s: None)
 
 
 def test_detected_chip_is_used_when_chip_not_given(tmp_path: Path) -> None:
@@ -121,4 +182,5 @@ def test_cli_flash_error_exit_code_and_message(tmp_path: Path) -> None:
     res = CliRunner().invoke(board_app, ["flash", "--port", "/dev/ttyNOPE9", "--image", str(image)],
                              terminal_width=80)
     assert res.exit_code == 1
-    assert f"error: MicroPython image {image} not found: download it from https://micropython.org" in res.output
+    assert f"error: MicroPython image {image} not found: build the SQAL image (docs/boards.md" in res.output
+    assert "or download it from https://micropython.org/download/" in res.output
