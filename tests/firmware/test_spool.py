@@ -22,7 +22,7 @@ import pytest
 from tests.fixtures.micropython import REPO_ROOT, micropython_binary, micropython_path
 
 sys.path.insert(0, str(REPO_ROOT / "firmware"))
-from sqalfw.spool import OVERHEAD, Spool
+from sqalfw.spool import HEAD_EVERY, OVERHEAD, Spool
 
 
 def _payload(i: int) -> bytes:
@@ -52,6 +52,7 @@ for _ in range(100):
     k, v = s.peek()
     s.pop(k)
     print(v.decode())
+s.close()  # saves the head: a clean stop replays nothing (a power cut may replay a few, see test_spool_flash)
 print("SEGS", len([n for n in os.listdir({str(d)!r}) if n.endswith(".seg")]))
 """
     out = micropython_run(reader).stdout.splitlines()
@@ -256,9 +257,10 @@ def test_sigkill_mid_write_never_loses_or_tears(tmp_path: Path, request: pytest.
         ctx = f"run {run}: acked_append={acked_append} acked_pop={acked_pop} replay={replay[:5]}..{replay[-5:]}"
         # oldest first, no duplicates, no gaps
         assert replay == list(range(replay[0], replay[0] + len(replay))) if replay else True, ctx
-        # nothing popped (and acknowledged) comes back; at most the one unacknowledged pop does
+        # Popped (acknowledged) records come back only from the head's persistence window: fewer
+        # than HEAD_EVERY of them; the one unacknowledged pop may come back too.
         if replay:
-            assert replay[0] in (acked_pop + 1, acked_pop + 2), ctx
+            assert acked_pop + 1 - (HEAD_EVERY - 1) <= replay[0] <= acked_pop + 2, ctx
             # every acknowledged append is there; at most one unacknowledged append extra
             assert replay[-1] in (acked_append, acked_append + 1), ctx
         else:
