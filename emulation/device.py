@@ -5,7 +5,10 @@ firmware blob), runs `micropython emulation/device_main.py <flash>` with the rea
 acts as the board's power supply and reset line: when the firmware resets (exit code RESET) or the
 emulated watchdog fires (SIGUSR1), the process is started again with the flash kept, as the chip
 would reboot. Faults are injected through `control.json` in the flash dir (see
-emulation/mpboard/control.py): network down/up, clock skew, a hung I2C bus.
+emulation/mpboard/control.py): network down/up, clock skew, a hung I2C bus, NTP that does not
+answer, DNS that blocks and fails. A reset or watchdog restart keeps the board's RTC (the file `rtc`
+in its directory); a power-up (`start()` of a stopped device, `reset()`, after `kill()`) clears it,
+so the clock reads 2000-01-01 again until NTP sets it.
 
 The fleet runner and the gateway supervisor use this class; it is thread-safe for one owner.
 """
@@ -78,9 +81,12 @@ ESP32_FREE_HEAP = 110 * 1024  # what an ESP32 without PSRAM leaves for data once
 # fragmentation caused by the emulation itself does not fail the firmware. bench/firmware_heap.py
 # and tests/firmware/test_app_memory.py run without it (strict).
 EMULATION_HEAP_MARGIN = 32 * 1024
-# every module an emulated device imports (firmware + emulated board + sensor models + scene)
+# every module an emulated device imports (firmware + emulated board + sensor models + scene); the
+# app imports its transport, spool and sampler only after starting the WiFi connect, so they are
+# named here rather than reached through sqalfw.app
 DEVICE_MODULES = (
-    "asyncio", "sqalfw.app", "sqalfw.sampler", "sqalfw.commands", "sqalfw.telemetry",
+    "asyncio", "sqalfw.app", "sqalfw.mqtt", "sqalfw.spool", "sqalfw.backoff", "sqalfw.link",
+    "sqalfw.sampler", "sqalfw.commands", "sqalfw.telemetry",
     "emulation.mpboard.board", "emulation.mpboard.sensors", "emulation.mpboard.wdt",
     "emulation.peripherals.vl53l8", "emulation.peripherals.as7341", "emulation.peripherals.bus",
     "emulation.peripherals.scene", "sqalfw.ws_transport",
@@ -226,6 +232,7 @@ class EmulatedDevice(PoweredProcess):
                 return
             self.control.pop("stop", None)
             self._write_control()
+            (self.flash_dir / "rtc").unlink(missing_ok=True)  # power-up: the RTC lost its time
             self._power_on(f"dev-{self.device_id}")
 
     def _spawn(self) -> None:
@@ -294,6 +301,17 @@ class EmulatedDevice(PoweredProcess):
 
     def set_clock_skew(self, seconds: float) -> None:
         self._set_control(clock_skew_s=float(seconds))
+
+    def set_ntp(self, answers: bool) -> None:
+        """Whether the emulated NTP servers answer (emulation.json's ntp_fail still applies)."""
+        self._set_control(ntp="ok" if answers else "never")
+
+    def set_dns_failure(self, block_s: float) -> None:
+        """From now on every DNS lookup of a name blocks `block_s` seconds, then fails (lwIP when
+        its DNS servers do not answer); 0 makes DNS work again."""
+        if block_s < 0:
+            raise ValueError(f"DNS block time must be >= 0 s, got {block_s}")
+        self._set_control(dns_fail_s=float(block_s))
 
     def set_i2c_error_rate(self, rate: float) -> None:
         """Probability of an OSError per I2C transaction, from now on (the drivers retry 3 times)."""

@@ -1,8 +1,12 @@
 # Entry point of an emulated SQAL device: `micropython emulation/device_main.py <flash_dir>`
 # (or SQAL_FLASH_DIR in the environment), with MICROPYPATH = firmware:repo root. Builds the
-# emulated board and runs the firmware application unchanged. Exit codes: emulation/mpboard/exitcodes.py.
+# emulated board and boots the firmware the way firmware/main.py does on an ESP32: the boot is
+# guarded, imports included; a failure is printed, counted as a failed boot (safe mode after
+# `safe_mode_after` of them), followed by a back-off growing with the streak, then a reset.
+# Exit codes: emulation/mpboard/exitcodes.py.
 import os
 import sys
+import time
 
 from emulation.mpboard import exitcodes
 
@@ -17,32 +21,51 @@ def _flash_dir():
     return d
 
 
-def run():
-    from sqalfw import app
-
+def _board():
     from emulation.mpboard.board import Board
-
     from emulation.mpboard.flash import FlashCorrupted
 
     try:
-        board = Board(_flash_dir())
-    except ValueError as e:
+        return Board(_flash_dir())
+    except ValueError as e:  # emulation.json: the host's mistake, restarting would not help
         print("sqal: %s" % e)
         sys.exit(exitcodes.CONFIG_ERROR)
     except FlashCorrupted as e:
         # the ESP32 port's inisetup prints and loops instead of formatting over the data
         print("sqal: %s" % e)
         sys.exit(exitcodes.FLASH_CORRUPTED)
+
+
+def _failed(board, e):
+    # as firmware/main.py: print, count (identity.py), back off, reset
+    sys.print_exception(e)
+    delay = 60
+    streak = "?"
     try:
+        import gc
+        gc.collect()
+        from sqalfw import identity
+        n = identity.boot_failed(board.flash_dir)
+        streak = str(n)
+        delay = identity.boot_backoff_s(n)
+    except Exception as e2:
+        print("sqal: the failed boot could not be counted: %r" % (e2,))
+    print("sqal: boot failed (%r); failed boots in a row: %s; reset in %d s" % (e, streak, delay))
+    time.sleep(delay)
+    board.reset()
+
+
+def run():
+    board = _board()
+    try:
+        board.fault_point("import")  # emulation.json's memory_error_at: a MemoryError here
+        from sqalfw import app
         rc = app.main(board)
-    except SystemExit:
-        raise
     except KeyboardInterrupt:
         sys.exit(exitcodes.STOPPED)
-    except BaseException as e:
-        sys.print_exception(e)
-        print("sqal: crashed, resetting")
-        board.reset()
+    except Exception as e:  # SystemExit (the board's reset and stop) passes through
+        _failed(board, e)
+        return
     sys.exit(rc)
 
 

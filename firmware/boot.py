@@ -1,5 +1,6 @@
 # Runs first on every ESP32 boot. Kept minimal on purpose: anything that can fail here would stop
-# main.py from starting, and only main.py has the safe-mode and watchdog logic.
+# main.py from starting, and only main.py has the guarded boot (failed-boot count, back-off, reset,
+# safe mode). Nothing is allocated here that main.py's boot would then lack.
 import gc
 
 try:

@@ -1,19 +1,51 @@
-# ESP32 entry point (MicroPython runs boot.py, then this). The emulator runs the same app through
+# ESP32 entry point (MicroPython runs boot.py, then this). The emulator runs the same boot through
 # emulation/device_main.py with the emulated board instead.
+#
+# The whole boot is guarded, imports included: an exception that escaped this file (a MemoryError
+# importing the firmware, a crash building the app) would leave the board at the REPL with no
+# watchdog running and nothing to reset it. On a failure: print it, count the boot as failed
+# (identity.py's streak, so that a failure that repeats ends in safe mode), wait a back-off that
+# grows with the streak, reset. Up front only sys and time are imported (built into the
+# interpreter); what the failure path needs (gc, identity, machine) is imported when it runs.
 import sys
 import time
 
-from sqalfw import app, board
+FLASH_DIR = ""  # the flash root, where state.json lives (sqalfw.board_esp32.Board.flash_dir)
+BACKOFF_CAP_S = 60  # when the failure cannot even be counted (identity.BOOT_BACKOFF_CAP_S)
 
-b = board.select()
-try:
-    rc = app.main(b)
-    if rc == app.CONFIG_ERROR:
+
+def _run():
+    from sqalfw import board
+    b = board.select()  # brings the WiFi interface up first (docs/firmware.md, "Boot order")
+    from sqalfw import app
+    if app.main(b) == app.CONFIG_ERROR:
         # no restart: config.json must be fixed over USB/REPL first (restarting would loop)
         print("sqal: fix config.json, then reset the board")
-except Exception as e:
-    # An unexpected crash: show it, then reset. The boot counts as failed (identity.py), so a
-    # crash that repeats ends in safe mode instead of a tight boot loop.
-    sys.print_exception(e)
-    time.sleep(10)
-    b.reset()
+
+
+def _failed(e):
+    try:
+        sys.print_exception(e)  # type: ignore[attr-defined]  # MicroPython's sys
+    except Exception:
+        pass
+    delay = BACKOFF_CAP_S
+    streak = "?"
+    try:
+        import gc
+        gc.collect()  # what the failed import allocated is garbage now
+        from sqalfw import identity
+        n = identity.boot_failed(FLASH_DIR)
+        streak = str(n)
+        delay = identity.boot_backoff_s(n)
+    except Exception as e2:
+        print("sqal: the failed boot could not be counted: %r" % (e2,))
+    print("sqal: boot failed (%r); failed boots in a row: %s; reset in %d s" % (e, streak, delay))
+    time.sleep(delay)
+    import machine
+    machine.reset()
+
+
+try:
+    _run()
+except Exception as e:  # KeyboardInterrupt (Ctrl-C on the USB console) still reaches the REPL
+    _failed(e)

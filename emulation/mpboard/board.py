@@ -1,8 +1,14 @@
 # Emulated SQAL board for the MicroPython unix port: the same interface as sqalfw.board_esp32
 # (documented in firmware/sqalfw/board.py), backed by:
 #   I2C       emulation.peripherals models (VL53L8 + AS7341) over a scene (emulation/mpboard/sensors.py)
-#   network   host sockets through a Link the host can cut (emulation/mpboard/net.py)
-#   clock     host clock + optional skew; NTP can be made to never succeed
+#   network   host sockets through a Link the host can cut, and its DNS, which can be made to block
+#             and fail as lwIP's does (emulation/mpboard/net.py); the firmware reaches both through
+#             this board (open_connection, getaddrinfo, resolver): nothing global is patched
+#   clock     an RTC: until NTP sets it, it reads 2000-01-01 plus the time since power-up (not the
+#             host's time); once set, the host clock + optional skew. It is kept in <dir>/rtc, so
+#             a reset (the process restarts) keeps it and a power cut (the host removes the file at
+#             power-up, emulation/device.py) loses it. NTP can fail for every server or some.
+#   log       the serial console: print()
 #   flash     a per-device directory (64-bit wheel), or with emulation.json's flash_size a littlefs2
 #             image of that size mounted at /flash (the ESP32 profile: emulation/mpboard/flash.py);
 #             files the host puts in <dir>/provision/ are moved onto it at power-up (as a deploy)
@@ -18,7 +24,8 @@ import os
 import sys
 import time
 
-from sqalfw.board import MemTracker
+from sqalfw.board import MemTracker, clock_is_set
+from sqalfw.link import Resolver
 
 from emulation.mpboard import control, exitcodes, net
 
@@ -30,8 +37,13 @@ DEFAULTS = {
     "i2c_error_rate": 0.0,  # probability of an OSError per I2C transaction
     "absent": [],           # sensors missing from the bus: "tof", "spec"
     "stuck_data_ready": False,
-    "ntp": "ok",            # "ok" or "never" (clock never synced)
-    "clock_skew_s": 0.0,    # added to the host clock
+    "ntp": "ok",            # "ok" or "never" (clock never set); control.json can change it
+    "ntp_fail": [],         # NTP servers (names as in config.json's ntp_hosts) that never answer
+    "clock_skew_s": 0.0,    # added to the board clock, set or not (a clock fault NTP does not mend)
+    "dns_fail_s": 0,        # >0: a DNS lookup of a name blocks this long, then fails (lwIP when its
+                            # DNS servers do not answer); control.json can change it
+    "memory_error_at": "",  # "import": the entry point's import of the firmware raises MemoryError
+    "memory_error_boots": 0,  # with memory_error_at: only the first n boots fail (0: every boot)
     "rssi": -61,
     "sensor_time_scale": 1,  # >1: the sensor models' clock runs faster (benchmarks only)
     "flash_size": 0,        # bytes of littlefs2 flash image (<dir>/flash.img); 0 = the directory itself
@@ -39,6 +51,11 @@ DEFAULTS = {
 FLASH_MOUNT = "/flash"
 IMAGE = "flash.img"
 PROVISION = "provision"
+RTC = "rtc"  # host side: the emulated RTC (survives a reset, removed at a power-up)
+MEMORY_ERRORS = "memory_errors"  # host side: MemoryErrors raised so far (memory_error_boots)
+EPOCH_2000_MS = 946684800000  # the RTC's reading at power-up: 2000-01-01T00:00:00Z
+NTP_TIMEOUT_S = 1  # a server that does not answer blocks ntptime this long (board_esp32.NTP_TIMEOUT_S)
+FAULT_POINTS = ("", "import")
 
 
 def _load_settings(flash_dir):
@@ -54,7 +71,16 @@ def _load_settings(flash_dir):
         if k not in DEFAULTS:
             raise ValueError("emulation.json: unknown field %r" % k)
         s[k] = d[k]
+    if s["memory_error_at"] not in FAULT_POINTS:
+        raise ValueError("emulation.json: memory_error_at must be one of %r, got %r"
+                         % (FAULT_POINTS, s["memory_error_at"]))
+    if not isinstance(s["ntp_fail"], list):
+        raise ValueError("emulation.json: ntp_fail must be a list of NTP server names, got %r" % (s["ntp_fail"],))
     return s
+
+
+def _host_ms():
+    return time.time_ns() // 1000000
 
 
 def _mount_image(host_dir, size):
@@ -99,10 +125,15 @@ class Board:
         else:
             self.flash_dir = self.host_dir
         self.link = net.Link()
-        self._install_net()
+        self.link.dns_fail_s = self.settings["dns_fail_s"]
         self.wlan = net.Wlan(self.link, self.settings["rssi"])
+        self.open_connection = self.link.open_connection
+        self.getaddrinfo = self.link.getaddrinfo
+        self.resolver = Resolver(self.link.getaddrinfo, self.log)
         self.skew_ms = int(self.settings["clock_skew_s"] * 1000)
-        self._synced = False
+        self.ntp_mode = self.settings["ntp"]
+        self._rtc_path = self.host_dir + "/" + RTC
+        self._rtc_offset_ms = self._read_rtc()
         self._mem = MemTracker(gc.mem_free)
         self._i2c = None
         self.sensors = None
@@ -112,10 +143,35 @@ class Board:
         self._control_sig = control.signature(self._control_path)  # before the read: no change missed
         self._polls = 0
         self._apply(control.read(self._control_path))
-        self.open_connection = self.link.open_connection
 
-    def _install_net(self):
-        net.install(self.link)  # one device per process: the firmware's open_connection is this link's
+    # ---- the RTC ----
+
+    def _read_rtc(self):
+        # the RTC's offset from the host clock: kept in a host-side file through resets; none at a
+        # power-up, when the RTC starts again from 2000-01-01
+        try:
+            with open(self._rtc_path) as f:
+                return int(json.loads(f.read())["offset_ms"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        off = EPOCH_2000_MS - _host_ms()
+        self._write_rtc(off)
+        return off
+
+    def _write_rtc(self, offset_ms):
+        try:
+            with open(self._rtc_path + ".tmp", "w") as f:
+                f.write(json.dumps({"offset_ms": offset_ms}))
+            os.rename(self._rtc_path + ".tmp", self._rtc_path)
+        except OSError:
+            pass
+
+    def power_lost(self):
+        """The RTC loses its time (a power cut): the next boot's clock starts at 2000-01-01 again."""
+        try:
+            os.remove(self._rtc_path)
+        except OSError:
+            pass
 
     # ---- board interface ----
 
@@ -135,19 +191,46 @@ class Board:
         return time.ticks_ms()
 
     def time_ms(self):
-        return time.time_ns() // 1000000 + self.skew_ms
+        return _host_ms() + self._rtc_offset_ms + self.skew_ms
 
     def time_s(self):
         return self.time_ms() / 1000
 
-    def ntp_sync(self, host="pool.ntp.org"):
-        if self.settings["ntp"] == "never" or not self.link.is_up():
+    def ntp_sync(self, host):
+        # the emulated NTP answers with the host's time; no DNS lookup is made for it (the host
+        # machine may have no DNS for pool names), so dns_fail_s does not touch it
+        if not self.link.is_up():
             return False
-        self._synced = True
+        if self.ntp_mode == "never" or host in self.settings["ntp_fail"]:
+            time.sleep(NTP_TIMEOUT_S)  # ntptime waits for its timeout, blocking the loop
+            return False
+        self._rtc_offset_ms = 0  # the clock reads the host's time (plus the skew fault, if any)
+        self._write_rtc(0)
         return True
 
     def clock_synced(self):
-        return self._synced
+        return clock_is_set(self.time_ms() // 1000)
+
+    def log(self, line):
+        print(line)
+
+    def fault_point(self, name):
+        """Emulation: raise MemoryError when the boot reaches `name` and emulation.json's
+        memory_error_at names it (for the first memory_error_boots boots, or every boot)."""
+        if not name or self.settings["memory_error_at"] != name:
+            return
+        path = self.host_dir + "/" + MEMORY_ERRORS
+        try:
+            with open(path) as f:
+                n = int(f.read())
+        except (OSError, ValueError):
+            n = 0
+        limit = self.settings["memory_error_boots"]
+        if limit and n >= limit:
+            return
+        with open(path, "w") as f:
+            f.write(str(n + 1))
+        raise MemoryError("memory allocation failed (emulated at %s, emulation.json)" % name)
 
     def watchdog(self, timeout_ms):
         from emulation.mpboard.wdt import Watchdog
@@ -159,7 +242,7 @@ class Board:
                 f.write("reset")
         except OSError:
             pass
-        print("RESET")
+        self.log("RESET")
         sys.exit(exitcodes.RESET)
 
     def mem_free(self):
@@ -182,6 +265,12 @@ class Board:
             self.link.set_host_up(d["net"] != "down")
         if "clock_skew_s" in d:
             self.skew_ms = int(d["clock_skew_s"] * 1000)
+        if d.get("ntp") in ("ok", "never"):
+            self.ntp_mode = d["ntp"]
+        if "dns_fail_s" in d:
+            v = d["dns_fail_s"]
+            if isinstance(v, (int, float)) and v >= 0:
+                self.link.dns_fail_s = v
         if "i2c_error_rate" in d:
             r = d["i2c_error_rate"]
             if isinstance(r, (int, float)) and 0 <= r <= 1 and r != self.settings["i2c_error_rate"]:

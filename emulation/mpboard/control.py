@@ -2,7 +2,9 @@
 # atomically (write temp + rename) and the device polls. Chosen over a socket or signals because it
 # needs no port allocation, survives device restarts, and the unix port has no signal module.
 #   {"net": "up"|"down", "clock_skew_s": float, "i2c_hang": bool, "i2c_error_rate": 0..1,
-#    "stop": true, "power": n}   power: a new value power-cycles a device in a host (host.py)
+#    "ntp": "ok"|"never", "dns_fail_s": s, "stop": true, "power": n}
+#   ntp: whether the emulated NTP servers answer; dns_fail_s: >0, every DNS lookup of a name blocks
+#   that long and fails (0: DNS works); power: a new value power-cycles a device in a host (host.py)
 import json
 import os
 

@@ -9,9 +9,14 @@
 # crash of one device's App tears down only that device's tasks and sockets and boots its firmware
 # again with its flash kept; the others keep running.
 #
-# How one device's tasks are told apart on the shared loop: asyncio.create_task is wrapped so that
-# a task created from a device's task belongs to that device (its root task runs the App). That
-# ownership routes asyncio.open_connection to the device's link and print() to its device.log.
+# Each board carries its own network and log through the board seam (board.open_connection,
+# board.resolver, board.log: its link, its DNS cache, its device.log), so nothing of the firmware's
+# is patched for that. What the seam cannot carry is task ownership: a reset, a power cycle or a
+# watchdog expiry must cancel every task the device's firmware started, including the ones its
+# transports start per connection (reader, keepalive), and MicroPython's asyncio has no task groups
+# or context to find them by. So asyncio.create_task is wrapped: a task created from a device's task
+# belongs to that device (its root task runs the App). Lines that do not go through the board
+# (asyncio's own report of an unretrieved task exception) end up in the host's log.
 #
 # What is lost against one process per device (docs/emulation.md): one heap for K devices (no
 # per-device MemoryError at the ESP32's 110 KB, mem_free reports the host's heap), a hung I2C bus
@@ -19,7 +24,6 @@
 # of the process itself (or a loop stuck past every watchdog) restarts all K devices.
 import _thread
 import asyncio
-import builtins
 import gc
 import os
 import sys
@@ -33,9 +37,7 @@ RESTART_PAUSE_MS = 200  # between a device's reset and its next boot (the proces
 GRACE_MS = 2000         # a dog this far past its timeout: the event loop itself is stuck
 REAPER_MAX_MS = 1000    # the loop-side watchdog looks at least this often (a new dog may be due sooner)
 
-_real_print = builtins.print
 _real_create_task = asyncio.create_task
-_real_open_connection = asyncio.open_connection
 _owner = {}  # type: dict[int, object]  # id(task) -> Device, for every live task a device created (and its root)
 
 
@@ -53,27 +55,6 @@ def _create_task(coro):
     if d is not None:
         d.adopt(t)
     return t
-
-
-def _open_connection(host, port, *args, **kw):
-    # called from a device's task (the MQTT client, the websocket client): its own link, which the
-    # host can cut for that device alone
-    d = _current_device()
-    if d is None or d.board is None:
-        return _real_open_connection(host, port, *args, **kw)
-    return d.board.link.open_connection(host, port, *args, **kw)
-
-
-def _print(*args, **kw):
-    d = _current_device()
-    if d is None or "file" in kw:
-        return _real_print(*args, **kw)
-    text = kw.get("sep", " ").join([str(a) for a in args]) + kw.get("end", "\n")
-    try:
-        with open(d.log_path, "a") as f:
-            f.write(text)
-    except OSError:
-        _real_print(text, end="")
 
 
 def _write(path, text):
@@ -108,7 +89,7 @@ class HostI2C(HangableI2C):
         b = self._board
         if not b.i2c_hang:
             return
-        print("emulation: I2C bus hung")
+        b.log("emulation: I2C bus hung")
         dev = b.dev
         t0 = time.ticks_ms()
         while True:
@@ -124,7 +105,7 @@ class HostI2C(HangableI2C):
 
 class HostBoard(Board):
     """The emulated board of one device in a host: as Board, except reset, watchdog, collect and
-    the network hook, which act on this device only."""
+    the log, which act on this device only (its network is its own Link already)."""
 
     def __init__(self, flash_dir, dev):
         self.dev = dev
@@ -132,8 +113,8 @@ class HostBoard(Board):
         Board.__init__(self, flash_dir)
         self._running = True
 
-    def _install_net(self):
-        pass  # the host routes asyncio.open_connection by task owner (_open_connection)
+    def log(self, line):
+        _log_to(self.dev, line)
 
     def i2c(self, bus_id=0, sda=None, scl=None, freq=400000):
         if self._i2c is None:
@@ -149,7 +130,7 @@ class HostBoard(Board):
 
     def reset(self):
         _write(self.host_dir + "/reset_reason", "reset")
-        print("RESET")
+        self.log("RESET")
         self.dev.restart("reset")
         # does not return: the calling task unwinds like a cancelled one (the firmware re-raises
         # CancelledError everywhere), the device's other tasks are cancelled by restart()
@@ -167,6 +148,7 @@ class HostBoard(Board):
         if p is not None and p != self.dev.power_seen:
             self.dev.power_seen = p
             if self._running:  # the host's power switch (Fleet.reboot): no clean shutdown
+                self.power_lost()  # the RTC loses its time with the power
                 self.dev.restart("power")
                 raise asyncio.CancelledError
 
@@ -263,7 +245,7 @@ class Device:
                     self._teardown()
                     raise
             except Exception as e:  # noqa: BLE001 - the App crashed: reset this board only
-                sys.print_exception(e)
+                _exception_to(self, e)
                 _log_to(self, "sqal: crashed, resetting")
                 _write(self.flash_dir + "/reset_reason", "reset")
                 self.resetting = "crash"
@@ -281,7 +263,7 @@ class Device:
         try:
             board = HostBoard(self.flash_dir, self)
         except ValueError as e:
-            print("sqal: %s" % e)
+            _log_to(self, "sqal: %s" % e)
             return "config_error"
         self.board = board
         a = fw.boot(board)
@@ -297,7 +279,15 @@ def _log_to(dev, text):
         with open(dev.log_path, "a") as f:
             f.write(text + "\n")
     except OSError:
-        _real_print(text)
+        print(text)
+
+
+def _exception_to(dev, e):
+    try:
+        with open(dev.log_path, "a") as f:
+            sys.print_exception(e, f)
+    except OSError:
+        sys.print_exception(e)
 
 
 class Host:
@@ -370,7 +360,7 @@ class Host:
         for d in self.devices:
             if d.dog is not None and d.dog.overdue(now):
                 _write(d.flash_dir + "/reset_reason", "watchdog")
-        _real_print("WATCHDOG: event loop stuck, resetting the host (all its devices)")
+        print("WATCHDOG: event loop stuck, resetting the host (all its devices)")
         os.system("kill -%d $PPID" % exitcodes.WATCHDOG_SIGNAL)
         while True:
             time.sleep(1)
@@ -392,10 +382,8 @@ class Host:
 
 
 def install():
-    """Route the firmware's task creation, connections and prints through the owning device."""
+    """Make every task a device's firmware creates that device's (see the header: ownership)."""
     asyncio.create_task = _create_task
-    asyncio.open_connection = _open_connection
-    builtins.print = _print
 
 
 def run(argv):
@@ -413,7 +401,7 @@ def run(argv):
             dirs.append(a)
             i += 1
     if not dirs:
-        _real_print("usage: host_main.py [--stagger-ms N] [--gc-ms N] <flash_dir> ...")
+        print("usage: host_main.py [--stagger-ms N] [--gc-ms N] <flash_dir> ...")
         sys.exit(exitcodes.CONFIG_ERROR)
     install()
     host = Host(dirs, stagger_ms, gc_ms)

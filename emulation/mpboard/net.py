@@ -1,13 +1,22 @@
 # Emulated WiFi link over host sockets. The host can take the link down and up; while down, new
 # connections fail with EHOSTUNREACH and every open connection dies at once (reads raise ENOTCONN,
-# writes EPIPE), as a TCP stack does when the interface goes away. The firmware is unchanged: this
-# module wraps asyncio.open_connection, which the firmware's transport uses.
+# writes EPIPE), as a TCP stack does when the interface goes away. The firmware reaches the link
+# through its board (board.open_connection, board.getaddrinfo): nothing global is patched, so
+# several boards in one process each have their own link.
+#
+# DNS: the host's resolver, except when `dns_fail_s` is set: then a lookup of a name blocks the
+# caller (the whole event loop, as lwIP's getaddrinfo blocks MicroPython) for that many seconds
+# and fails, which is what an ESP32 does when its DNS servers do not answer (docs/firmware.md).
 import asyncio
 import errno
 import socket
+import time
 from asyncio import core
 
+from sqalfw.link import is_ip
+
 _orig_open_connection = asyncio.open_connection
+EAI_FAIL = -202  # what the ESP32 port raises for a failed lookup (lwIP's EAI_FAIL, negated)
 
 
 class Link:
@@ -16,6 +25,19 @@ class Link:
         self.wanted = False     # the firmware called wlan.connect()
         self._streams = []
         self.cuts = 0
+        self.dns_fail_s = 0     # >0: a lookup of a name blocks this long, then fails
+        self.lookups = 0        # lookups that reached the (emulated) DNS servers
+
+    def getaddrinfo(self, host, port):
+        if is_ip(host):  # an address is parsed, never sent to a DNS server
+            return socket.getaddrinfo(host, port)
+        if not self.is_up():
+            raise OSError(EAI_FAIL)
+        self.lookups += 1
+        if self.dns_fail_s:
+            time.sleep(self.dns_fail_s)
+            raise OSError(EAI_FAIL)
+        return socket.getaddrinfo(host, port)
 
     def is_up(self):
         return self.host_up and self.wanted
@@ -96,7 +118,3 @@ class Wlan:
     def rssi(self):
         return self._rssi if self._link.is_up() else 0
 
-
-def install(link):
-    """Route the firmware's asyncio.open_connection through the link."""
-    asyncio.open_connection = link.open_connection

@@ -24,7 +24,7 @@ class ScaledClock:
 
 
 class Sensors:
-    def __init__(self, settings):
+    def __init__(self, settings, log=print):
         for name in settings["absent"]:
             if name not in ADDRS:
                 raise ValueError("emulation.json: absent must list \"tof\" and/or \"spec\", got %r" % name)
@@ -33,7 +33,7 @@ class Sensors:
             from emulation.peripherals.scene import Scene
             self.scene = Scene(profile=settings["profile"], seed=settings["seed"])
         except ImportError:
-            print("emulation: no scene model, sensors see an empty tray")
+            log("emulation: no scene model, sensors see an empty tray")
         scale = settings["sensor_time_scale"]
         clock = time.ticks_ms if scale == 1 else ScaledClock(scale)
         self.bus = peripherals.build(clock, scene=self.scene, seed=settings["seed"],
@@ -48,7 +48,7 @@ class Sensors:
 
 
 def build(settings, board):
-    return Sensors(settings)
+    return Sensors(settings, board.log)
 
 
 class HangableI2C:
@@ -61,7 +61,7 @@ class HangableI2C:
 
     def _gate(self):
         if self._board.i2c_hang:
-            print("emulation: I2C bus hung")
+            self._board.log("emulation: I2C bus hung")
             while True:
                 time.sleep(0.1)  # not sleep_ms: on the unix port that polls every 0.5 ms
 

@@ -6,26 +6,27 @@
 #
 # The watchdog is fed only while every critical task keeps beating (see _supervisor): a stuck
 # sensor read, a dead drain loop or a crashed task stops the feeding and the board resets.
+#
+# Boot order: config, identity (boot counted), then the WiFi connect is started, and only then the
+# large allocations (spool, transports and their TLS context, the sampler and its drivers, which
+# are imported here, after it): on an ESP32, WiFi and TLS need internal RAM that the MicroPython
+# heap, which grows on demand, would otherwise have taken (docs/firmware.md, "Boot order").
 import asyncio
 import sys
 import time
 
 from sqalfw import VERSION, codec, config, identity
-from sqalfw.backoff import Backoff
-from sqalfw.commands import Commands
-from sqalfw.mqtt import MQTTClient
-from sqalfw.spool import Spool
-from sqalfw.telemetry import Telemetry
 
+SAMPLE_BYTES = 1100     # the spool's byte budget per sample of spool_capacity (8x8 JSON is ~600-900)
 CONFIG_ERROR = 78       # exit code when config.json is invalid (the emulator must not restart)
 OUTBOX_MAX = 8          # pending command results / status messages (bounded memory)
-NTP_RETRY_S = 60
+NTP_RETRY_S = 60        # after a failed round, once the clock is set (a re-sync failed)
+NTP_RETRY_UNSET_S = 15  # after a failed round while the clock is unset: TLS waits for it
 NTP_RESYNC_S = 6 * 3600
 WIFI_RETRY_S = 10
-
-
-def _log(msg):
-    print("sqal: " + msg)
+# The supervisor wakes every feed period; when it wakes later than that by more than this, the
+# event loop itself was blocked (a DNS lookup, an NTP wait) and no task could beat meanwhile.
+LATE_MS = 250
 
 
 class App:
@@ -33,15 +34,29 @@ class App:
         self.board = board
         self.cfg = cfg
         self.ident = ident
+        self._blog = board.log
+        # WiFi first: the connect starts now and runs while the rest is allocated
+        board.wlan.connect(cfg.wifi_ssid, cfg.wifi_password)
+        self._wifi_at = board.ticks_ms()
+        from sqalfw.backoff import Backoff
+        from sqalfw.commands import Commands
+        from sqalfw.spool import Spool
+        from sqalfw.telemetry import Telemetry
         did = cfg.device_id
         self.t_sample = codec.topic(did, "sample")
         self.t_status = codec.topic(did, "status")
         self.t_tele = codec.topic(did, "telemetry")
         self.t_cmd = codec.topic(did, "cmd")
         self.t_result = codec.topic(did, "cmd/result")
-        # spool_capacity counts samples; bytes bound it too (an 8x8 JSON sample is ~600-900 bytes)
-        self.spool = Spool(config.join(board.flash_dir, "spool"), capacity=cfg.spool_capacity * 1100,
-                           max_records=cfg.spool_capacity)
+        # spool_capacity counts samples; bytes bound it too (an 8x8 JSON sample is ~600-900 bytes),
+        # and so does the flash: a spool that filled it would leave no room for state.json
+        path = config.join(board.flash_dir, "spool")
+        self.spool = Spool(path, capacity=cfg.spool_capacity * SAMPLE_BYTES, max_records=cfg.spool_capacity)
+        room = flash_room(board.flash_dir, self.spool.bytes_used())
+        if room is not None and room < self.spool.capacity:
+            self.log("spool: %d samples do not fit on this flash: capped at %d bytes (%d samples)"
+                     % (cfg.spool_capacity, room, room // SAMPLE_BYTES))
+            self.spool.capacity = room
         self.sampler = None
         self.sampler_error = None
         if not ident.safe_mode:
@@ -50,21 +65,29 @@ class App:
                 self.sampler = Sampler(board, cfg, ident, self.spool)
             except ImportError as e:  # a partial firmware upload: run degraded, don't boot-loop
                 self.sampler_error = "sampler: %r" % e
-                _log(self.sampler_error)
+                self.log(self.sampler_error)
         # Status identity: birth and will of one broker connection share (conn, ts), so the gateway can
         # tell a connection's will from an older one's (docs/contract.md, status ordering).
         self.conn = 0
         self.conn_ts = board.time_ms()
+        # TLS: the context, or the reason no TLS connection may be made (logged by the transport)
+        self.tls = cfg.ws_url.startswith("wss://") if cfg.transport == "websocket" else cfg.broker["tls"]
+        self.tls_refused = None
+        ctx = None
+        if self.tls:
+            ctx, self.tls_refused = self._tls()
+        net = {"open_connection": board.open_connection, "resolver": board.resolver, "log": self.log,
+               "hold": self._hold, "is_link_up": board.wlan.isconnected,
+               "backoff": Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s), "ssl": ctx}
         if cfg.transport == "websocket":
-            self.client = self._ws_transport()
+            self.client = self._ws_transport(net)
         else:
+            from sqalfw.mqtt import MQTTClient
             b = cfg.broker
             self.client = MQTTClient(
                 did, b["host"], b["port"], user=b["user"], password=b["password"],
                 keepalive=cfg.keepalive_s, will=(self.t_status, self._status("offline"), True, 1),
-                birth=(self.t_status, self._status("online"), True, 1), ssl=self._tls() if b["tls"] else None,
-                backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s),
-                is_link_up=board.wlan.isconnected, max_packet=2048)
+                birth=(self.t_status, self._status("online"), True, 1), max_packet=2048, **net)
             self.client.on_connecting = self._on_connecting
         self.client.set_callback(self._on_message)
         self.client.subscribe(self.t_cmd, 1)
@@ -79,20 +102,38 @@ class App:
         self._up_ms = 0
         self._degraded_seen = None
         self.stopping = False
+        self._ntp_failing = False
         # A QoS 1 publish not acked within this is withdrawn and retried (the record stays in the
         # spool). Kept well under the stall limit (watchdog_s / 2) so that waiting for a broker
         # during an outage never looks like a hung task to the supervisor.
         self.pub_timeout = max(1.0, cfg.watchdog_s / 4)
-        # A task is stalled when it has not looped for stall_ms; idle loops wake to beat every
-        # idle_ms, a quarter of that (1 s at the smallest watchdog, 3.75 s at the default 30 s).
-        # Each wake-up costs CPU on the board and in every emulated device of a fleet: an idle
-        # loop waits on its event (or the connection) and wakes only to beat.
+        # A task is stalled when it has not looped for stall_ms (half the watchdog) of the time the
+        # event loop could run; idle loops wake to beat every idle_ms, a quarter of that (2.5 s at
+        # the smallest watchdog, 20 s; 3.75 s at the default 30 s; at most 5 s). Each wake-up costs
+        # CPU on the board and in every emulated device of a fleet: an idle loop waits on its event
+        # (or the connection) and wakes only to beat.
         self.stall_ms = max(3000, int(cfg.watchdog_s * 500))
         self.idle_ms = max(1000, min(5000, self.stall_ms // 4))
-        # The watchdog is fed every tenth of its timeout (200 ms at 2 s, 1 s from 10 s up).
+        # The watchdog is fed every tenth of its timeout, at most every second (1 s from 10 s up:
+        # always, with the 20 s minimum).
         self.feed_ms = max(200, min(1000, int(cfg.watchdog_s * 100)))
 
     # ---- small helpers used by commands/telemetry ----
+
+    def log(self, msg):
+        self._blog("sqal: " + msg)
+
+    def log_exception(self, e):
+        # the traceback as serial log lines, through the board like every other line
+        try:
+            import io
+            buf = io.StringIO()
+            sys.print_exception(e, buf)  # type: ignore[attr-defined]  # MicroPython's sys
+            for line in buf.getvalue().split("\n"):
+                if line:
+                    self._blog(line)
+        except Exception:
+            pass
 
     def degraded(self):
         if self.sampler is not None:
@@ -111,6 +152,9 @@ class App:
     def beat(self, name):
         self.beats[name] = self.board.ticks_ms()
 
+    def _beat_sampler(self):
+        self.beats["sampler"] = self.board.ticks_ms()
+
     def _status(self, state):
         s = {"v": 1, "device_id": self.cfg.device_id, "state": state, "boot": self.ident.boot,
              "fw": VERSION, "ts": self.conn_ts, "safe_mode": self.ident.safe_mode}
@@ -122,34 +166,53 @@ class App:
             s["degraded"] = list(self.degraded())
         return codec.encode_status(s)
 
-    def _ws_transport(self):
+    def _ws_transport(self, net):
         # The alternative transport: samples and heartbeats straight to the gateway. It offers the
         # MQTTClient methods the app uses (commands are MQTT-only, see docs/firmware-transport.md).
         # Credentials: in ws_url, else those of a provisioned broker_url (the same device password).
         from sqalfw.ws_transport import WSTransport
         cfg = self.cfg
         b = cfg.broker or {}
-        return WSTransport(
-            cfg.ws_url, cfg.device_id, self.ident.boot, VERSION, keepalive=cfg.keepalive_s,
-            ssl=self._tls() if cfg.ws_url.startswith("wss://") else None,
-            backoff=Backoff(cfg.reconnect_base_s, cfg.reconnect_cap_s), is_link_up=self.board.wlan.isconnected,
-            user=b.get("user"), password=b.get("password"))
+        return WSTransport(cfg.ws_url, cfg.device_id, self.ident.boot, VERSION, keepalive=cfg.keepalive_s,
+                           user=b.get("user"), password=b.get("password"), **net)
 
     def _tls(self):
-        import ssl
+        """(SSL context, None), or (None, why no TLS connection may be made). The server is
+        authenticated against ca.pem on flash; without ca.pem the connection is refused unless
+        config.json says "tls_insecure": true; an unusable ca.pem refuses it (fail closed)."""
+        try:
+            import ssl
+        except ImportError:
+            return None, "TLS refused: this firmware image has no ssl module"
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
             with open(config.join(self.board.flash_dir, "ca.pem"), "rb") as f:
                 ctx.load_verify_locations(cadata=pem_to_der(f.read()))
-            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # exists, stubs lack it
         except OSError:
-            _log("TLS without ca.pem on flash: the server certificate is NOT verified")
+            if not self.cfg.tls_insecure:
+                return None, ("TLS refused: no ca.pem on flash to verify the server with (put the CA "
+                              "certificate there, or set \"tls_insecure\": true in config.json to "
+                              "connect without verifying it)")
+            self.log("TLS without ca.pem (\"tls_insecure\": true in config.json): the server "
+                     "certificate is NOT verified")
             ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
+            return ctx, None
         except ValueError as e:
-            # fail closed: no trusted CA, so every handshake is refused; sampling goes on into the spool
-            _log("ca.pem unusable (%s): TLS connections refused until it is fixed" % e)
-            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-        return ctx
+            return None, "TLS refused: ca.pem unusable (%s); fix it on flash" % e
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # exists, stubs lack it
+        self.log("TLS: the server certificate is verified against ca.pem")
+        return ctx, None
+
+    def _hold(self):
+        """Why the transport must not try to connect now, or None. mbedTLS checks certificate dates
+        against the board clock, which reads 2000-01-01 until it is set: no TLS before that."""
+        if not self.tls:
+            return None
+        if self.tls_refused is not None:
+            return self.tls_refused
+        if not self.board.clock_synced():
+            return "TLS: waiting for the clock to be set (NTP) before connecting"
+        return None
 
     def queue(self, topic, payload, action=None):
         if len(self._outbox) >= OUTBOX_MAX:
@@ -191,8 +254,8 @@ class App:
             raise
         except Exception as e:
             self.crashed = "%s: %r" % (name, e)
-            _log("task crashed, watchdog will reset: " + self.crashed)
-            sys.print_exception(e) if hasattr(sys, "print_exception") else None
+            self.log("task crashed, watchdog will reset: " + self.crashed)
+            self.log_exception(e)
 
     async def _sleep_or(self, ev, seconds):
         try:
@@ -204,13 +267,15 @@ class App:
     async def _sampling(self):
         s = self.sampler
         board = self.board
-        s.init_sensors()
+        beat = self._beat_sampler
+        beat()
+        await s.init_sensors_async(beat)
         self._check_degraded()
         due = board.ticks_ms()
         while True:
-            self.beat("sampler")
+            beat()
             if s.retry_due():
-                s.init_sensors()
+                await s.init_sensors_async(beat)
                 self._check_degraded()
             now = board.ticks_ms()
             wait = time.ticks_diff(due, now)
@@ -227,7 +292,7 @@ class App:
             except Exception as e:  # noqa: BLE001 - one bad reading must not stop the line
                 # (e.g. a value the codec rejects, a MemoryError); counted and logged, next cycle runs
                 s.cycle_errors += 1
-                _log("cycle failed: %r" % e)
+                self.log("cycle failed: %r" % e)
             self._check_degraded()
             board.mem_free()  # records the low-water mark before collecting
             board.collect()  # gc.collect() on a board; a host of several emulated boards coalesces
@@ -273,9 +338,9 @@ class App:
                 continue
             self._outbox.pop(0)
             if action == "reboot":
-                _log("reboot requested by command")
+                self.log("reboot requested by command")
                 await c.disconnect()
-                self.board.reset()
+                self._reset()
 
     async def _telemetry_loop(self):
         due = self.board.ticks_ms()
@@ -292,7 +357,8 @@ class App:
 
     async def _net(self):
         board, cfg = self.board, self.cfg
-        last_wifi = last_ntp = None
+        last_wifi = self._wifi_at  # the connect App() started
+        last_ntp = None
         ntp_ok_at = None
         was_up = False
         while True:
@@ -300,22 +366,42 @@ class App:
             now = board.ticks_ms()
             up = board.wlan.isconnected()
             if not up:
-                if last_wifi is None or time.ticks_diff(now, last_wifi) >= WIFI_RETRY_S * 1000:
+                if time.ticks_diff(now, last_wifi) >= WIFI_RETRY_S * 1000:
                     last_wifi = now
                     board.wlan.connect(cfg.wifi_ssid, cfg.wifi_password)
             else:
                 if not was_up:
-                    _log("link up")
-                synced = board.clock_synced()
-                stale = ntp_ok_at is not None and time.ticks_diff(now, ntp_ok_at) >= NTP_RESYNC_S * 1000
-                if (not synced or stale) and (last_ntp is None or
-                                              time.ticks_diff(now, last_ntp) >= NTP_RETRY_S * 1000):
-                    last_ntp = now
-                    if board.ntp_sync(cfg.ntp_host):
-                        ntp_ok_at = now
+                    self.log("link up")
+                # NTP once per boot (a clock kept through a reset has drifted), then every 6 h
+                due = ntp_ok_at is None or time.ticks_diff(now, ntp_ok_at) >= NTP_RESYNC_S * 1000
+                retry_ms = (NTP_RETRY_S if board.clock_synced() else NTP_RETRY_UNSET_S) * 1000
+                if due and (last_ntp is None or time.ticks_diff(now, last_ntp) >= retry_ms):
+                    if await self._ntp():
+                        ntp_ok_at = board.ticks_ms()
+                    last_ntp = board.ticks_ms()
             was_up = up
             # down: look every second; up: the transports watch the link themselves
             await asyncio.sleep_ms(self.idle_ms if up else 1000)
+
+    async def _ntp(self):
+        # the servers in turn until one answers; each try can block the loop for its timeout (1 s
+        # on the ESP32) and an uncached DNS lookup, so the loop gets a turn between them
+        failed = []
+        for host in self.cfg.ntp_hosts:
+            self.beat("net")
+            ok = self.board.ntp_sync(host)
+            await asyncio.sleep_ms(0)
+            if ok:
+                self._ntp_failing = False
+                self.log("clock set by NTP from %s%s" % (host, " (no answer from %s)" % ", ".join(failed)
+                                                         if failed else ""))
+                return True
+            failed.append(host)
+        if not self._ntp_failing:  # once per run of failed rounds (every 15 s while unset)
+            self._ntp_failing = True
+            self.log("NTP: no answer from %s; clock %s" % (", ".join(failed), "kept" if self.board.clock_synced()
+                                                             else "not set, TLS waits for it"))
+        return False
 
     async def _supervisor(self, wdt):
         board, cfg, c = self.board, self.cfg, self.client
@@ -326,16 +412,23 @@ class App:
         last = board.ticks_ms()
         offline_ms = 0
         connects = 0
+        beats = self.beats
         while True:
             now = board.ticks_ms()
             dt = time.ticks_diff(now, last)
             last = now
             self._up_ms += dt  # accumulated: ticks wrap after ~6 days on the ESP32
+            late = dt - self.feed_ms
+            if late > LATE_MS:
+                # the loop itself was blocked (a call shorter than the watchdog, e.g. a DNS
+                # lookup): no task could beat meanwhile, so that time is not held against them
+                for name in beats:
+                    beats[name] = time.ticks_add(beats[name], late)
             healthy = self.crashed is None
-            for name in self.beats:
-                if time.ticks_diff(now, self.beats[name]) > stall_ms:
+            for name in beats:
+                if time.ticks_diff(now, beats[name]) > stall_ms:
                     if healthy:
-                        _log("task %s stalled: not feeding the watchdog" % name)
+                        self.log("task %s stalled: not feeding the watchdog" % name)
                     healthy = False
             if healthy:
                 wdt.feed()
@@ -344,27 +437,27 @@ class App:
                 if c.connects != connects:
                     connects = c.connects
                     # `sqal board deploy` follows the serial log until it sees this line.
-                    _log("online (broker %s:%d)" % (c.server, c.port))
+                    self.log("online (broker %s:%d)" % (c.server, c.port))
                 if not self.ident.healthy and c.acked:
                     self.ident.mark_healthy()
             else:
                 offline_ms += dt
                 if cfg.max_offline_s and offline_ms >= cfg.max_offline_s * 1000:
-                    _log("offline for %d s: rebooting" % (offline_ms // 1000))
-                    board.reset()
+                    self.log("offline for %d s: rebooting" % (offline_ms // 1000))
+                    self._reset()
             if not self.ident.healthy and self._up_ms >= cfg.healthy_after_s * 1000:
                 self.ident.mark_healthy()
             if getattr(board, "stop_requested", False) and not self.stopping:
                 self.stopping = True
-                _log("stop requested")
+                self.log("stop requested")
                 await c.disconnect()
                 return
             await asyncio.sleep_ms(self.feed_ms)
 
     async def run(self):
         board, cfg = self.board, self.cfg
-        _log("device %s boot %d fw %s%s" % (cfg.device_id, self.ident.boot, VERSION,
-                                             " SAFE MODE" if self.ident.safe_mode else ""))
+        self.log("device %s boot %d fw %s%s" % (cfg.device_id, self.ident.boot, VERSION,
+                                                 " SAFE MODE" if self.ident.safe_mode else ""))
         wdt = board.watchdog(int(cfg.watchdog_s * 1000))
         tasks = [
             self._guard("net", self._net()),
@@ -381,6 +474,33 @@ class App:
         await self._supervisor(wdt)  # returns only on a stop request
         for t in started:
             t.cancel()
+        self._close_spool()
+
+    def _close_spool(self):
+        # saves the spool's head: a planned stop or reboot sends nothing acknowledged again
+        try:
+            self.spool.close()
+        except OSError as e:
+            self.log("spool: close failed (%r): up to 15 acknowledged samples may be sent again" % (e,))
+
+    def _reset(self):
+        self._close_spool()
+        self.board.reset()
+
+
+def flash_room(flash_dir, spool_bytes):
+    """Bytes the spool may take on this flash: 3/4 of what is free at boot plus what it holds
+    already; the rest is for state.json, littlefs's copy-on-write and the filesystem's own
+    metadata. None where the filesystem cannot say (statvfs missing)."""
+    import os
+    statvfs = getattr(os, "statvfs", None)
+    if statvfs is None:
+        return None
+    try:
+        st = statvfs(flash_dir or "/")
+    except OSError:
+        return None
+    return (st[0] * st[4] + spool_bytes) * 3 // 4
 
 
 def pem_to_der(data):
@@ -405,7 +525,7 @@ def boot(board):
     try:
         cfg = config.load(board.flash_dir)
     except config.ConfigError as e:
-        _log(str(e))
+        board.log("sqal: " + str(e))
         return None
     ident = identity.Identity(board.flash_dir, cfg.device_id)
     ident.start(cfg.safe_mode_after)

@@ -1,15 +1,18 @@
 # Board layer on a real ESP32 (MicroPython >= 1.22). See sqalfw/board.py for the interface.
 import asyncio
 import gc
+import socket
 import time
 
 import machine
 import network
 
-from sqalfw.board import MemTracker
+from sqalfw.board import MemTracker, clock_is_set
+from sqalfw.link import Resolver
 
 # Seconds between 1970-01-01 and the board's epoch (2000-01-01 on ports before 1.22's EPOCH change).
 _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+NTP_TIMEOUT_S = 1  # ntptime waits this long for an answer, blocking the event loop
 
 
 class _Wlan:
@@ -39,10 +42,16 @@ class Board:
 
     def __init__(self):
         self.flash_dir = ""
+        # the WiFi interface comes up first, before the firmware's large allocations: WiFi and TLS
+        # need internal RAM that the MicroPython heap, growing on demand, would otherwise take
         self.wlan = _Wlan()
-        self._synced = False
         self._mem = MemTracker(gc.mem_free)
         self.open_connection = asyncio.open_connection
+        self.getaddrinfo = socket.getaddrinfo
+        self.resolver = Resolver(socket.getaddrinfo, self.log)
+
+    def log(self, line):
+        print(line)
 
     def i2c(self, bus_id=0, sda=None, scl=None, freq=400000):
         if sda is None or scl is None:
@@ -59,18 +68,26 @@ class Board:
     def time_s(self):
         return time.time() + _EPOCH_OFFSET
 
-    def ntp_sync(self, host="pool.ntp.org"):
+    def ntp_sync(self, host):
+        # ntptime looks its host up with a blocking getaddrinfo: give it the cached address instead
+        try:
+            addr = self.resolver.resolve(host, 123)
+        except OSError:
+            return False
         try:
             import ntptime
-            ntptime.host = host
+            ntptime.host = addr
+            ntptime.timeout = NTP_TIMEOUT_S
             ntptime.settime()
-            self._synced = True
         except Exception:
+            self.resolver.failed(host)  # a pool name resolves to another server next time
             return False
         return True
 
     def clock_synced(self):
-        return self._synced
+        # the RTC keeps its time through soft and watchdog resets, so a clock set before one of them
+        # still counts; after a power loss it reads 2000-01-01 plus the uptime again
+        return clock_is_set(self.time_s())
 
     def watchdog(self, timeout_ms):
         return machine.WDT(timeout=int(timeout_ms))

@@ -10,8 +10,16 @@ class ConfigError(Exception):
     pass
 
 
-# (field, kind, default, a, b)  kind: str | int | num | bool | choice | id | url
-#   str: a = max length; int/num: a..b inclusive range; choice: a = tuple of allowed values.
+# NTP servers tried in order until one answers: three zones of the pool, so one dead server (or
+# one that DNS cannot resolve) does not leave the clock unset
+NTP_HOSTS = ("0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org")
+# The smallest watchdog: it must outlast the longest call that blocks the event loop, an uncached
+# DNS lookup when the DNS servers do not answer (14 s on the ESP32, docs/firmware.md "Blocking calls
+# and the watchdog"), plus the supervisor's feeding period (1 s) and room for the work around it.
+WATCHDOG_MIN_S = 20
+# (field, kind, default, a, b)  kind: str | int | num | bool | choice | id | url | hosts
+#   str: a = max length; int/num: a..b inclusive range; choice: a = tuple of allowed values;
+#   hosts: a list of 1..a host names of 1..b characters each.
 # default None with kind "id"/"url" means required.
 FIELDS: tuple = (
     ("device_id", "id", None, 0, 0),
@@ -36,14 +44,17 @@ FIELDS: tuple = (
     ("i2c_sda", "int", 21, 0, 48),
     ("i2c_scl", "int", 22, 0, 48),
     ("i2c_freq", "int", 400000, 10000, 1000000),
-    ("ntp_host", "str", "pool.ntp.org", 64, 0),
+    ("ntp_hosts", "hosts", NTP_HOSTS, 4, 64),
     ("max_offline_s", "num", 900, 0, 604800),
     ("spool_capacity", "int", 1000, 10, 1000000),
     ("safe_mode_after", "int", 5, 1, 100),
     ("healthy_after_s", "num", 300, 1, 86400),
-    ("watchdog_s", "num", 30, 2, 3600),
+    ("watchdog_s", "num", 30, WATCHDOG_MIN_S, 3600),
     ("sensor_retry_s", "num", 60, 1, 3600),
+    ("tls_insecure", "bool", False, 0, 0),
 )
+# Accepted for the config files written before ntp_hosts: "ntp_host": "h" means "ntp_hosts": ["h"].
+LEGACY_NTP_HOST = "ntp_host"
 
 
 def _bad(field, rule, value):
@@ -64,6 +75,18 @@ def _is_num(v):
     # bool is an int subclass in CPython: true/false are not numbers in a config file.
     return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool) and v == v \
         and v not in (float("inf"), float("-inf"))
+
+
+def _host_list(v, most, longest):
+    if not isinstance(v, list) or not 1 <= len(v) <= most:
+        return False
+    for h in v:
+        if not isinstance(h, str) or not 1 <= len(h) <= longest:
+            return False
+        for c in h:
+            if c <= " " or c == "\x7f":
+                return False
+    return True
 
 
 def valid_device_id(s):
@@ -166,11 +189,21 @@ def validate(raw):
     known = {}
     for f in FIELDS:
         known[f[0]] = f
+    if LEGACY_NTP_HOST in raw:
+        if "ntp_hosts" in raw:
+            raise ConfigError("config.json: ntp_host and ntp_hosts are both given: keep ntp_hosts only "
+                              "(ntp_host is the older one-server form)")
+        h = raw[LEGACY_NTP_HOST]
+        raw = dict(raw)
+        del raw[LEGACY_NTP_HOST]
+        if not isinstance(h, str) or not h:
+            raise _bad(LEGACY_NTP_HOST, "a host name (better: ntp_hosts, a list of host names)", h)
+        raw["ntp_hosts"] = [h]
     for k in raw:
         if k not in known:
             raise ConfigError("config.json: unknown field %s (typo? known fields are in docs/firmware.md)"
                               % _show(k))
-    out = {}
+    out: dict = {}
     for name, kind, default, a, b in FIELDS:
         if name not in raw:
             if name == "broker_url" and raw.get("transport") == "websocket":
@@ -178,7 +211,7 @@ def validate(raw):
                 continue
             if default is None:
                 raise ConfigError("config.json: %s is required" % name)
-            out[name] = default
+            out[name] = list(default) if isinstance(default, tuple) else default
             continue
         v = raw[name]
         if kind == "str":
@@ -191,6 +224,13 @@ def validate(raw):
         elif kind == "num":
             if not _is_num(v) or not a <= v <= b:
                 raise _bad(name, "a number between %s and %s" % (a, b), v)
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise _bad(name, "true or false", v)
+        elif kind == "hosts":
+            if not _host_list(v, a, b):
+                raise _bad(name, "a list of 1 to %d host names (1-%d characters each, no spaces)" % (a, b), v)
+            v = list(v)
         elif kind == "choice":
             if isinstance(v, bool) or v not in a:
                 raise _bad(name, "one of " + ", ".join([json.dumps(x) for x in a]), v)

@@ -1,10 +1,25 @@
 # Device identity and the small state that must survive a reset: boot counter, failed-boot counter
 # (safe mode), assigned lot id, interval override. One JSON file replaced atomically (write temp +
 # rename) so a power cut leaves either the old or the new state, never a torn one.
+# Imports only json and os (built into the interpreter): the entry points count a failed boot with
+# this module when the rest of the firmware cannot even be imported (boot_failed()).
 import json
 import os
 
 STATE = "state.json"
+# Back-off before the reset that follows a failed boot: 1 s doubling with each failed boot in a row,
+# at most a minute. A crash loop then costs little power and log, and safe mode still comes after
+# `safe_mode_after` boots.
+BOOT_BACKOFF_BASE_S = 1
+BOOT_BACKOFF_CAP_S = 60
+
+# state paths whose boot Identity.start() counted in this process: a failure after that point must
+# not count the boot twice (one boot per process on a board; see boot_failed)
+_counted = {}
+
+
+def state_path(flash_dir):
+    return (flash_dir.rstrip("/") or "") + "/" + STATE
 
 
 def _exists(path):
@@ -50,7 +65,7 @@ class Identity:
 
     def __init__(self, flash_dir, device_id):
         self.device_id = device_id
-        self.path = (flash_dir.rstrip("/") or "") + "/" + STATE
+        self.path = state_path(flash_dir)
         self.boot = 0
         self.seq = 0
         self.failed_boots = 0   # persisted streak of boots that never became healthy (this one incl.)
@@ -90,6 +105,7 @@ class Identity:
         self.telemetry_s = _num_or_none(d.get("telemetry_s"))
         self.failed_boots = fb + 1  # persisted: this boot counts as failed until proven healthy
         self._save()
+        _counted[self.path] = True
         self.seq = 0
 
     def mark_healthy(self):
@@ -125,3 +141,29 @@ class Identity:
         except OSError:
             self.interval_s, self.telemetry_s = old
             raise
+
+
+def boot_failed(flash_dir):
+    """A boot ended in an exception (an import that ran out of heap, a crash building the App).
+    Counts it in the persisted failed-boot streak, unless Identity.start() already counted this
+    boot, and returns the streak. The other fields of state.json are kept as they are."""
+    path = state_path(flash_dir)
+    d = _read_json(path)
+    if d is None:
+        d = _read_json(path + ".tmp") or {}
+    fb = d.get("failed_boots", 0)
+    fb = fb if isinstance(fb, int) and fb >= 0 else 0
+    if path not in _counted:
+        fb += 1
+        d["failed_boots"] = fb
+        atomic_write(path, json.dumps(d))
+        _counted[path] = True
+    return fb
+
+
+def boot_backoff_s(streak):
+    """Seconds to wait before resetting after the `streak`-th failed boot in a row."""
+    n = streak - 1 if streak > 1 else 0
+    if n > 6:
+        return BOOT_BACKOFF_CAP_S
+    return min(BOOT_BACKOFF_CAP_S, BOOT_BACKOFF_BASE_S << n)

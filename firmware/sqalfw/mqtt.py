@@ -7,8 +7,10 @@
 #     bounded in-flight window across connection losses and are re-sent with DUP on reconnect
 #     (persistent session, clean_session False), and again after `ack_timeout` on a live link.
 #   - A dead broker (nothing received for 1.5 x keepalive although we ping) drops the connection.
-#   - run() reconnects forever with exponential backoff + full jitter, re-resolving DNS each time,
-#     and only while the board says the link (WiFi) is up.
+#   - run() reconnects forever with exponential backoff + full jitter, only while the board says
+#     the link (WiFi) is up and nothing holds the attempt back (e.g. TLS waiting for the clock).
+#   - The network comes from the board (open_connection, the DNS cache `resolver`, `log`): the
+#     client touches no global, so the emulation needs no patching (docs/firmware.md, board seam).
 # Memory is bounded: `max_inflight` stored packets of at most `max_packet` bytes, a fixed list of
 # subscriptions, no queues that grow with the outage length (the flash spool holds the backlog).
 
@@ -17,7 +19,7 @@ import socket
 
 from sqalfw.backoff import Backoff
 
-from sqalfw.link import keep_connected, ticks_diff, ticks_ms, wait_up
+from sqalfw.link import Resolver, keep_connected, open_stream, print_log, ticks_diff, ticks_ms, wait_up
 
 
 class MQTTError(Exception):
@@ -63,18 +65,6 @@ def _check_topic(topic, filt):
         raise ValueError("mqtt: wildcards not allowed in a publish topic: %r" % topic)
 
 
-def _inet_host(ai):
-    # first IPv4 address from getaddrinfo, as text. MicroPython's unix port returns the raw
-    # sockaddr bytes (family, port, 4 address bytes); ESP32 and CPython return (ip, port).
-    for fam, _t, _p, _c, sa in ai:
-        if fam != socket.AF_INET:
-            continue
-        if isinstance(sa, tuple):
-            return sa[0]
-        return "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])
-    return None
-
-
 class MQTTClient:
     # in-flight entry fields (a list keeps it cheap on MicroPython)
     _PID, _PKT, _SENT_MS, _EVENT, _GEN = range(5)
@@ -82,7 +72,8 @@ class MQTTClient:
     def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60,
                  clean_session=False, will=None, birth=None, ssl=None, max_inflight=8,
                  max_packet=4096, ack_timeout=20, connect_timeout=10, backoff=None,
-                 is_link_up=None, link_poll_s=1.0, stable_s=10, max_subs=8):
+                 is_link_up=None, link_poll_s=1.0, stable_s=10, max_subs=8, open_connection=None,
+                 resolver=None, log=None, hold=None):
         if not client_id or len(client_id) > 65535:
             raise ValueError("mqtt: client_id must be non-empty (persistent sessions need it)")
         if not server:
@@ -118,6 +109,12 @@ class MQTTClient:
         self.link_poll_s = link_poll_s
         self.stable_s = stable_s
         self.max_subs = max_subs
+        # the board seam: connections, DNS (cached) and the serial log come from the board; the
+        # defaults are for tools and tests that run the client alone
+        self.log = log or print_log
+        self.open_connection = open_connection or asyncio.open_connection
+        self.resolver = resolver or Resolver(socket.getaddrinfo, self.log)
+        self.hold = hold  # callable: why no connection may be attempted now (None: go ahead)
 
         self._cb = None
         self._reader = None
@@ -231,17 +228,12 @@ class MQTTClient:
             return False
 
     async def connect(self):
-        # One connection attempt (DNS, TCP, optional TLS, CONNECT/CONNACK). Raises OSError,
-        # MQTTError or asyncio.TimeoutError with a message naming the step that failed.
+        # One connection attempt (DNS through the cache, TCP, optional TLS, CONNECT/CONNACK).
+        # Raises OSError, MQTTError or asyncio.TimeoutError with a message naming the step that failed.
         if self._writer is not None:
             return self.session_present
-        ai = socket.getaddrinfo(self.server, self.port)  # fresh every attempt: IPs can move
-        host = _inet_host(ai) or self.server
-        if self.ssl:
-            coro = asyncio.open_connection(host, self.port, ssl=self.ssl, server_hostname=self.server)
-        else:
-            coro = asyncio.open_connection(host, self.port)
-        r, w = await asyncio.wait_for(coro, self.connect_timeout)
+        r, w = await open_stream(self.open_connection, self.resolver, self.server, self.port, self.ssl,
+                                 self.connect_timeout)
         if self.on_connecting is not None:
             self.on_connecting()
         try:

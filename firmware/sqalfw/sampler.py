@@ -2,6 +2,9 @@
 # The spool comes first: a reading exists once it is on flash, whatever the network does next.
 # Sensor failures never stop the device: a failing sensor is marked degraded and re-initialised
 # every `sensor_retry_s`; while degraded no sample is produced (the quality model needs both).
+# Bringing the sensors up includes the VL53L8's 86 KB firmware upload: the app runs it with
+# init_sensors_async(), which gives the event loop a turn after every chunk (the watchdog is fed
+# meanwhile); init_sensors() does the same without yielding, for tools and benchmarks.
 import time
 
 from sqalfw import VERSION, codec, quality
@@ -43,10 +46,25 @@ class Sampler:
         if name not in self.degraded:
             self.degraded.append(name)
         self.errors[name] = str(err)
-        print("sensor %s degraded: %s" % (name, err))
+        self.board.log("sqal: sensor %s degraded: %s" % (name, err))
 
     def init_sensors(self):
-        """Bring up whichever sensor is degraded. Returns True when both are up."""
+        """Bring up whichever sensor is degraded, without yielding. True when both are up."""
+        for _ in self._init_steps():
+            pass
+        return not self.degraded
+
+    async def init_sensors_async(self, beat=None):
+        """init_sensors(), giving the event loop a turn at every step of the bring-up; `beat`
+        (no arguments) is called at each step: the caller's proof of progress to the supervisor."""
+        import asyncio
+        for _ in self._init_steps():
+            if beat is not None:
+                beat()
+            await asyncio.sleep_ms(0)
+        return not self.degraded
+
+    def _init_steps(self):
         self._last_init = self.board.ticks_ms()
         cfg = self.cfg
         if self.bus is None:
@@ -56,14 +74,15 @@ class Sampler:
             except Exception as e:  # no bus at all: both sensors degraded, retried later
                 self._fail("tof", "i2c bus: %s" % e)
                 self._fail("spec", "i2c bus: %s" % e)
-                return False
+                return
         if "tof" in self.degraded:
             try:
                 path = cfg.tof_firmware_path
                 if not path.startswith("/"):
                     path = self.board.flash_dir + "/" + path
                 t = VL53L8(self.bus, path)
-                t.init()
+                for _ in t.init_steps():
+                    yield
                 t.start(cfg.resolution, cfg.tof_frequency_hz)
                 self.tof = t
                 self.degraded.remove("tof")
@@ -71,6 +90,7 @@ class Sampler:
             except (SensorError, OSError) as e:
                 self.tof = None
                 self._fail("tof", e)
+            yield
         if "spec" in self.degraded:
             try:
                 s = AS7341(self.bus)
@@ -81,7 +101,6 @@ class Sampler:
             except (SensorError, OSError) as e:
                 self.spec = None
                 self._fail("spec", e)
-        return not self.degraded
 
     def retry_due(self):
         if not self.degraded:

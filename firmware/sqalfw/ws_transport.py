@@ -17,14 +17,10 @@ import json
 from sqalfw import wsclient
 from sqalfw.backoff import Backoff
 
-from sqalfw.link import keep_connected, ticks_diff, ticks_ms, wait_up
+from sqalfw.link import Resolver, keep_connected, print_log, ticks_diff, ticks_ms, wait_up
 
 MAX_ABANDONED = 3  # requests that timed out while still awaiting their answer; more = dead link
 SAMPLE_PREFIX = b'{"type":"sensor_data","data":'
-
-
-def _log(msg):
-    print("sqal: " + msg)
 
 
 def device_path(path, device_id):
@@ -39,7 +35,8 @@ def device_path(path, device_id):
 
 class WSTransport:
     def __init__(self, url, device_id, boot, fw, keepalive=30, ssl=None, backoff=None, is_link_up=None,
-                 connect_timeout=10, link_poll_s=1.0, stable_s=10, max_frame=4096, user=None, password=None):
+                 connect_timeout=10, link_poll_s=1.0, stable_s=10, max_frame=4096, user=None, password=None,
+                 open_connection=None, resolver=None, log=None, hold=None):
         tls, host, port, path, u, p = wsclient.parse_url(url)
         # credentials for the gateway's device authentication: from the URL, else as given
         self.user, self.password = (u, p) if u is not None else (user, password)
@@ -58,6 +55,14 @@ class WSTransport:
         self.link_poll_s = link_poll_s
         self.stable_s = stable_s
         self.max_frame = max_frame
+        # the board seam, as for MQTTClient: connections, DNS (cached) and the serial log
+        self.log = log or print_log
+        self.open_connection = open_connection or asyncio.open_connection
+        if resolver is None:
+            import socket
+            resolver = Resolver(socket.getaddrinfo, self.log)
+        self.resolver = resolver
+        self.hold = hold  # callable: why no connection may be attempted now (None: go ahead)
         self.will = None   # MQTT-only; kept so the app may set them
         self.birth = None
         self._ws = None
@@ -146,7 +151,7 @@ class WSTransport:
             return ans["status"]
         self.rejected += 1
         self.last_reject = str(ans.get("reason", ans))[:200]
-        _log("gateway rejected a sample, dropped: " + self.last_reject)
+        self.log("gateway rejected a sample, dropped: " + self.last_reject)
         return "rejected"
 
     async def heartbeat(self, telemetry=None):
@@ -211,7 +216,7 @@ class WSTransport:
         if self._ws is not None:
             return
         ws = await wsclient.connect(self.url, self.ssl, self.connect_timeout, self.max_frame, self.path,
-                                    self.user, self.password)
+                                    self.user, self.password, self.open_connection, self.resolver)
         try:
             first = await asyncio.wait_for(ws.recv(), self.connect_timeout)
             m = json.loads(first)

@@ -4,13 +4,15 @@
 # only a client that speaks to the SQAL gateway: one HTTP upgrade with the Sec-WebSocket-Accept
 # check, masked client frames (text, binary), ping/pong, close, and a hard bound on what it will
 # read (max_frame). Messages fragmented by the server are reassembled within that bound.
-# asyncio.open_connection is looked up at call time, so the emulated board's link cut applies.
+# The connection is opened through the board's open_connection and its DNS cache (the transport
+# passes them; alone it uses asyncio's and a fresh lookup), so the emulated link cut applies.
 import asyncio
 import binascii
 import hashlib
 import os
 
 from sqalfw.config import split_hostport
+from sqalfw.link import Resolver, open_stream
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
@@ -92,10 +94,12 @@ def frame(opcode, payload, key=None):
     return bytes(hdr) + mask(payload, key)
 
 
-async def connect(url, ssl=None, timeout=10, max_frame=4096, path=None, user=None, password=None):
+async def connect(url, ssl=None, timeout=10, max_frame=4096, path=None, user=None, password=None,
+                  open_connection=None, resolver=None):
     """Open the TCP (TLS) connection and do the HTTP upgrade. Returns a WSClient.
 
-    `path` overrides the URL's; `user`/`password` are used when the URL has none.
+    `path` overrides the URL's; `user`/`password` are used when the URL has none. `open_connection`
+    and `resolver` (sqalfw.link.Resolver) are the board's; by default asyncio's and a plain lookup.
     Raises OSError, asyncio.TimeoutError, or WSError naming the handshake step that failed."""
     tls, host, port, upath, u, p = parse_url(url)
     if path is not None:
@@ -104,11 +108,11 @@ async def connect(url, ssl=None, timeout=10, max_frame=4096, path=None, user=Non
         user, password = u, p
     if tls and ssl is None:
         raise WSError("ws: wss:// needs an ssl context")
-    if tls:
-        coro = asyncio.open_connection(host, port, ssl=ssl, server_hostname=host)
-    else:
-        coro = asyncio.open_connection(host, port)
-    r, w = await asyncio.wait_for(coro, timeout)
+    if resolver is None:
+        import socket
+        resolver = Resolver(socket.getaddrinfo)
+    r, w = await open_stream(open_connection or asyncio.open_connection, resolver, host, port,
+                             ssl if tls else None, timeout)
     try:
         auth = None
         if user is not None:

@@ -4,6 +4,9 @@ a paho-mqtt subscriber, and sqalfw.codec decoding what arrives."""
 from __future__ import annotations
 
 import json
+import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +18,8 @@ import pytest
 from sqalfw import codec
 
 from emulation.device import EmulatedDevice
-from tests.fixtures.mqtt import MqttCollector
+from tests.fixtures.mqtt import MosquittoBroker, MqttCollector, free_port
+from tests.fixtures.tls import make_private_ca
 
 DeviceFactory = Callable[..., EmulatedDevice]
 
@@ -27,7 +31,7 @@ def make_device(tmp_path: Path, mosquitto_broker: Any, device_target: str) -> It
     def make(interval: float = 0.2, config: dict | None = None, emulation: dict | None = None,
              start: bool = True) -> EmulatedDevice:
         did = f"ESP32_T_{uuid.uuid4().hex[:8].upper()}"
-        cfg = {"watchdog_s": 5, "telemetry_interval_s": 1, "keepalive_s": 5}
+        cfg = {"watchdog_s": 20, "telemetry_interval_s": 1, "keepalive_s": 5}
         cfg.update(config or {})
         d = EmulatedDevice(did, tmp_path / did, mosquitto_broker.url, profile="default", seed=3,
                            interval=interval, config=cfg, emulation=emulation, target=device_target)
@@ -218,12 +222,13 @@ def test_absent_sensor_degraded_reported_no_boot_loop(make_device: DeviceFactory
 
 
 def test_watchdog_resets_hung_loop_then_safe_mode(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
-    dev = make_device(config={"watchdog_s": 2, "safe_mode_after": 2})
+    dev = make_device(config={"watchdog_s": 20, "safe_mode_after": 2})
     col = _collector(mosquitto_broker, dev)
     try:
         assert col.wait_for(lambda m: len(_samples(col, dev)) >= 1, 30), dev.log()
         dev.hang_i2c()  # the bus never answers again: every normal boot hangs at sensor init
-        assert col.wait_for(lambda m: any(s.get("safe_mode") for s in _statuses(col, dev)), 60), dev.log()
+        # two watchdog periods (20 s, the smallest) and the boots between them
+        assert col.wait_for(lambda m: any(s.get("safe_mode") for s in _statuses(col, dev)), 150), dev.log()
         reasons = [r for _rc, r in dev.exits]
         assert reasons.count("watchdog") >= 2 and "WATCHDOG" in dev.log()
         n = len(_samples(col, dev))
@@ -277,5 +282,196 @@ def test_clock_skew_moves_sample_timestamps(make_device: DeviceFactory, mosquitt
         assert col.wait_for(lambda m: len(_samples(col, dev)) >= n + 5, 15)
         last = _samples(col, dev)[-1]
         assert 3500 < time.time() - last["ts"] / 1000 < 3700
+    finally:
+        col.close()
+
+
+def test_a_failing_boot_backs_off_resets_and_ends_in_safe_mode(make_device: DeviceFactory,
+                                                                mosquitto_broker: Any) -> None:
+    # The first three power-ups run out of heap importing the firmware (emulation.json). Unguarded,
+    # that would leave a board at the REPL, uncounted; each one is counted as a failed boot, the
+    # device waits longer each time, resets, and the fourth boot, the streak reached, is safe mode.
+    dev = make_device(config={"safe_mode_after": 3},
+                      emulation={"memory_error_at": "import", "memory_error_boots": 3})
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert col.wait_for(lambda m: any(s.get("safe_mode") for s in _statuses(col, dev)), 90), dev.log()
+        log = dev.log()
+        failures = re.findall(r"sqal: boot failed \(MemoryError.*\); failed boots in a row: (\d+); reset in (\d+) s",
+                              log)
+        assert [(int(n), int(d)) for n, d in failures] == [(1, 1), (2, 2), (3, 4)], log
+        assert [r for _rc, r in dev.exits] == ["reset"] * 3 and dev.starts == 4
+        assert "SAFE MODE" in log and _samples(col, dev) == []
+    finally:
+        col.close()
+
+
+def test_ntp_falls_back_to_the_next_server_and_a_reset_keeps_the_clock_a_power_cut_not(
+        make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    dev = make_device(interval=0.3, emulation={"ntp_fail": ["0.pool.ntp.org"]})
+    col = _collector(mosquitto_broker, dev)
+    gw = Commander(mosquitto_broker, dev)
+
+    def boot_samples(boot: int) -> list[dict]:
+        return [s for s in _samples(col, dev) if s["boot"] == boot]
+
+    try:
+        assert col.wait_for(lambda m: any(s["synced"] for s in boot_samples(1)), 30), dev.log()
+        assert "sqal: clock set by NTP from 1.pool.ntp.org (no answer from 0.pool.ntp.org)" in dev.log()
+        dev.set_ntp(False)  # from now on no NTP server answers
+        # a reset (the reboot command): the RTC kept its time, so the clock is still set
+        assert gw.call(codec.encode_command("r1", "reboot"), "r1")["ok"]
+        assert col.wait_for(lambda m: len(boot_samples(2)) >= 2, 30), dev.log()
+        for s in boot_samples(2):
+            assert s["synced"] is True and abs(s["ts"] / 1000 - time.time()) < 60
+        assert dev.wait_for_log("sqal: NTP: no answer from 0.pool.ntp.org, 1.pool.ntp.org, 2.pool.ntp.org; "
+                                "clock kept", 15), dev.log()
+        # a power cut: the RTC starts again from 2000-01-01, and no NTP server answers
+        dev.reset()
+        assert col.wait_for(lambda m: len(boot_samples(3)) >= 2, 30), dev.log()
+        for s in boot_samples(3):
+            assert s["synced"] is False and s["ts"] < 978307200000  # 2001-01-01
+    finally:
+        gw.close()
+        col.close()
+
+
+def test_a_slow_failing_dns_does_not_reset_a_device_whose_cache_holds_the_broker(
+        make_device: DeviceFactory, mosquitto_broker: Any) -> None:
+    # the broker by name: looked up once, while DNS works; then the DNS servers stop answering and
+    # a lookup would block 30 s, longer than the (smallest) watchdog
+    name = f"localhost:{mosquitto_broker.port}"
+    dev = make_device(config={"broker_url": f"mqtt://{name}", "watchdog_s": 20})
+    col = _collector(mosquitto_broker, dev)
+    try:
+        assert dev.wait_for_log(f"sqal: online (broker {name})", 30), dev.log()
+        dev.set_dns_failure(30)
+        dev.network_down()  # the connection dies: the broker publishes the device's will
+        assert col.wait_for(lambda m: any(s["state"] == "offline" for s in _statuses(col, dev)), 20), dev.log()
+        dev.network_up()
+        # back online from the cached address, well within the watchdog: no lookup was made
+        assert dev.wait_for_log(f"sqal: online (broker {name})", 15, count=2), dev.log()
+        assert "dns: lookup of localhost" not in dev.log()
+        n = len(_samples(col, dev))
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= n + 3, 15), dev.log()
+        assert dev.exits == [] and dev.starts == 1
+    finally:
+        col.close()
+
+
+# ---- TLS (the ESP32 profile is built without TLS: these run on the 64-bit wheel) ----
+
+
+class CountingProxy:
+    """A TCP forwarder in front of a listener that counts the connections made to it: what an
+    emulated device attempts is seen here, TLS included (the bytes pass through untouched)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.accepted = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                c.close()
+                continue
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(4096):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, mosquitto_factory: Callable[..., MosquittoBroker],
+               device_target: str) -> Iterator[tuple[MosquittoBroker, CountingProxy, bytes]]:
+    """Mosquitto with a plain listener (the test's subscriber) and a TLS listener behind a counting
+    proxy, and the CA certificate a device verifies it with."""
+    if device_target != "unix64":
+        pytest.skip("the ESP32 profile is built without TLS (its MicroPython source has no mbedtls)")
+    ca = make_private_ca(tmp_path / "pki")
+    tls_port = free_port()
+    broker = mosquitto_factory(extra_config=[f"listener {tls_port} 127.0.0.1", f"cafile {ca.ca}",
+                                             f"certfile {ca.server_cert}", f"keyfile {ca.server_key}"])
+    proxy = CountingProxy(tls_port)
+    yield broker, proxy, ca.ca.read_bytes()
+    proxy.close()
+
+
+def _tls_device(make_device: DeviceFactory, proxy: CountingProxy, ca_pem: bytes | None,
+                config: dict | None = None, emulation: dict | None = None) -> EmulatedDevice:
+    dev = make_device(config={"broker_url": f"mqtts://127.0.0.1:{proxy.port}", **(config or {})},
+                      emulation=emulation, start=False)
+    dev.prepare()
+    if ca_pem is not None:
+        dev.put_flash("ca.pem", ca_pem)
+    dev.start()
+    return dev
+
+
+def test_tls_waits_for_the_clock_before_any_attempt(make_device: DeviceFactory,
+                                                    tls_broker: tuple[MosquittoBroker, CountingProxy, bytes]) -> None:
+    broker, proxy, ca_pem = tls_broker
+    dev = _tls_device(make_device, proxy, ca_pem, emulation={"ntp": "never"})
+    col = _collector(broker, dev)
+    try:
+        assert dev.wait_for_log("sqal: TLS: waiting for the clock to be set (NTP) before connecting", 20), dev.log()
+        assert dev.wait_for_log("sqal: NTP: no answer from", 20), dev.log()
+        time.sleep(3)  # three more looks at the link and the clock, and still nothing attempted
+        assert proxy.accepted == 0 and dev.log().count("waiting for the clock") == 1  # logged once
+        dev.set_ntp(True)  # NTP answers from now on: the clock is set at the next round, then TLS
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 2, 60), dev.log()
+        assert proxy.accepted >= 1 and dev.wait_for_log("sqal: online (broker", 10), dev.log()
+        log = dev.log()
+        assert log.index("sqal: clock set by NTP") < log.index("sqal: online (broker")
+        assert "the server certificate is verified against ca.pem" in log
+    finally:
+        col.close()
+
+
+def test_tls_without_ca_pem_is_refused_unless_tls_insecure(make_device: DeviceFactory,
+                                                           tls_broker: tuple[MosquittoBroker, CountingProxy, bytes]) -> None:
+    broker, proxy, _ca_pem = tls_broker
+    dev = _tls_device(make_device, proxy, None)
+    assert dev.wait_for_log("sqal: TLS refused: no ca.pem on flash", 20), dev.log()
+    assert dev.wait_for_log("sqal: clock set by NTP", 20), dev.log()
+    time.sleep(3)  # the clock is set, the link is up: still no attempt
+    assert proxy.accepted == 0 and "online (broker" not in dev.log()
+    # asked for explicitly in config.json: connects, unverified, and says so
+    dev.kill()
+    dev.update_config(tls_insecure=True)
+    col = _collector(broker, dev)
+    try:
+        dev.start()
+        assert col.wait_for(lambda m: len(_samples(col, dev)) >= 2, 30), dev.log()
+        assert proxy.accepted >= 1
+        assert "sqal: TLS without ca.pem (\"tls_insecure\": true in config.json): the server certificate is " \
+               "NOT verified" in dev.log()
     finally:
         col.close()

@@ -21,8 +21,8 @@ H.install()
 h = H.Host([{f0!r}, {f1!r}], stagger_ms=0)
 
 async def block():
-    print("BLOCKING", time.time_ns())
-    time.sleep(60)  # a blocking stall: the event loop itself stops, so no loop-side reset can run
+    h.devices[0].board.log("BLOCKING %d" % time.time_ns())  # the device's serial log
+    time.sleep(90)  # a blocking stall: the event loop itself stops, so no loop-side reset can run
 
 async def main():
     asyncio.create_task(h.main())
@@ -30,7 +30,7 @@ async def main():
     d0, d1 = h.devices
     print("SAMPLED", d0.app.sampler.sampled, d1.app.sampler.sampled)
     d0.app.sampler.cycle = block
-    await asyncio.sleep_ms(60000)
+    await asyncio.sleep_ms(90000)
     print("NOT KILLED")
 
 asyncio.run(main())
@@ -52,12 +52,12 @@ def test_a_stuck_event_loop_kills_the_host_with_the_watchdog_signal(micropython_
     from emulation.device import ensure_mpy_cache
     from tests.fixtures.micropython import micropython_path
 
-    devs = _devices(tmp_path, watchdog_s=2)
+    devs = _devices(tmp_path, watchdog_s=20)
     script = tmp_path / "stuck.py"
     script.write_text(STUCK_SCRIPT.format(f0=str(devs[0].flash_dir), f1=str(devs[1].flash_dir)))
     env = dict(os.environ, MICROPYPATH=micropython_path(ensure_mpy_cache()))
     proc = subprocess.run([micropython_bin, "-X", "heapsize=1M", str(script)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=60)
+                          env=env, cwd=tmp_path, timeout=150)
     killed_at = time.time_ns()
     out = proc.stdout + proc.stderr
     assert proc.returncode == -exitcodes.WATCHDOG_SIGNAL, out
@@ -65,11 +65,11 @@ def test_a_stuck_event_loop_kills_the_host_with_the_watchdog_signal(micropython_
     assert "WATCHDOG: event loop stuck, resetting the host" in out
     sampled = [int(x) for x in next(x for x in out.splitlines() if x.startswith("SAMPLED")).split()[1:]]
     assert min(sampled) >= 3, out  # both devices were running before the stall
-    # fired after the 2 s watchdog plus the host's grace (2 s), counted from the last feed, which
-    # came at most a feed period (0.2 s) before the stall; 1 s of margin for a loaded machine
+    # fired after the 20 s watchdog plus the host's grace (2 s), counted from the last feed, which
+    # came at most a feed period (1 s) before the stall; wide margins for a loaded machine
     blocked_at = int(devs[0].log().split("BLOCKING", 1)[1].split()[0])
     stalled_for = (killed_at - blocked_at) / 1e9
-    assert 3.0 <= stalled_for < 30, stalled_for
+    assert 20.0 <= stalled_for < 60, stalled_for
     # both dogs went unfed once the loop stopped: both devices record a watchdog reset
     for d in devs:
         assert (d.flash_dir / "reset_reason").read_text() == "watchdog"

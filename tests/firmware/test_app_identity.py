@@ -47,3 +47,18 @@ def test_lot_survives_reboot_and_falls_back_to_tmp(micropython_run, tmp_path: Pa
     state.rename(tmp_path / "state.json.tmp")
     b = _boot(micropython_run, tmp_path)
     assert b["lot"] == "LOT_20250114_0042" and b["boot"] == 3
+
+
+def test_boot_failed_counts_once_per_boot_keeps_the_state_and_the_back_off_is_bounded(micropython_run,
+                                                                                      tmp_path: Path) -> None:
+    _boot(micropython_run, tmp_path, extra="i.set_lot('LOT_20250114_0042')")
+    out = micropython_run(f"""
+import json
+from sqalfw import identity
+print(identity.boot_failed({str(tmp_path)!r}), identity.boot_failed({str(tmp_path)!r}))
+print(json.dumps([identity.boot_backoff_s(n) for n in range(0, 12)]))
+""").stdout.splitlines()
+    assert out[0] == "2 2"  # counted once in a process (one boot), on top of the boot start() counted
+    assert json.loads(out[1]) == [1, 1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["failed_boots"] == 2 and state["lot_id"] == "LOT_20250114_0042" and state["boot"] == 1

@@ -31,6 +31,17 @@ BAD: list[tuple[dict[str, object], str]] = [
     ({"sampel_interval_s": 3}, "config.json: unknown field \"sampel_interval_s\""),
     ({"wifi_ssid": "x" * 33}, "config.json: wifi_ssid must be a string of at most 32 characters"),
     ({"spool_capacity": 1e300}, "config.json: spool_capacity must be an integer"),
+    # the watchdog must outlast an uncached DNS lookup that gets no answer (14 s on an ESP32)
+    ({"watchdog_s": 2}, "config.json: watchdog_s must be a number between 20 and 3600, got 2"),
+    ({"ntp_hosts": []}, "config.json: ntp_hosts must be a list of 1 to 4 host names (1-64 characters each, "
+                        "no spaces), got []"),
+    ({"ntp_hosts": "pool.ntp.org"}, "config.json: ntp_hosts must be a list of 1 to 4 host names"),
+    ({"ntp_hosts": ["a", "b", "c", "d", "e"]}, "config.json: ntp_hosts must be a list of 1 to 4 host names"),
+    ({"ntp_hosts": ["pool ntp org"]}, "config.json: ntp_hosts must be a list of 1 to 4 host names"),
+    ({"ntp_host": "a.example", "ntp_hosts": ["b.example"]},
+     "config.json: ntp_host and ntp_hosts are both given: keep ntp_hosts only"),
+    ({"ntp_host": 5}, "config.json: ntp_host must be a host name (better: ntp_hosts, a list of host names), got 5"),
+    ({"tls_insecure": "yes"}, "config.json: tls_insecure must be true or false, got \"yes\""),
 ]
 
 
@@ -56,6 +67,15 @@ def test_bad_field_is_named(change: dict, message: str) -> None:
     assert message in str(e.value)
 
 
+def test_ntp_hosts_default_and_the_older_ntp_host() -> None:
+    c = config.validate(OK)
+    assert c.ntp_hosts == ["0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org"] and c.tls_insecure is False
+    # config files written before ntp_hosts keep working: one server
+    assert config.validate(_bad({"ntp_host": "ntp.lan"})).ntp_hosts == ["ntp.lan"]
+    assert config.validate(_bad({"ntp_hosts": ["ntp.lan", "10.0.0.1"]})).ntp_hosts == ["ntp.lan", "10.0.0.1"]
+    assert config.validate(_bad({"tls_insecure": True, "watchdog_s": 20})).tls_insecure is True
+
+
 def test_missing_required_field() -> None:
     with pytest.raises(config.ConfigError, match="config.json: broker_url is required"):
         config.validate({"device_id": "ESP32_A1"})
@@ -79,7 +99,7 @@ def test_load_missing_and_invalid_json(tmp_path: Path) -> None:
 
 def test_same_messages_on_micropython(micropython_run) -> None:
     """The board validates with MicroPython: its messages must be the CPython ones, byte for byte."""
-    cases = [_bad(c) for c, _ in BAD] + [OK]
+    cases = [_bad(c) for c, _ in BAD] + [OK, _bad({"ntp_host": "ntp.lan", "tls_insecure": True})]
     code = (
         "import json\nfrom sqalfw import config\n"
         f"cases = json.loads({json.dumps(json.dumps(cases))})\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from sqalfw import mqtt as fwmqtt
 from sqalfw.backoff import Backoff
+from sqalfw.link import Resolver
 from sqalfw.mqtt import MQTTClient, MQTTError
 
 from tests.fixtures.micropython import micropython_binary, micropython_path
@@ -327,21 +328,16 @@ async def test_publish_timeout_withdraws_and_inflight_is_bounded(mosquitto_broke
     await c.disconnect()
 
 
-async def test_link_down_means_no_attempts_and_dns_each_attempt(
-    mqtt_broker: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_link_down_means_no_attempts_and_dns_only_when_an_address_failed(mqtt_broker: Any) -> None:
     lookups: list[str] = []
-    real = fwmqtt.socket.getaddrinfo
 
     def counting(host: str, port: int, *a: Any) -> Any:
-        if host == "localhost":  # the fixture's own readiness probes use 127.0.0.1
-            lookups.append(host)
-        return real(host, port, *a)
+        lookups.append(host)
+        return socket.getaddrinfo(host, port, *a)
 
-    monkeypatch.setattr(fwmqtt.socket, "getaddrinfo", counting)
     link = {"up": False}
     c = MQTTClient("dev-link", "localhost", mqtt_broker.port, keepalive=30, link_poll_s=0.02,
-                   backoff=Backoff(0.02, 0.05, seed=3), is_link_up=lambda: link["up"])
+                   backoff=Backoff(0.02, 0.05, seed=3), is_link_up=lambda: link["up"], resolver=Resolver(counting))
     task = asyncio.create_task(c.run())
     try:
         await asyncio.sleep(0.3)
@@ -349,7 +345,8 @@ async def test_link_down_means_no_attempts_and_dns_each_attempt(
         link["up"] = True
         assert await c.wait_connected(5)
         assert lookups == ["localhost"]
-        # the broker goes away and comes back (possibly elsewhere): every attempt resolves again
+        # the broker goes away and comes back: the first attempt uses the cached address; each
+        # attempt that failed makes the next one look the name up again (it may have moved)
         mqtt_broker.stop()
         await asyncio.sleep(0.4)
         mqtt_broker.start()
@@ -357,10 +354,69 @@ async def test_link_down_means_no_attempts_and_dns_each_attempt(
             if c.isconnected() and c.reconnects >= 1:
                 break
             await asyncio.sleep(0.05)
-        assert c.reconnects == 1 and len(lookups) == 1 + c.connect_failures + 1
+        assert c.reconnects == 1 and len(lookups) == 1 + c.connect_failures
     finally:
         await c.disconnect()
         task.cancel()
+
+
+async def test_no_attempt_while_held_and_the_reason_logged_once() -> None:
+    attempts: list[tuple[str, int]] = []
+    logged: list[str] = []
+
+    async def refused(host: str, port: int, **kw: Any) -> Any:
+        attempts.append((host, port))
+        raise OSError(111, "refused")
+
+    why = {"now": "TLS: waiting for the clock to be set (NTP) before connecting"}
+    c = MQTTClient("dev-hold", "192.0.2.7", 8883, link_poll_s=0.02, backoff=Backoff(0.02, 0.05, seed=3),
+                   open_connection=refused, log=logged.append, hold=lambda: why["now"])
+    task = asyncio.create_task(c.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert attempts == [] and logged == [why["now"]]  # fifteen looks, one line
+        why["now"] = None
+        for _ in range(100):
+            if len(attempts) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert attempts[:2] == [("192.0.2.7", 8883)] * 2  # an address literal goes as it is
+    finally:
+        task.cancel()
+
+
+def test_resolver_cache_rules() -> None:
+    answers: list[Any] = []
+    asked: list[str] = []
+    logged: list[str] = []
+
+    def gai(host: str, port: int) -> Any:
+        asked.append(host)
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))]
+
+    r = Resolver(gai, logged.append, hold_s=60)
+    assert r.resolve("10.1.2.3", 1883) == "10.1.2.3" and r.resolve("::1", 1883) == "::1" and asked == []
+    answers.append("10.0.0.5")
+    assert r.resolve("broker.lan", 1883) == "10.0.0.5"
+    assert r.resolve("broker.lan", 1883) == "10.0.0.5" and asked == ["broker.lan"]  # cached: no lookup
+    r.failed("broker.lan")  # its address did not answer: look again
+    answers.append(OSError(-202))
+    assert r.resolve("broker.lan", 1883) == "10.0.0.5"  # the lookup failed: the last good address
+    assert "dns: lookup of broker.lan failed" in logged[-1] and "10.0.0.5" in logged[-1]
+    assert r.resolve("broker.lan", 1883) == "10.0.0.5" and len(asked) == 2  # held: not looked up again
+    answers.append(OSError(-202))
+    with pytest.raises(OSError, match="dns: lookup of other.lan failed"):
+        r.resolve("other.lan", 1883)
+    with pytest.raises(OSError, match="other.lan did not resolve"):
+        r.resolve("other.lan", 1883)  # held, nothing cached: fails at once, no lookup
+    assert asked == ["broker.lan", "broker.lan", "other.lan"]
+    r.hold_s = 0
+    r.failed("broker.lan")
+    answers.append("10.0.0.9")  # moved
+    assert r.resolve("broker.lan", 1883) == "10.0.0.9"
 
 
 def test_bad_arguments_are_named() -> None:

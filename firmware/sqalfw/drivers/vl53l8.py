@@ -6,6 +6,11 @@
 # The firmware (86,016 bytes) and the ULD tables (<firmware>.tables: GET_NVM command 40 B,
 # default configuration 972 B, default Xtalk 776 B) are files on flash from ST's ULD package;
 # the firmware is streamed in 4 KiB chunks and never held in RAM.
+#
+# The upload is 86 KB over I2C: 2-3 s at 400 kHz, far more than the event loop may stall. So the
+# bring-up is a generator (init_steps) that yields after every chunk and between the phases; the
+# app drives it with init_async(), which lets the event loop (and the watchdog's feeding) run at
+# every yield. init() runs the same steps without yielding, for tools and tests.
 import struct
 import time
 
@@ -186,13 +191,28 @@ class VL53L8:
 
     # ---- bring-up ------------------------------------------------------------------------------
     def init(self):
-        """Identity, SW reboot, firmware upload, boot, checksum, NVM/offsets, xtalk, default config."""
+        """Identity, SW reboot, firmware upload, boot, checksum, NVM/offsets, xtalk, default config,
+        without yielding (it blocks for the whole upload: use init_async() in the app)."""
+        for _ in self.init_steps():
+            pass
+
+    async def init_async(self):
+        """init(), giving the event loop a turn after each upload chunk and each phase."""
+        import asyncio
+        for _ in self.init_steps():
+            await asyncio.sleep_ms(0)
+
+    def init_steps(self):
+        """The bring-up as a generator: one step per upload chunk (21) and per phase."""
         self._check_files()
         try:
             self._identity()
             self._reboot()
-            self._upload()
+            yield
+            for _ in self._upload():
+                yield
             self._boot()
+            yield
             self._calibrate()
         except OSError as e:
             raise self._err(e)
@@ -256,6 +276,7 @@ class VL53L8:
         self._page(1)
 
     def _upload(self):
+        # a generator: yields after each chunk written
         self._step = "firmware upload"
         buf = bytearray(CHUNK)
         mv = memoryview(buf)
@@ -271,6 +292,7 @@ class VL53L8:
                                           % (self.firmware_path, page, off))
                     self._wrm(off, mv[:want])
                     off += want
+                    yield
         buf = mv = None
         self._page(1)
         self._wr(0x06, 0x03)   # ask the sensor to check the download
