@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 GEN = HERE / "build" / "sqal-model"  # generated sources (build/ is ignored by git)
 
 # The compiled codec must raise the pure codec's ContractError, not a class of its own: the gateway
-# catches `sqalfw.codec.ContractError` (prepare, grading, mqtt_source) whichever codec ran. The
+# catches `sqalfw.codec.ContractError` (prepare, grading, nats_source) whichever codec ran. The
 # compiled functions look the name up in their module's globals, so rebinding it after the class
 # statement makes every raise and `except ContractError` in the copy use the one shared class.
 _SHARED_ERROR = b"\nfrom sqalfw.codec import ContractError  # one class for both codecs (setup.py)\n"

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingest = None
         supervisor = await start_supervisor(app, settings)  # control panel: simulators as child processes
         try:
-            if settings.ingest_enabled:  # ingest: embedded broker (no SQAL_MQTT_URL), MQTT source, pipeline
+            if settings.ingest_enabled:  # ingest: message engine (embedded unless SQAL_NATS_URL), source, pipeline
                 ingest = IngestService(db.pool, IngestSettings.from_settings(settings))
                 app.state.ingest = ingest
                 await ingest.start()
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             try:
-                await supervisor.close()  # children first: devices say `offline` while the broker is up
+                await supervisor.close()  # children first: devices say `offline` while the engine is up
                 await stop_dispatcher(app)
                 if ingest is not None:
                     await ingest.stop()

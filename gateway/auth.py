@@ -10,8 +10,9 @@
   devices itself (below). `require_token` (gateway.api.WRITE_DEPENDENCIES) checks the same per route,
   so the OpenAPI schema declares it and a route stays protected even mounted elsewhere.
 - Device credentials: the CredentialStore of `sqal board provision` (<data dir>/mqtt/users.json,
-  password hashes only). The WebSocket ingest checks `Authorization: Basic` against it; the
-  embedded MQTT broker (gateway.broker) against the same file.
+  password hashes only). The WebSocket ingest checks `Authorization: Basic` against it; the message
+  engine's MQTT listener through the auth callout (gateway/nats/auth_callout.py), which also binds
+  the MQTT client id to the device id and gives the device its own subjects only.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def presented_token(scope: Scope) -> tuple[str | None, bool]:
             i = protos.index(WS_SUBPROTOCOL)
             if i + 1 < len(protos) and len(protos[i + 1]) <= MAX_TOKEN_CHARS:
                 return protos[i + 1], True
-            raise AuthError("subprotocol %s must be followed by the token" % WS_SUBPROTOCOL, "token_malformed")
+            raise AuthError(f"subprotocol {WS_SUBPROTOCOL} must be followed by the token", "token_malformed")
     return None, False
 
 
@@ -258,12 +259,13 @@ async def deny(scope: Scope, receive: Receive, send: Send, exc: AuthError) -> No
 # ---- device credentials -------------------------------------------------------------------------------
 
 def mqtt_auth_enabled(settings: Any) -> bool:
-    """Embedded broker: credentials + ACL when SQAL_MQTT_AUTH says so; unset, exactly when the
-    broker is reachable from the network (non-loopback bind). A loopback broker is reached only by
-    processes of this machine (the simulators), which could read the data dir anyway."""
+    """Embedded engine: device credentials + subject permissions when SQAL_MQTT_AUTH says so; unset,
+    exactly when its MQTT listener is reachable from the network (non-loopback bind). A loopback
+    listener is reached only by processes of this machine (the simulators), which could read the data
+    dir anyway."""
     if settings.mqtt_auth is not None:
         return bool(settings.mqtt_auth)
-    return settings.mqtt_url is None and not is_loopback(settings.mqtt_embedded_host)
+    return settings.nats_url is None and not is_loopback(settings.mqtt_embedded_host)
 
 
 def ws_device_auth_enabled(settings: Any) -> bool:
@@ -280,33 +282,41 @@ def credentials_dir(settings: Any) -> Path:
 
 class DeviceCredentials:
     """Checks a device's (id, password) against the CredentialStore's users.json, read on each check so
-    a provision, rotation or revocation applies to the next connection without a restart."""
+    a provision, rotation or revocation applies to the next connection without a restart or reload."""
 
     def __init__(self, directory: Path) -> None:
         self.users_path = Path(directory) / "users.json"
 
-    def _users(self) -> dict[str, Any]:
+    def _devices(self) -> dict[str, Any] | None:
+        """The devices' records; {} when nothing was provisioned; None when the file is unreadable."""
         try:
             data = json.loads(self.users_path.read_text())
         except FileNotFoundError:
-            return {"devices": {}, "gateway": None}
-        except ValueError:
-            log.error("%s is corrupt: every device login is refused", self.users_path)
-            return {"devices": {}, "gateway": None}
-        return data if isinstance(data, dict) else {"devices": {}, "gateway": None}
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("%s is unreadable (%s): every device login is refused", self.users_path, exc)
+            return None
+        devices = data.get("devices") if isinstance(data, dict) else None
+        if not isinstance(devices, dict):
+            log.error("%s has no 'devices' map: every device login is refused", self.users_path)
+            return None
+        return devices
+
+    def check(self, device_id: str, password: str) -> str:
+        """'ok', or why not: 'unknown_device', 'wrong_password', 'store_unreadable'."""
+        from gateway.boards.provision import password_verify
+
+        devices = self._devices()
+        if devices is None:
+            return "store_unreadable"
+        entry = devices.get(device_id)
+        if not isinstance(entry, dict):
+            return "unknown_device"
+        return "ok" if _verify(password_verify, password, entry.get("hash", entry.get("mosquitto"))) \
+            else "wrong_password"
 
     def check_device(self, device_id: str, password: str) -> bool:
-        from gateway.boards.provision import mosquitto_verify
-
-        entry = (self._users().get("devices") or {}).get(device_id)
-        return isinstance(entry, dict) and _verify(mosquitto_verify, password, entry.get("mosquitto"))
-
-    def check_gateway(self, user: str, password: str) -> bool:
-        from gateway.boards.provision import mosquitto_verify
-
-        gw = self._users().get("gateway")
-        return (isinstance(gw, dict) and gw.get("user") == user
-                and _verify(mosquitto_verify, password, gw.get("mosquitto")))
+        return self.check(device_id, password) == "ok"
 
 
 def _verify(fn: Callable[[str, str], bool], password: str, encoded: Any) -> bool:
@@ -381,7 +391,7 @@ def install_input_errors(app: Any) -> None:
     from registry.errors import InvalidInput
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
-        msg = str(exc) if isinstance(exc, InvalidInput) else "invalid input: %s" % str(exc).split("\n")[0][:200]
+        msg = str(exc) if isinstance(exc, InvalidInput) else "invalid input: " + str(exc).split("\n")[0][:200]
         return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "value_error"}]}, status_code=422)
 
     app.add_exception_handler(InvalidInput, invalid)

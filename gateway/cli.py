@@ -158,7 +158,7 @@ def demo(
                                            help="Samples after which a lot's inspection closes "
                                                 "(SQAL_INSPECTION_SAMPLES wins when set)."),
 ) -> None:
-    """Run the demo: embedded PostgreSQL + MQTT broker + gateway, then the complete_demo scenario (gavage ->
+    """Run the demo: embedded PostgreSQL + message engine + gateway, then the complete_demo scenario (gavage ->
     SQAL devices on the real firmware -> consumer feedback, one lot id all the way) with a live summary.
     Ctrl-C stops everything."""
     opts = None
@@ -177,6 +177,10 @@ app.add_typer(board_app, name="board")
 from emulation.fleet_cli import fleet_app  # noqa: E402
 
 app.add_typer(fleet_app, name="fleet")
+
+from gateway.nats.cli import engine_app  # noqa: E402
+
+app.add_typer(engine_app, name="engine")
 
 
 def main() -> None:

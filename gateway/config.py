@@ -22,24 +22,36 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir, description="Local state: embedded DB, logs, token")
     database_url: str | None = Field(default=None, description="PostgreSQL URL; unset = embedded PostgreSQL")
     database_pool_size: int = Field(default=10, ge=1, le=200, description="Max connections in the gateway's pool")
-    mqtt_url: str | None = Field(default=None, description="MQTT broker URL; unset = embedded broker")
-    mqtt_client_id: str = Field(default="sqal-gateway", description="Stable MQTT client id (persistent session); "
-                                "give each replica its own")
-    mqtt_shared_group: str | None = Field(default=None, description="Shared subscription group ($share/<group>/...) "
-                                          "for several gateway replicas")
-    mqtt_ca_file: Path | None = Field(default=None, description="mqtts://: PEM bundle of the CA that signed the "
-                                      "broker's certificate (unset: the system's CAs)")
-    mqtt_cert_file: Path | None = Field(default=None, description="mqtts://: client certificate (PEM) for brokers "
-                                        "that authenticate clients by certificate")
-    mqtt_key_file: Path | None = Field(default=None, description="mqtts://: the client certificate's private key "
-                                       "(PEM), when it is not in SQAL_MQTT_CERT_FILE")
-    mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535, description="Loopback port of the embedded broker "
-                                    "(0 = any free port; a busy port falls back to a free one)")
+    nats_url: str | None = Field(default=None, description="Comma-separated nats:// (or tls://) URLs of an external "
+                                 "NATS cluster with JetStream (credentials in the URL); unset = the embedded engine "
+                                 "(docs/scale-out.md)")
+    mqtt_url: str | None = Field(default=None, description="With SQAL_NATS_URL: the engine's MQTT listener, mqtt:// or "
+                                 "mqtts:// with the gateway's credentials; the boards' broker and the path of the "
+                                 "gateway's commands to them. Unset = the embedded engine's")
+    nats_ca_file: Path | None = Field(default=None, description="tls:// engine: PEM bundle of the CA that signed the "
+                                      "servers' certificates (unset: the system's CAs)")
+    nats_cert_file: Path | None = Field(default=None, description="tls:// engine: client certificate (PEM) for "
+                                        "servers that verify clients")
+    nats_key_file: Path | None = Field(default=None, description="tls:// engine: the client certificate's private key")
+    nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of the JetStream streams (3 on a "
+                               "3-node cluster: a node can be lost without losing a reading)")
+    nats_samples_max_bytes: int = Field(default=4 << 30, ge=1 << 20, description="Bytes of readings the engine keeps "
+                                        "for the gateway; when full it refuses new ones and the boards keep them "
+                                        "in their spools")
+    nats_embedded_port: int = Field(default=0, ge=0, le=65535, description="Loopback port of the embedded engine "
+                                    "for NATS clients (0 = any free port)")
+    mqtt_ca_file: Path | None = Field(default=None, description="mqtts:// engine (SQAL_MQTT_URL): PEM bundle of the "
+                                      "CA that signed its certificate, for the gateway's commands")
+    mqtt_cert_file: Path | None = Field(default=None, description="mqtts:// engine: client certificate (PEM)")
+    mqtt_key_file: Path | None = Field(default=None, description="mqtts:// engine: the client certificate's "
+                                       "private key (PEM), when it is not in SQAL_MQTT_CERT_FILE")
+    mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535, description="Port of the embedded engine's MQTT "
+                                    "listener for the boards (0 = any free port; a busy port falls back to a free one)")
     ingest_enabled: bool = Field(default=True, description="Run the ingest (broker connection, pipeline)")
     ingest_batch_max: int = Field(default=500, ge=1, le=10000, description="Messages per database transaction, at most")
     ingest_flush_ms: int = Field(default=50, ge=1, le=10000, description="A batch waits at most this long (ms)")
-    ingest_queue_max: int = Field(default=5000, ge=1, le=1000000, description="MQTT messages received and not yet "
-                                  "committed, at most (then the broker keeps the rest)")
+    ingest_queue_max: int = Field(default=5000, ge=1, le=1000000, description="Messages fetched from the engine and "
+                                  "not yet committed, per replica, at most (then the engine keeps the rest)")
     ingest_workers: int | None = Field(default=None, ge=0, le=64, description="Grading worker processes "
                                        "(unset: min(2, cores); 0: grade in a thread of the gateway)")
     ingest_clock_future_s: float = Field(default=60.0, gt=0, description="A synced device clock ahead of the gateway "
@@ -52,11 +64,11 @@ class Settings(BaseSettings):
                            "(warned at start; never do this on a non-loopback address)")
     read_auth: bool = Field(default=False, description="Require the token for read-only routes (GET, "
                             "/ws/realtime) too; /health and the API docs stay open")
-    mqtt_auth: bool | None = Field(default=None, description="Per-device MQTT credentials + topic ACL on the "
-                                   "embedded broker, device credentials on the WebSocket ingest; unset = on "
-                                   "exactly when the embedded broker binds a non-loopback address")
-    mqtt_embedded_host: str = Field(default="127.0.0.1", description="Address the embedded broker binds to "
-                                    "(loopback by default; another address turns SQAL_MQTT_AUTH on unless set)")
+    mqtt_auth: bool | None = Field(default=None, description="Per-device MQTT credentials + subject permissions on "
+                                   "the embedded engine, device credentials on the WebSocket ingest; unset = on "
+                                   "exactly when the embedded engine's MQTT listener binds a non-loopback address")
+    mqtt_embedded_host: str = Field(default="127.0.0.1", description="Address the embedded engine's MQTT listener "
+                                    "binds to (loopback by default; another address turns SQAL_MQTT_AUTH on unless set)")
     http_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1 << 30, description="Largest HTTP request "
                                      "body accepted (413 above, before the body is read)")
     ws_max_message_bytes: int = Field(default=65_536, ge=1024, le=16 << 20, description="Largest WebSocket "

@@ -1,6 +1,6 @@
 """`sqal demo`: complete_demo on the embedded defaults, with a live summary in the terminal.
 
-The gateway starts (embedded PostgreSQL + embedded MQTT broker), then the complete_demo scenario:
+The gateway starts (embedded PostgreSQL + embedded message engine), then the complete_demo scenario:
 gavage simulator -> 2 s -> emulated SQAL devices -> 5 s -> consumer simulator. The defaults are
 chosen so a first lot goes the whole way (gavage days, ready, SQAL samples, inspection with grades
 and ITM, products, consumer feedback) within a few minutes: see docs/control-panel.md for the

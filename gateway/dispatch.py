@@ -38,7 +38,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqalfw import codec
 
-from gateway.ingest.mqtt_source import apply_tls, parse_url, tls_files
+from gateway.mqtt_url import apply_tls, parse_url, tls_files
 from registry import devices, feedback, inspection_queue
 from registry.errors import RegistryError
 
@@ -317,8 +317,8 @@ async def start_dispatcher(app: FastAPI, pool: asyncpg.Pool, broker_url: str | N
     ds = DispatchSettings.from_settings(settings)
     if not ds.dispatch_enabled or broker_url is None:
         return
-    base = getattr(settings, "mqtt_client_id", "sqal-gateway")
-    d = Dispatcher(pool, broker_url, ds, client_id=f"{base}-dispatch", **tls_files(settings))
+    # one MQTT client id per replica: two replicas sharing one would take each other's connection
+    d = Dispatcher(pool, broker_url, ds, client_id=f"sqal-dispatch-{uuid.uuid4().hex[:8]}", **tls_files(settings))
     await d.start()
     app.state.dispatcher = d
 

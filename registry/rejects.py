@@ -29,8 +29,15 @@ class RejectRow:
     payload_size: int  # size before truncation
 
     def record(self) -> tuple[Any, ...]:
-        return (self.received_at, self.source, self.topic, self.device_id, self.reason_key, self.reason,
-                self.payload, self.payload_size, len(self.payload) < self.payload_size)
+        return (self.received_at, self.source, _text(self.topic), _text(self.device_id), _text(self.reason_key),
+                _text(self.reason), self.payload, self.payload_size, len(self.payload) < self.payload_size)
+
+
+def _text(s: str | None) -> str | None:
+    """PostgreSQL text cannot hold a NUL character: it is stored as the four characters \\x00. A
+    topic can have one (a NATS client may publish any subject): refused, the reject row made the
+    whole batch fail, then could not be stored at all (tests/gateway/test_ingest_hostile.py)."""
+    return s.replace("\x00", "\\x00") if s is not None and "\x00" in s else s
 
 
 async def insert_rejects(db: Executor, rows: Sequence[RejectRow]) -> int:

@@ -178,30 +178,56 @@ def deploy(
 @board_app.command()
 def provision(
     device_id: Annotated[str, typer.Option("--device-id", help="Device id, e.g. ESP32_LL_01.")],
-    broker_host: Annotated[str, typer.Option("--broker-host", help="Broker address as the board reaches it.")]
-    = "127.0.0.1",
+    broker_host: Annotated[str, typer.Option("--broker-host", help="The engine's MQTT address as the board "
+                                             "reaches it.")] = "127.0.0.1",
     broker_port: Annotated[int, typer.Option("--broker-port")] = 1883,
     tls: Annotated[bool, typer.Option("--tls", help="The board connects with mqtts://.")] = False,
     rotate: Annotated[bool, typer.Option("--rotate", help="Issue a new password for an existing device.")] = False,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Delete the device's credentials.")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="SQAL data dir (default: SQAL_DATA_DIR).")]
     = None,
 ) -> None:
-    """Create a device's MQTT credentials and write the Mosquitto and amqtt auth/ACL files."""
+    """Create, rotate (--rotate) or revoke (--revoke) a device's MQTT credentials on the message engine.
+
+    They go into <data dir>/mqtt/users.json (hashed), which the engine's auth callout reads at every
+    connection: the change applies to the device's next connection, with no reload.
+    """
+    from gateway.auth import is_loopback, mqtt_auth_enabled
     from gateway.boards.provision import CredentialStore
     from gateway.config import get_settings
 
-    root = data_dir or get_settings().data_dir
+    settings = get_settings()
+    root = data_dir or settings.data_dir
     store = CredentialStore(root / "mqtt")
     try:
-        p = store.provision(device_id, broker_host, broker_port, rotate=rotate, tls=tls)
+        if revoke:
+            store.revoke(device_id)
+        else:
+            p = store.provision(device_id, broker_host, broker_port, rotate=rotate, tls=tls)
     except BoardError as e:
         _fail(e)
-    files = store.write_broker_files()
+    if revoke:
+        console.print(f"[green]Revoked {device_id}[/green]: the engine refuses its next connection (one already "
+                      "open stays until the device reconnects).", highlight=False)
+        return
     verb = "New password for" if p.rotated else "Credentials created for"
-    console.print(f"[green]{verb} {p.device_id}[/green] (stored hashed in {store.users_path}).")
-    console.print(f"Mosquitto: add 'include_dir' or copy the lines of {files['mosquitto.conf']} into your "
-                  "mosquitto.conf, then reload mosquitto (SIGHUP).", highlight=False)
-    console.print(f"Embedded broker: plugins config in {files['amqtt.json']}.", highlight=False)
-    console.print("The password is shown only now. Deploy with:", highlight=False)
+    console.print(f"[green]{verb} {p.device_id}[/green] (stored hashed in {store.users_path}); the engine checks "
+                  "them at the device's next connection, no reload.", highlight=False)
+    if p.rotated:
+        console.print("The old password stops working at the device's next connection: deploy the new one.",
+                      highlight=False)
+    if is_loopback(broker_host):
+        errors.print(f"note: {broker_host} is this machine's loopback address, which a board cannot reach: pass "
+                     "--broker-host with this machine's address on the boards' network.", highlight=False)
+    if settings.nats_url:
+        console.print(f"External engine: the auth callout must run for it (python -m gateway.nats.auth_callout "
+                      f"--data-dir {root} --server <engine URL>; docs/security.md).", highlight=False, soft_wrap=True)
+    elif not mqtt_auth_enabled(settings):
+        errors.print("note: this gateway's embedded engine does not authenticate devices (SQAL_MQTT_AUTH is not "
+                     "true and its MQTT listener is on loopback): set SQAL_MQTT_AUTH=true, or bind "
+                     "SQAL_MQTT_EMBEDDED_HOST to the boards' network (docs/security.md).", highlight=False)
+    console.print("Broker URL (the password is shown only now):", highlight=False)
+    console.print(f"  {p.broker_url}", highlight=False, markup=False, soft_wrap=True)
+    console.print("Deploy with:", highlight=False)
     console.print(f"  sqal board deploy --port PORT --device-id {p.device_id} --wifi-ssid SSID "
                   f"--broker '{p.broker_url}'", highlight=False, markup=False, soft_wrap=True)

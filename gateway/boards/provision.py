@@ -1,54 +1,58 @@
-"""MQTT credentials for devices, and the broker files that enforce them.
+"""Device credentials: the store the message engine's auth callout checks every MQTT login against.
 
-The store is a directory under the SQAL data dir (default <data_dir>/mqtt, every file 0600):
+The store is a directory under the SQAL data dir (default <data_dir>/mqtt, mode 0700):
 
-    users.json         device id -> password hashes (never the password): mosquitto's PBKDF2-SHA512
-                       "$7$" form and an Argon2 hash for amqtt; plus the gateway's user
-    gateway.json       the gateway's own user and password (the gateway must present it, so it is
-                       the one secret kept in clear; 0600, never printed)
-    passwd, acl        Mosquitto password file and ACL, regenerated from users.json on every change
-    mosquitto.conf     snippet to include in a Mosquitto config (password_file, acl_file, no anonymous)
-    amqtt.json         the embedded amqtt broker's plugin config (FileAuthPlugin + topic ACL)
-    amqtt_passwd       its password file (Argon2 hashes)
+    users.json   device id -> password hash (never the password), 0600. The hash is PBKDF2-SHA512 in
+                 Mosquitto 2's "$7$" format (so a site can still paste a line into a Mosquitto
+                 password file by hand); entries written before the move to NATS keep it under the
+                 key "mosquitto" and still verify.
 
-A device's password is shown once, when provisioned (or rotated), inside the --broker URL to give
-to `sqal board deploy`; it is stored nowhere in clear on the host.
+Nothing else is generated: the engine does not read this file, the auth callout
+(gateway/nats/auth_callout.py) does, at each connection. So a provision, a rotation (--rotate) or a
+revocation (--revoke) applies to the device's next connection with no engine reload; a device
+already connected stays connected until it reconnects. Files that earlier versions generated
+(passwd, acl, mosquitto.conf, amqtt.json, amqtt_passwd, gateway.json) are no longer written or read
+and can be deleted.
+
+A device's password is shown once, when provisioned (or rotated), inside the broker URL to give to
+`sqal board deploy`; it is stored nowhere in clear on the host.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.boards import BoardError
 
-GATEWAY_USER = "_sqal_gateway"  # a leading "_" can never be a device id, so no clash
-MOSQUITTO_ITERATIONS = 101      # mosquitto_passwd's default for "$7$"
-MOSQUITTO_SALT_BYTES = 12
-PASSWORD_BYTES = 18             # 24 URL-safe characters
-GATEWAY_READS = ("sample", "status", "telemetry", "cmd/result")
+HASH_ITERATIONS = 101       # mosquitto_passwd's default for "$7$"; the passwords are 144 random bits
+HASH_SALT_BYTES = 12
+PASSWORD_BYTES = 18         # 24 URL-safe characters
 
 
 class ProvisionError(BoardError):
     pass
 
 
-def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS) -> str:
-    """Mosquitto 2.x password-file hash: $7$<iterations>$<b64 salt>$<b64 PBKDF2-HMAC-SHA512>."""
-    salt = salt if salt is not None else os.urandom(MOSQUITTO_SALT_BYTES)
+def password_hash(password: str, salt: bytes | None = None, iterations: int = HASH_ITERATIONS) -> str:
+    """$7$<iterations>$<b64 salt>$<b64 PBKDF2-HMAC-SHA512> (Mosquitto 2's password-file format)."""
+    salt = salt if salt is not None else os.urandom(HASH_SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def mosquitto_verify(password: str, encoded: str) -> bool:
+def password_verify(password: str, encoded: str) -> bool:
     try:
         _, kind, iterations, salt_b64, digest_b64 = encoded.split("$")
         if kind != "7":
@@ -57,15 +61,15 @@ def mosquitto_verify(password: str, encoded: str) -> bool:
         want = base64.b64decode(digest_b64)
     except ValueError:
         return False
-    got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
+    got = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8", "surrogateescape"), salt, int(iterations))
     return hmac.compare_digest(got, want)
 
 
-def argon2_hash(password: str) -> str:
-    """The hash amqtt's FileAuthPlugin verifies (it uses pwdlib's Argon2 hasher)."""
-    from pwdlib.hashers.argon2 import Argon2Hasher
+def reserved_ids() -> frozenset[str]:
+    """The engine's own configured users: a device with such an id would never reach the callout."""
+    from gateway.nats.embedded import DEVICES_USER, GATEWAY_USER
 
-    return Argon2Hasher().hash(password)
+    return frozenset({GATEWAY_USER, DEVICES_USER})
 
 
 def valid_device_id(device_id: str) -> bool:
@@ -94,41 +98,43 @@ class Provisioned:
 
 class CredentialStore:
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.users_path = directory / "users.json"
-        self.gateway_path = directory / "gateway.json"
+        self.dir = Path(directory)
+        self.users_path = self.dir / "users.json"
+        self.lock_path = self.dir / "users.lock"
 
     # --- state ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time (the CLI and the gateway's supervisor may both write)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def _load(self) -> dict[str, Any]:
         try:
             data: dict[str, Any] = json.loads(self.users_path.read_text())
         except FileNotFoundError:
-            return {"version": 1, "devices": {}, "gateway": None}
+            return {"version": 2, "devices": {}}
         except ValueError as e:
             raise ProvisionError(f"{self.users_path} is corrupt ({e}): restore it from a backup or "
                                  "delete it and provision every device again") from None
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
+            raise ProvisionError(f"{self.users_path} has no 'devices' map: restore it from a backup or "
+                                 "delete it and provision every device again")
         return data
 
     def _save(self, data: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        data["version"] = 2
+        data.pop("gateway", None)  # the Mosquitto-era gateway login: the engine has its own users
         _write_private(self.users_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
     def devices(self) -> list[str]:
         return sorted(self._load()["devices"])
-
-    def gateway_credentials(self) -> tuple[str, str]:
-        """The gateway's (user, password), created on first use."""
-        data = self._load()
-        if data.get("gateway") and self.gateway_path.exists():
-            g = json.loads(self.gateway_path.read_text())
-            return g["username"], g["password"]
-        password = secrets.token_urlsafe(PASSWORD_BYTES)
-        data["gateway"] = {"user": GATEWAY_USER, "mosquitto": mosquitto_hash(password),
-                           "argon2": argon2_hash(password)}
-        self._save(data)
-        _write_private(self.gateway_path, json.dumps({"username": GATEWAY_USER, "password": password}) + "\n")
-        return GATEWAY_USER, password
 
     # --- provisioning -----------------------------------------------------------------------------
     def provision(self, device_id: str, broker_host: str = "127.0.0.1", broker_port: int = 1883,
@@ -136,24 +142,25 @@ class CredentialStore:
         if not valid_device_id(device_id):
             raise ProvisionError(f"device id {device_id!r} is not valid: 3-48 characters [A-Za-z0-9_-], "
                                  "starting with a letter or digit (e.g. ESP32_LL_01)")
-        self.gateway_credentials()
-        data = self._load()
-        exists = device_id in data["devices"]
-        if exists and not rotate:
-            raise ProvisionError(f"device {device_id} already has credentials: pass --rotate to issue a new "
-                                 "password (the old one stops working once the broker reloads its files)")
-        password = secrets.token_urlsafe(PASSWORD_BYTES)
-        data["devices"][device_id] = {
-            "mosquitto": mosquitto_hash(password),
-            "argon2": argon2_hash(password),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        if simulated:
-            data["devices"][device_id]["simulated"] = True
-        self._save(data)
-        self.write_broker_files()
+        if device_id in reserved_ids():
+            raise ProvisionError(f"device id {device_id!r} is reserved for the message engine's own users: "
+                                 "pick another device id")
+        with self._locked():
+            data = self._load()
+            exists = device_id in data["devices"]
+            if exists and not rotate:
+                raise ProvisionError(f"device {device_id} already has credentials: pass --rotate to issue a "
+                                     "new password (the old one stops working at the device's next connection)")
+            password = secrets.token_urlsafe(PASSWORD_BYTES)
+            record: dict[str, Any] = {"hash": password_hash(password),
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if simulated:
+                record["simulated"] = True
+            data["devices"][device_id] = record
+            self._save(data)
         scheme = "mqtts" if tls else "mqtt"
-        return Provisioned(device_id, password, f"{scheme}://{device_id}:{password}@{broker_host}:{broker_port}",
+        host = f"[{broker_host}]" if ":" in broker_host else broker_host
+        return Provisioned(device_id, password, f"{scheme}://{device_id}:{password}@{host}:{broker_port}",
                            rotated=exists)
 
     def simulated(self, device_id: str) -> str:
@@ -169,59 +176,9 @@ class CredentialStore:
         return self.provision(device_id, rotate=True, simulated=True).password
 
     def revoke(self, device_id: str) -> None:
-        data = self._load()
-        if data["devices"].pop(device_id, None) is None:
-            raise ProvisionError(f"device {device_id} has no credentials")
-        self._save(data)
-        self.write_broker_files()
-
-    # --- broker files -----------------------------------------------------------------------------
-    def write_broker_files(self) -> dict[str, Path]:
-        data = self._load()
-        gw = data.get("gateway")
-        if not gw:
-            self.gateway_credentials()
+        """The device's next connection is refused (one already connected stays until it reconnects)."""
+        with self._locked():
             data = self._load()
-            gw = data["gateway"]
-        devices: dict[str, dict[str, str]] = data["devices"]
-        paths = {name: self.dir / name for name in ("passwd", "acl", "mosquitto.conf", "amqtt.json", "amqtt_passwd")}
-
-        lines = [f"{gw['user']}:{gw['mosquitto']}"] + [f"{d}:{v['mosquitto']}" for d, v in sorted(devices.items())]
-        _write_private(paths["passwd"], "\n".join(lines) + "\n")
-        _write_private(paths["acl"], mosquitto_acl(gw["user"]))
-        _write_private(paths["mosquitto.conf"], (
-            "# SQAL device authentication (generated by 'sqal board provision'; do not edit)\n"
-            "allow_anonymous false\n"
-            f"password_file {paths['passwd']}\n"
-            f"acl_file {paths['acl']}\n"
-        ))
-        alines = [f"{gw['user']}:{gw['argon2']}"] + [f"{d}:{v['argon2']}" for d, v in sorted(devices.items())]
-        _write_private(paths["amqtt_passwd"], "\n".join(alines) + "\n")
-        _write_private(paths["amqtt.json"], json.dumps(amqtt_plugins(gw["user"], sorted(devices),
-                                                                      paths["amqtt_passwd"]), indent=1) + "\n")
-        return paths
-
-
-def mosquitto_acl(gateway_user: str) -> str:
-    """The gateway reads every device's topics and writes commands; a device (user name = device id)
-    reads and writes only under sqal/v1/<its id>/."""
-    out = ["# generated by 'sqal board provision'; do not edit", f"user {gateway_user}"]
-    out += [f"topic read sqal/v1/+/{t}" for t in GATEWAY_READS]
-    out += ["topic write sqal/v1/+/cmd", "", "# every other user: its own subtree only (%u = user name)",
-            "pattern readwrite sqal/v1/%u/#", ""]
-    return "\n".join(out)
-
-
-def amqtt_plugins(gateway_user: str, devices: list[str], password_file: Path) -> dict[str, Any]:
-    """amqtt has no ACL patterns: one entry per device."""
-    subscribe = {gateway_user: [f"sqal/v1/+/{t}" for t in GATEWAY_READS]}
-    publish = {gateway_user: ["sqal/v1/+/cmd"]}
-    for d in devices:
-        subscribe[d] = [f"sqal/v1/{d}/#"]
-        publish[d] = [f"sqal/v1/{d}/#"]
-    return {
-        "plugins": {
-            "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(password_file)},
-            "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {"acl": subscribe, "publish_acl": publish},
-        }
-    }
+            if data["devices"].pop(device_id, None) is None:
+                raise ProvisionError(f"device {device_id} has no credentials")
+            self._save(data)

@@ -1,4 +1,5 @@
-"""Ingest: MQTT and WebSocket readings -> one pipeline -> PostgreSQL, exactly once per dedupe key.
+"""Ingest: the boards' readings (MQTT through the message engine's JetStream streams, and WebSocket)
+-> one pipeline -> PostgreSQL, exactly once per dedupe key.
 
 Modules, one concern each:
     envelope     what a source hands to the pipeline (raw bytes + how to answer/acknowledge)
@@ -7,12 +8,10 @@ Modules, one concern each:
     grading      runs prepare for a batch in a pool of worker processes (survives a worker dying)
     rejects      reason keys and payload truncation for rejected messages
     pipeline     bounded intake, batches flushed on size or time, one transaction per batch, acks after commit
-    slots        the bounded intake's slots, taken by the MQTT thread per chunk read
-    mqtt_source  paho-mqtt 2.x, manual acknowledgement, persistent session, shared subscriptions,
-                 a fast path for QoS 1 PUBLISH packets
+    nats_source  the engine's durable pull consumers: fetch batches, acknowledge after the commit
     ws_source    /ws/sensors/ (the original WebSocket protocol)
     realtime     /ws/realtime/ sample summaries and grade counts for dashboards
     metrics      Prometheus metrics (/metrics)
-    service      wires the above (and the embedded broker) into the gateway app
+    service      wires the above (and the embedded engine, gateway/nats/) into the gateway app
 See docs/ingest.md for the guarantees and their limits.
 """

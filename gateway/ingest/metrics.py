@@ -3,7 +3,6 @@ test process; the default global registry would refuse the second)."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Callable
 
@@ -26,9 +25,9 @@ class IngestMetrics:
                                       ["kind"], registry=r)
         self.db_retries = Counter("sqal_ingest_db_retries", "Batch commits retried after a database error",
                                   registry=r)
-        self.acks_skipped = Counter("sqal_ingest_acks_skipped",
-                                    "MQTT acks not sent because the connection that delivered the message is gone "
-                                    "(the broker redelivers; the dedupe key absorbs it)", registry=r)
+        self.redelivered = Counter("sqal_ingest_redelivered",
+                                   "Messages the engine handed out again (an ack lost, or a replica died before its "
+                                   "commit; the dedupe key absorbs the second copy)", registry=r)
         self.internal_errors = Counter("sqal_ingest_internal_errors",
                                        "Bugs caught in the ingest's own code, by stage (the log has the traceback)",
                                        ["stage"], registry=r)
@@ -58,25 +57,6 @@ class IngestMetrics:
 
 
 def observe_many(h: Histogram, values: Iterable[float]) -> None:
-    """`h.observe(v)` for each value, with one lock round per bucket hit and one for the sum instead
-    of two per value (prometheus_client internals `_upper_bounds`, `_buckets`, `_sum`; without them,
-    one observe per value). Same buckets as observe: the first upper bound >= the value."""
-    bounds, buckets, total = (getattr(h, "_upper_bounds", None), getattr(h, "_buckets", None),
-                              getattr(h, "_sum", None))
-    if bounds is None or buckets is None or total is None or getattr(h, "_labelnames", None):
-        for v in values:
-            h.observe(v)
-        return
-    counts = [0] * len(bounds)
-    s = 0.0
-    n = 0
+    """`h.observe(v)` for each value (prometheus_client's public API only)."""
     for v in values:
-        counts[bisect_left(bounds, v)] += 1  # the last bound is +Inf
-        s += v
-        n += 1
-    if not n:
-        return
-    for i, c in enumerate(counts):
-        if c:
-            buckets[i].inc(c)
-    total.inc(s)
+        h.observe(v)

@@ -1,15 +1,14 @@
 """The one ingest pipeline: bounded intake -> batches (size or time) -> one transaction -> answers.
 
-- Intake is bounded. A source takes a slot before it hands a message in (`slot_mqtt`, slots.Slots,
-  which the paho thread takes per chunk read and blocks on; `slot_ws`, an asyncio semaphore a
-  WebSocket awaits) and the slot is given back only once the message is committed and answered.
-  So a slow database slows the sources down (the broker keeps the rest); nothing is ever dropped
-  to make room.
+- Intake is bounded. The message engine's source hands in no more than its room (messages fetched
+  and not yet acknowledged, gateway/ingest/nats_source.py); a WebSocket awaits a slot of `slot_ws`,
+  given back only once the message is committed and answered. So a slow database slows the sources
+  down (the engine keeps the rest on disk); nothing is ever dropped to make room.
 - Decoding and grading run in a small pool of worker processes (`grading.Grader`: the model is pure
   Python and holds the GIL, so a thread would take the event loop's core). A batch is split into
   one chunk per worker; up to `prepare_ahead` batches are graded while earlier ones commit.
-- The paho thread hands messages over in bursts: one event-loop wake-up for all that arrived since
-  the last one, not one per message. Counters are added per batch, not per message.
+- Sources hand messages over in bursts (a fetched batch at once). Counters are added per batch, not
+  per message.
 - One transaction per batch: samples (COPY, dedupe in SQL), rejects, device updates (last, one
   batch at a time). Up to `commit_lanes` batches commit at once, each on its own connection. Only
   after COMMIT are the `done` callbacks run (the MQTT ack, the WebSocket answer), strictly in
@@ -38,7 +37,6 @@ from gateway.ingest.grading import Grader
 from gateway.ingest.metrics import IngestMetrics, observe_many
 from gateway.ingest.prepare import ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
-from gateway.ingest.slots import Slots
 from registry import devices as reg_devices
 from registry.errors import RegistryError
 from registry.rejects import RejectRow, insert_rejects
@@ -58,8 +56,7 @@ def default_workers() -> int:
 class PipelineConfig:
     batch_max: int = 500  # messages per transaction at most
     flush_s: float = 0.05  # a batch waits at most this long for more messages
-    mqtt_capacity: int = 5000  # MQTT messages received and not yet committed, at most
-    ws_capacity: int = 1000  # same for WebSocket messages
+    ws_capacity: int = 1000  # WebSocket messages received and not yet committed, at most
     payload_limit: int = 4096  # bytes kept of a rejected payload
     clock: ClockPolicy = ClockPolicy()
     retry_max_s: float = 5.0  # cap of the backoff between commit retries
@@ -108,14 +105,11 @@ class Pipeline:
         self.pool = pool
         self.metrics = metrics or IngestMetrics()
         self.config = config
-        self.slot_mqtt = Slots(config.mqtt_capacity)
         self.slot_ws = asyncio.Semaphore(config.ws_capacity)
         self._pending: collections.deque[Envelope] = collections.deque()  # received, not yet in a batch
         self._arrived = asyncio.Event()  # set when _pending gets messages (the collector waits on it)
         self._stage: asyncio.Queue[asyncio.Future[list[Prepared]]] = asyncio.Queue(maxsize=max(1, config.prepare_ahead))
         self.grader = Grader(config.workers, config.clock, config.payload_limit)
-        self._handoff: collections.deque[Envelope] = collections.deque()  # paho thread -> event loop
-        self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
@@ -137,20 +131,8 @@ class Pipeline:
         """Called on the event loop after each commit with the batch and its outcomes (realtime)."""
         self._listeners.append(fn)
 
-    def put_threadsafe(self, envs: list[Envelope]) -> None:
-        """From another thread, once it holds a `slot_mqtt` for each: hand messages to the event loop.
-        Appended first, flag read second (and cleared by the loop before it empties the deque): a
-        message is either taken by a wake-up already scheduled, or schedules one itself."""
-        self._handoff.extend(envs)
-        if not self._wake_pending:
-            self._wake_pending = True
-            self.loop.call_soon_threadsafe(self._take_handoff)
-
-    def _take_handoff(self) -> None:
-        self._wake_pending = False
-        envs = []
-        while self._handoff:
-            envs.append(self._handoff.popleft())
+    def put(self, envs: list[Envelope]) -> None:
+        """From the event loop: messages a source took in (it bounds how many it has in hand)."""
         self._accept(envs)
 
     def _accept(self, envs: list[Envelope]) -> None:
@@ -503,10 +485,9 @@ class Pipeline:
         return out
 
     def _answer(self, items: list[Prepared], outcomes: dict[int, Outcome], now: datetime) -> None:
-        """Each message's `done`, then its slot back; never raises (a slot kept would shrink the
-        intake for good), whatever a callback, a metric or a listener does."""
+        """Each message's `done` (its ack, its answer); never raises (a source's room or a slot not
+        given back would shrink the intake for good), whatever a callback, a metric or a listener does."""
         m = self.metrics
-        mqtt_done = 0
         for it in items:
             done = it.env.done
             try:
@@ -516,10 +497,6 @@ class Pipeline:
                 log.exception("ingest: answering %s failed", it.env.topic)
             finally:
                 self._in_flight -= 1
-                if it.env.source == "mqtt":
-                    mqtt_done += 1
-        if mqtt_done:
-            self.slot_mqtt.release(mqtt_done)
         try:
             # per message, observed per batch (one lock round per bucket, not two per message)
             observe_many(m.latency_seconds, [max(0.0, (now - it.env.received_at).total_seconds()) for it in items])

@@ -1,15 +1,17 @@
-"""IngestService: the embedded broker (when no SQAL_MQTT_URL), the pipeline, the MQTT source, the
-realtime hub; `install(app)` adds the WebSocket, devices and /metrics routes.
+"""IngestService: the message engine (embedded nats-server when no SQAL_NATS_URL), the pipeline, the
+JetStream source, the realtime hub; `install(app)` adds the WebSocket, devices and /metrics routes.
 
-Start order: broker -> pipeline -> MQTT source. Stop order is the reverse, so everything handed to
-the pipeline is committed and acknowledged before the connection closes.
+Start order: engine -> pipeline -> source. Stop order is the reverse: the source stops fetching,
+the pipeline commits and answers what it holds (the acks go out), then the connection closes. The
+embedded engine is stopped with the gateway (cleanly); a gateway that dies leaves it running, and
+the next start adopts it.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,49 +21,56 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from gateway.auth import credentials_dir, mqtt_auth_enabled
-from gateway.broker import EmbeddedBroker
 from gateway.ingest.metrics import IngestMetrics
-from gateway.ingest.mqtt_source import MqttConfig, MqttSource, redact, tls_files
+from gateway.ingest.nats_source import NatsConfig, NatsSource
+from gateway.mqtt_url import redact
 from gateway.ingest.pipeline import Pipeline, PipelineConfig, default_workers
 from gateway.ingest.prepare import ClockPolicy
 from gateway.ingest.realtime import RealtimeHub
+from gateway.nats.embedded import EmbeddedNats
+from gateway.nats.streams import StreamLimits
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class IngestSettings:
-    mqtt_url: str | None = None  # None: run the embedded broker
-    mqtt_client_id: str = "sqal-gateway"
-    mqtt_shared_group: str | None = None
+    nats_url: str | None = None  # comma-separated servers of an external engine; None: the embedded one
+    mqtt_url: str | None = None  # the external engine's MQTT listener (the boards' broker URL)
+    data_dir: Path = Path(".")
     mqtt_embedded_port: int = 1883  # 0 = any free port; a busy port falls back to a free one (logged)
     mqtt_embedded_host: str = "127.0.0.1"
-    mqtt_credentials_dir: Path | None = None  # embedded broker: device auth + ACL on (gateway.auth)
+    nats_embedded_port: int = 0
+    mqtt_credentials_dir: Path | None = None  # device authentication on (gateway.auth)
+    limits: StreamLimits = field(default_factory=StreamLimits)
     batch_max: int = 500
     flush_ms: int = 50
     queue_max: int = 5000
     clock_future_s: float = 60.0
     workers: int | None = None  # grading processes; None: pipeline.default_workers(); 0: a thread
-    mqtt_ca_file: str | None = None  # mqtts://: CA bundle, client certificate and key (mqtt_source.tls_context)
-    mqtt_cert_file: str | None = None
-    mqtt_key_file: str | None = None
+    nats_ca_file: str | None = None
+    nats_cert_file: str | None = None
+    nats_key_file: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> "IngestSettings":
-        d = cls()
         return cls(
-            mqtt_url=getattr(settings, "mqtt_url", None) or None,
-            mqtt_client_id=getattr(settings, "mqtt_client_id", d.mqtt_client_id),
-            mqtt_shared_group=getattr(settings, "mqtt_shared_group", None) or None,
-            mqtt_embedded_port=getattr(settings, "mqtt_embedded_port", d.mqtt_embedded_port),
-            mqtt_embedded_host=getattr(settings, "mqtt_embedded_host", d.mqtt_embedded_host),
+            nats_url=settings.nats_url or None,
+            mqtt_url=settings.mqtt_url or None,
+            data_dir=Path(settings.data_dir),
+            mqtt_embedded_port=settings.mqtt_embedded_port,
+            mqtt_embedded_host=settings.mqtt_embedded_host,
+            nats_embedded_port=settings.nats_embedded_port,
             mqtt_credentials_dir=credentials_dir(settings) if mqtt_auth_enabled(settings) else None,
-            batch_max=getattr(settings, "ingest_batch_max", d.batch_max),
-            flush_ms=getattr(settings, "ingest_flush_ms", d.flush_ms),
-            queue_max=getattr(settings, "ingest_queue_max", d.queue_max),
-            clock_future_s=getattr(settings, "ingest_clock_future_s", d.clock_future_s),
-            workers=getattr(settings, "ingest_workers", d.workers),
-            **{f"mqtt_{k}": v for k, v in tls_files(settings).items()},
+            limits=StreamLimits(replicas=settings.nats_replicas, samples_max_bytes=settings.nats_samples_max_bytes),
+            batch_max=settings.ingest_batch_max,
+            flush_ms=settings.ingest_flush_ms,
+            queue_max=settings.ingest_queue_max,
+            clock_future_s=settings.ingest_clock_future_s,
+            workers=settings.ingest_workers,
+            nats_ca_file=str(settings.nats_ca_file) if settings.nats_ca_file else None,
+            nats_cert_file=str(settings.nats_cert_file) if settings.nats_cert_file else None,
+            nats_key_file=str(settings.nats_key_file) if settings.nats_key_file else None,
         )
 
 
@@ -70,30 +79,33 @@ class IngestService:
         self.settings = settings
         self.metrics = IngestMetrics()
         cfg = PipelineConfig(batch_max=settings.batch_max, flush_s=settings.flush_ms / 1000,
-                             mqtt_capacity=settings.queue_max, clock=ClockPolicy(future_s=settings.clock_future_s),
+                             clock=ClockPolicy(future_s=settings.clock_future_s),
                              workers=default_workers() if settings.workers is None else settings.workers)
         self.pipeline = Pipeline(pool, self.metrics, cfg)
         self.hub = RealtimeHub(self.metrics)
         self.pipeline.add_listener(self.hub.on_batch)
-        self.broker: EmbeddedBroker | None = None
-        self.mqtt: MqttSource | None = None
-        self.broker_url: str | None = settings.mqtt_url
+        self.engine: EmbeddedNats | None = None
+        self.source: NatsSource | None = None
+        self.broker_url: str | None = settings.mqtt_url  # where the boards connect (MQTT), no credentials
+        self.nats_servers: list[str] = [u.strip() for u in (settings.nats_url or "").split(",") if u.strip()]
 
-    async def start(self, wait_subscribed_s: float = 5.0) -> None:
+    async def start(self) -> None:
         s = self.settings
-        if s.mqtt_url is None:
-            self.broker = await self._start_embedded(s.mqtt_embedded_port)
-            self.broker_url = self.broker.url
+        user = password = None
+        if not self.nats_servers:
+            # device authentication: the engine sends MQTT logins to the auth callout, a child beside it
+            callout = None if s.mqtt_credentials_dir is None else {"credentials_dir": str(s.mqtt_credentials_dir)}
+            self.engine = EmbeddedNats(s.data_dir, mqtt_host=s.mqtt_embedded_host, mqtt_port=s.mqtt_embedded_port,
+                                       nats_port=s.nats_embedded_port, auth_callout=callout)
+            await self.engine.start()
+            self.nats_servers = [self.engine.url]
+            self.broker_url = self.engine.mqtt_url
+            user, password = self.engine.gateway_credentials()
         await self.pipeline.start()
-        assert self.broker_url is not None
-        creds = self.broker.gateway_credentials if self.broker else None
-        self.mqtt = MqttSource(MqttConfig(self.broker_url, client_id=s.mqtt_client_id,
-                                          shared_group=s.mqtt_shared_group,
-                                          username=creds[0] if creds else None,
-                                          password=creds[1] if creds else None,
-                                          ca_file=s.mqtt_ca_file, cert_file=s.mqtt_cert_file,
-                                          key_file=s.mqtt_key_file), self.pipeline)
-        await self.mqtt.start(wait_s=wait_subscribed_s)
+        self.source = NatsSource(NatsConfig(self.nats_servers, user=user, password=password, ca_file=s.nats_ca_file,
+                                            cert_file=s.nats_cert_file, key_file=s.nats_key_file, limits=s.limits,
+                                            capacity=s.queue_max, fetch_batch=s.batch_max), self.pipeline)
+        await self.source.start()
         # What the process holds once started (the app, its modules, the pools) is there for good:
         # moved out of the collector's sight, a full collection no longer walks it. In a probe at
         # 3,000 readings/s a full collection stopped the event loop for 92-108 ms, once per 10,000
@@ -103,44 +115,33 @@ class IngestService:
 
     @property
     def client_url(self) -> str | None:
-        """The broker URL for the gateway's own in-process clients (the dispatcher): with the gateway's
-        credentials when the embedded broker authenticates. Never log it; `broker_url` is the shown one."""
-        creds = self.broker.gateway_credentials if self.broker else None
-        if creds is None or self.broker_url is None:
+        """The MQTT URL for the gateway's own clients (the dispatcher's commands): with the gateway's
+        credentials on the embedded engine. Never log it; `broker_url` is the shown one."""
+        if self.engine is None or self.broker_url is None:
             return self.broker_url
+        user, password = self.engine.gateway_credentials()
         scheme, rest = self.broker_url.split("://", 1)
-        return f"{scheme}://{quote(creds[0], safe='')}:{quote(creds[1], safe='')}@{rest}"
-
-    async def _start_embedded(self, port: int) -> EmbeddedBroker:
-        s = self.settings
-        broker = EmbeddedBroker(port, s.mqtt_embedded_host, credentials_dir=s.mqtt_credentials_dir)
-        try:
-            await broker.start()
-        except OSError as exc:
-            if port == 0:
-                raise
-            log.warning("embedded MQTT broker: port %d unavailable (%s); using a free port instead", port, exc)
-            await broker.stop()
-            broker = EmbeddedBroker(0, s.mqtt_embedded_host, credentials_dir=s.mqtt_credentials_dir)
-            await broker.start()
-        return broker
+        return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
 
     async def stop(self) -> None:
         try:
-            if self.mqtt is not None:
-                await self.mqtt.stop()
+            if self.source is not None:
+                await self.source.stop_fetching()
             await self.pipeline.stop()
+            if self.source is not None:
+                await self.source.close()
         finally:
-            if self.broker is not None:
-                await self.broker.stop()
+            if self.engine is not None:
+                await self.engine.stop()
 
     def status(self) -> dict[str, Any]:
-        m = self.mqtt
+        src = self.source
         return {"broker_url": redact(self.broker_url) if self.broker_url else None,  # a read-only route: no password
-                "embedded_broker": self.broker is not None,
-                "mqtt_connected": bool(m and m.connected.is_set()), "mqtt_subscribed": bool(m and m.subscribed.is_set()),
-                "mqtt_last_error": m.last_error if m else None,
-                "shared_group": self.settings.mqtt_shared_group, "client_id": self.settings.mqtt_client_id,
+                "engine": "embedded" if self.engine is not None else "external",
+                "nats_servers": [redact(u) for u in self.nats_servers],
+                "connected": bool(src and src.connected.is_set()), "subscribed": bool(src and src.subscribed.is_set()),
+                "last_error": src.last_error if src else None,
+                "in_hand": src.in_flight if src else 0, "redelivered": src.redelivered if src else 0,
                 "queue_depth": self.pipeline.depth, "committed_batches": self.pipeline.committed_batches,
                 "realtime_subscribers": self.hub.subscribers}
 

@@ -1,9 +1,9 @@
-"""Devices fed by status (birth / last will) and telemetry over a real broker; /api/devices."""
+"""Devices fed by status (birth / last will) and telemetry through the message engine (a real
+nats-server: MQTT listener -> JetStream); /api/devices."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -15,14 +15,14 @@ from gateway.app import create_app
 from gateway.config import Settings
 from registry.devices import site_of
 from sqalfw import codec
-from tests.fixtures.mqtt import MosquittoBroker
-from tests.gateway.ingest_support import Publisher, sample_bytes, uid, wait_until
+from tests.fixtures.mqtt import NatsBroker
+from tests.gateway.ingest_support import Publisher, metric, sample_bytes, uid, wait_until
 
 
 @pytest.fixture
-async def app(database_url: str, mosquitto_broker: MosquittoBroker, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    app = create_app(Settings(database_url=database_url, data_dir=tmp_path, mqtt_url=mosquitto_broker.url,
-                              mqtt_client_id=f"gw-{uuid.uuid4().hex[:8]}", ingest_flush_ms=10))
+async def app(database_url: str, nats_broker: NatsBroker, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    app = create_app(Settings(database_url=database_url, data_dir=tmp_path, nats_url=nats_broker.nats_url,
+                              mqtt_url=nats_broker.url, ingest_flush_ms=10))
     async with app.router.lifespan_context(app):
         yield app
 
@@ -55,9 +55,9 @@ def telemetry(dev: str, boot: int, rssi: int | None = -60) -> bytes:
 
 
 async def test_status_telemetry_and_api(app: FastAPI, client: httpx.AsyncClient,
-                                        mosquitto_broker: MosquittoBroker) -> None:
+                                        nats_broker: NatsBroker) -> None:
     dev = uid("ESP32_DEMO_MT")
-    pub = Publisher(mosquitto_broker.host, mosquitto_broker.port)
+    pub = Publisher(nats_broker.host, nats_broker.port)
     pub.publish(codec.topic(dev, "status"), status(dev, "online", 7, 1000, location="Ligne A"), retain=True)
     pub.publish(codec.topic(dev, "telemetry"), telemetry(dev, 7))
     pub.publish(codec.topic(dev, "sample"), sample_bytes(dev, boot=7, seq=0))
@@ -97,7 +97,7 @@ async def test_status_telemetry_and_api(app: FastAPI, client: httpx.AsyncClient,
 
 
 async def _stale(svc: object) -> bool:
-    return bool(svc.metrics.device_updates.labels("status")._value.get() >= 2)  # type: ignore[attr-defined]
+    return metric(svc.metrics, "sqal_ingest_device_updates_total", kind="status") >= 2  # type: ignore[attr-defined]
 
 
 async def test_unknown_device_404_and_bad_id_422(client: httpx.AsyncClient) -> None:
@@ -107,9 +107,9 @@ async def test_unknown_device_404_and_bad_id_422(client: httpx.AsyncClient) -> N
 
 
 async def test_bad_status_is_rejected_with_reason(app: FastAPI, client: httpx.AsyncClient,
-                                                 mosquitto_broker: MosquittoBroker) -> None:
+                                                 nats_broker: NatsBroker) -> None:
     dev = uid()
-    pub = Publisher(mosquitto_broker.host, mosquitto_broker.port)
+    pub = Publisher(nats_broker.host, nats_broker.port)
     pub.publish(codec.topic(dev, "status"), b'{"v":1,"device_id":"%s","state":"sleeping","boot":1,"fw":"x"}'
                 % dev.encode())
     await asyncio.to_thread(pub.wait_all)

@@ -1,5 +1,5 @@
-"""The dispatcher: ready lots -> online devices over MQTT (real Mosquitto, a paho client playing the
-device), inspection closed after N samples, clear_lot, products with valid GTINs; no double
+"""The dispatcher: ready lots -> online devices over MQTT (the message engine's MQTT listener, a real
+nats-server; a paho client playing the device), inspection closed after N samples, clear_lot, products with valid GTINs; no double
 assignment with two replicas; a lot leaves a device that went offline."""
 
 from __future__ import annotations
@@ -113,24 +113,24 @@ async def feed_to_ready(pool: asyncpg.Pool, days: int = 2) -> str:
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path, mosquitto_broker: Any,
+async def gateway(database_url: str, tmp_path: Path, nats_broker: Any,
                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     monkeypatch.setenv("SQAL_INSPECTION_SAMPLES", "6")
     monkeypatch.setenv("SQAL_DISPATCH_POLL_S", "0.2")
     monkeypatch.setenv("SQAL_DISPATCH_CMD_TIMEOUT_S", "1.0")
     monkeypatch.setenv("SQAL_PRODUCTS_PER_LOT", "3")
-    app = create_app(Settings(database_url=database_url, data_dir=tmp_path, mqtt_url=mosquitto_broker.url,
-                              mqtt_client_id=f"gw-{uuid.uuid4().hex[:6]}"))
+    app = create_app(Settings(database_url=database_url, data_dir=tmp_path, nats_url=nats_broker.nats_url,
+                              mqtt_url=nats_broker.url))
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sqal.test") as c:
         yield app, c
 
 
-async def test_assign_inspect_close_and_products(gateway: tuple[Any, httpx.AsyncClient], mosquitto_broker: Any) -> None:
+async def test_assign_inspect_close_and_products(gateway: tuple[Any, httpx.AsyncClient], nats_broker: Any) -> None:
     app, client = gateway
     pool = app.state.pool
     assert app.state.dispatcher is not None and app.state.dispatcher.settings.inspection_samples == 6
     dev_id = f"ESP32_DEMO_LL_{uuid.uuid4().hex[:4].upper()}"
-    dev = FakeDevice(mosquitto_broker.host, mosquitto_broker.port, dev_id, ignore_first=1)
+    dev = FakeDevice(nats_broker.host, nats_broker.port, dev_id, ignore_first=1)
     try:
         lot_id = await feed_to_ready(pool)
         # no device online yet: the lot waits in `ready`
@@ -196,10 +196,10 @@ async def _online(pool: asyncpg.Pool, device_id: str, state: str = "online", at:
                                       "ts": int(time.time() * 1000)}, at or datetime.now(UTC))
 
 
-async def test_two_replicas_never_double_assign(db_pool: asyncpg.Pool, mosquitto_broker: Any) -> None:
+async def test_two_replicas_never_double_assign(db_pool: asyncpg.Pool, nats_broker: Any) -> None:
     ds = DispatchSettings(inspection_samples=5, dispatch_poll_s=0.1, products_per_lot=0)
-    d1 = Dispatcher(db_pool, mosquitto_broker.url, ds)
-    d2 = Dispatcher(db_pool, mosquitto_broker.url, ds)
+    d1 = Dispatcher(db_pool, nats_broker.url, ds)
+    d2 = Dispatcher(db_pool, nats_broker.url, ds)
     devs = [f"ESP32_R_{i:02d}" for i in range(3)]
     for d in devs:
         await _online(db_pool, d)
@@ -219,8 +219,8 @@ async def test_two_replicas_never_double_assign(db_pool: asyncpg.Pool, mosquitto
 
 
 async def test_one_dispatcher_assigns_the_oldest_ready_lot_first(db_pool: asyncpg.Pool,
-                                                                  mosquitto_broker: Any) -> None:
-    d = Dispatcher(db_pool, mosquitto_broker.url, DispatchSettings(inspection_samples=5, products_per_lot=0))
+                                                                  nats_broker: Any) -> None:
+    d = Dispatcher(db_pool, nats_broker.url, DispatchSettings(inspection_samples=5, products_per_lot=0))
     ready = [await feed_to_ready(db_pool, days=1) for _ in range(3)]
     await _online(db_pool, "ESP32_OF_01")
     await d.run_once()
@@ -231,9 +231,9 @@ async def test_one_dispatcher_assigns_the_oldest_ready_lot_first(db_pool: asyncp
     assert {r["lot_id"] for r in await db_pool.fetch("SELECT lot_id FROM device_assignments")} == set(ready[:2])
 
 
-async def test_offline_device_releases_its_lot(db_pool: asyncpg.Pool, mosquitto_broker: Any) -> None:
+async def test_offline_device_releases_its_lot(db_pool: asyncpg.Pool, nats_broker: Any) -> None:
     ds = DispatchSettings(inspection_samples=5, dispatch_reassign_s=30, products_per_lot=0)
-    d = Dispatcher(db_pool, mosquitto_broker.url, ds)
+    d = Dispatcher(db_pool, nats_broker.url, ds)
     await _online(db_pool, "ESP32_OFF_01")
     lot_id = await feed_to_ready(db_pool, days=1)
     await d.run_once()
@@ -255,11 +255,11 @@ async def test_offline_device_releases_its_lot(db_pool: asyncpg.Pool, mosquitto_
     assert json.loads(ev[-2]["data"])["reason"] == "device offline"
 
 
-async def test_non_compliant_lot_gets_no_product(db_pool: asyncpg.Pool, mosquitto_broker: Any) -> None:
+async def test_non_compliant_lot_gets_no_product(db_pool: asyncpg.Pool, nats_broker: Any) -> None:
     from registry import samples
 
     ds = DispatchSettings(inspection_samples=4, products_per_lot=2)
-    d = Dispatcher(db_pool, mosquitto_broker.url, ds)
+    d = Dispatcher(db_pool, nats_broker.url, ds)
     await _online(db_pool, "ESP32_NC_01")
     await _online(db_pool, "ESP32_NC_02")
     bad, good = await feed_to_ready(db_pool, days=1), await feed_to_ready(db_pool, days=1)
@@ -279,7 +279,7 @@ async def test_non_compliant_lot_gets_no_product(db_pool: asyncpg.Pool, mosquitt
 
 
 async def test_a_device_still_holding_an_ended_lot_gets_clear_lot_from_a_fresh_dispatcher(
-        db_pool: asyncpg.Pool, mosquitto_broker: Any) -> None:
+        db_pool: asyncpg.Pool, nats_broker: Any) -> None:
     """The clear_lot of a closed inspection was pending in a dispatcher that went away (gateway
     restart): the next dispatcher sees the device still naming the lot and sends it, once."""
     from registry import samples
@@ -287,7 +287,7 @@ async def test_a_device_still_holding_an_ended_lot_gets_clear_lot_from_a_fresh_d
 
     dev = "ESP32_HOLD_01"
     ds = DispatchSettings(inspection_samples=3, dispatch_cmd_timeout_s=3600, products_per_lot=0)
-    first = Dispatcher(db_pool, mosquitto_broker.url, ds)
+    first = Dispatcher(db_pool, nats_broker.url, ds)
     await _online(db_pool, dev)
     lot_id = await feed_to_ready(db_pool, days=1)
     await first.run_once()
@@ -306,9 +306,9 @@ async def test_a_device_still_holding_an_ended_lot_gets_clear_lot_from_a_fresh_d
         return {**t, "lot_id": lot} if lot else t
 
     await devices.apply_telemetry(db_pool, telemetry(lot_id), datetime.now(UTC))  # still holds it
-    cmds = MqttCollector(mosquitto_broker, codec.topic(dev, "cmd"))
-    fresh = Dispatcher(db_pool, mosquitto_broker.url, ds)
-    fresh.client.connect(mosquitto_broker.host, mosquitto_broker.port)
+    cmds = MqttCollector(nats_broker, codec.topic(dev, "cmd"))
+    fresh = Dispatcher(db_pool, nats_broker.url, ds)
+    fresh.client.connect(nats_broker.host, nats_broker.port)
     fresh.client.loop_start()
     try:
         await fresh.run_once()

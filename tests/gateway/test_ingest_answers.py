@@ -1,6 +1,7 @@
 """Answering a committed batch: whatever fails in the ingest's own code after the commit (a bug in
-the outcomes, a callback, a listener), every message of the batch is still answered and its intake
-slot given back -- a slot kept would shrink the intake for good -- and the failure is counted.
+the outcomes, a callback, a listener), every message of the batch is still answered -- the answer
+is what gives a source its room back (the engine's source acknowledges and frees its room in it), so
+one not made would shrink the intake for good -- and the failure is counted.
 Real PostgreSQL; the grading runs in a thread (workers=0)."""
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import asyncpg
 
 from gateway.ingest.envelope import Outcome
 from gateway.ingest.pipeline import Pipeline, PipelineConfig
-from tests.gateway.ingest_support import count, uid
+from tests.gateway.ingest_support import count, metric, uid
 from tests.gateway.test_ingest_lanes import envelopes, hand_in
 
 
 def internal_errors(pipe: Pipeline, stage: str) -> float:
-    return float(pipe.metrics.internal_errors.labels(stage)._value.get())
+    return metric(pipe.metrics, "sqal_ingest_internal_errors_total", stage=stage)
 
 
 async def test_a_bug_in_the_outcomes_still_answers_the_committed_batch(db_pool: asyncpg.Pool) -> None:
-    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=5, flush_s=0.01, workers=0, mqtt_capacity=20))
+    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=5, flush_s=0.01, workers=0))
     real = pipe._outcomes
     calls = 0
 
@@ -43,14 +44,14 @@ async def test_a_bug_in_the_outcomes_still_answers_the_committed_batch(db_pool: 
         # the first batch is committed and answered (acked) without its details, the next one normally
         assert answered == [f"{a}/None/committed"] * 5 + [f"{b}/{i}/saved" for i in range(5)]
         assert (await count(db_pool, a), await count(db_pool, b)) == (5, 5)
-        assert pipe.slot_mqtt.free == 20 and pipe.depth == 0
+        assert pipe.depth == 0
         assert internal_errors(pipe, "outcomes") == 1 and internal_errors(pipe, "answer") == 0
     finally:
         await pipe.stop()
 
 
-async def test_failing_callbacks_and_listeners_lose_no_answer_and_no_slot(db_pool: asyncpg.Pool) -> None:
-    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=5, flush_s=0.01, workers=0, mqtt_capacity=20))
+async def test_failing_callbacks_and_listeners_lose_no_answer(db_pool: asyncpg.Pool) -> None:
+    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=5, flush_s=0.01, workers=0))
 
     def broken_listener(items: list[Any], outcomes: dict[int, Outcome]) -> None:
         raise RuntimeError("dashboard bug")
@@ -70,12 +71,11 @@ async def test_failing_callbacks_and_listeners_lose_no_answer_and_no_slot(db_poo
             raise ConnectionError("client gone")
 
         envs[2].done = client_gone
-        assert pipe.slot_mqtt.take(5, 1) == 5
-        pipe._accept(envs)
+        pipe.put(envs)
         assert await pipe.drain(10)
         assert answered == [f"{dev}/{i}/saved" for i in (0, 1, 3, 4)]
         assert seen == [5]
-        assert pipe.slot_mqtt.free == 20 and pipe.depth == 0
+        assert pipe.depth == 0
         assert internal_errors(pipe, "listener") == 1
     finally:
         await pipe.stop()

@@ -10,7 +10,6 @@ import asyncio
 import math
 import os
 import signal
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from tests.gateway.ingest_support import sample_bytes
 if TYPE_CHECKING:
     import asyncpg
 
-    from tests.fixtures.mqtt import MosquittoBroker
+    from tests.fixtures.mqtt import NatsBroker
 
 NOW = datetime.now(UTC)
 POISON = b"POISON: this payload kills the worker that grades it"
@@ -155,15 +154,15 @@ async def test_a_message_that_kills_its_worker_becomes_a_reject_neighbours_grade
 
 
 async def test_gateway_keeps_every_reading_when_grading_workers_die(db_pool: asyncpg.Pool,
-                                                                   mosquitto_broker: MosquittoBroker) -> None:
+                                                                   nats_broker: NatsBroker) -> None:
     from gateway.ingest.service import IngestService, IngestSettings
-    from tests.gateway.ingest_support import Publisher, sample, uid, wait_until
+    from tests.gateway.ingest_support import Publisher, metric, sample, uid, wait_until
 
-    svc = IngestService(db_pool, IngestSettings(mqtt_url=mosquitto_broker.url, workers=2, batch_max=100,
-                                                mqtt_client_id=f"gw-{uuid.uuid4().hex[:8]}", flush_ms=20))
-    await svc.start(wait_subscribed_s=10)
+    svc = IngestService(db_pool, IngestSettings(nats_url=nats_broker.nats_url, mqtt_url=nats_broker.url, workers=2,
+                                                batch_max=100, flush_ms=20))
+    await svc.start()
     devs = [uid(), uid()]
-    pub = Publisher(mosquitto_broker.host, mosquitto_broker.port)
+    pub = Publisher(nats_broker.host, nats_broker.port)
     try:
         killed: list[int] = []
 
@@ -196,7 +195,7 @@ async def test_gateway_keeps_every_reading_when_grading_workers_die(db_pool: asy
                                              "WHERE device_id = ANY($1)", devs)
         assert n == distinct == 600
         assert await db_pool.fetchval("SELECT count(*) FROM ingest_rejects") == 0
-        assert svc.metrics.duplicates._value.get() == 100
+        assert metric(svc.metrics, "sqal_ingest_duplicates_total") == 100
     finally:
         pub.close()
         await svc.stop()
@@ -215,14 +214,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def test_grading_workers_exit_when_the_gateway_is_sigkilled(database_url: str, mosquitto_broker: MosquittoBroker,
+async def test_grading_workers_exit_when_the_gateway_is_sigkilled(database_url: str, nats_broker: NatsBroker,
                                                                   tmp_path: Any) -> None:
     import psutil
 
     from tests.gateway.ingest_support import GatewayProcess
 
-    gw = GatewayProcess(database_url, mosquitto_broker.url, tmp_path, client_id=f"gw-{uuid.uuid4().hex[:8]}",
-                        extra_env={"SQAL_INGEST_WORKERS": "2"})
+    gw = GatewayProcess(database_url, nats_broker, tmp_path, extra_env={"SQAL_INGEST_WORKERS": "2"})
     await asyncio.to_thread(gw.start)
     try:
         assert gw.proc is not None

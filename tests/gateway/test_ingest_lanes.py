@@ -16,7 +16,7 @@ from sqalfw import codec
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline, PipelineConfig
 from registry.samples import store_samples
-from tests.gateway.ingest_support import count, sample_bytes, uid, wait_until
+from tests.gateway.ingest_support import count, metric, sample_bytes, uid, wait_until
 
 
 def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
@@ -28,9 +28,9 @@ def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
 
 
 def hand_in(pipe: Pipeline, dev: str, n: int, answered: list[str]) -> None:
-    """As the MQTT source does: take an intake slot per message, then hand them in."""
-    assert pipe.slot_mqtt.take(n, 1) == n
-    pipe._accept(envelopes(dev, n, answered))
+    """As the engine's source does: a fetched batch handed in at once (the source bounds what it has
+    in hand, gateway/ingest/nats_source.py)."""
+    pipe.put(envelopes(dev, n, answered))
 
 
 @contextlib.asynccontextmanager
@@ -79,8 +79,8 @@ async def test_a_later_batch_commits_while_an_earlier_one_waits_answers_stay_in_
         assert await pipe.drain(10)
         assert answered == [f"{a}/{i}/saved" for i in range(5)] + [f"{b}/{i}/saved" for i in range(5)]
         assert await count(db_pool, a) == 5 and await count(db_pool, b) == 5
-        assert pipe.slot_mqtt.free == pipe.config.mqtt_capacity
-        assert pipe.metrics.internal_errors.labels("answer")._value.get() == 0
+        assert pipe.depth == 0
+        assert metric(pipe.metrics, "sqal_ingest_internal_errors_total", stage="answer") == 0
 
 
 async def test_lanes_leave_a_pool_connection_to_the_rest(database_url: str) -> None:
@@ -111,18 +111,16 @@ async def test_two_lanes_deadlocked_on_keys_in_opposite_orders_store_each_readin
     to 2 (batch 2's): a deadlock. PostgreSQL aborts one (40P01), its batch is retried: every reading
     stored once, answers in receive order."""
     dev = uid()
-    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, commit_lanes=2,
-                                                   mqtt_capacity=10))
+    pipe = Pipeline(db_pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, commit_lanes=2))
     async with running_with_key_held(pipe, db_pool, dev, 1) as tx:
         answered: list[str] = []
-        assert pipe.slot_mqtt.take(5, 1) == 5
-        pipe._accept(seq_envelopes(dev, [0, 1, 2], answered))
+        pipe.put(seq_envelopes(dev, [0, 1, 2], answered))
 
         async def waiting(n: int) -> bool:
             return await lock_waiters(db_pool) == n
 
         assert await wait_until(lambda: waiting(1), timeout=10)  # batch 1 holds 0, waits on 1
-        pipe._accept(seq_envelopes(dev, [2, 0], answered))
+        pipe.put(seq_envelopes(dev, [2, 0], answered))
         assert await wait_until(lambda: waiting(2), timeout=10)  # batch 2 holds 2, waits on 0
         await tx.rollback()  # batch 1 takes 1, then waits on 2: deadlock, broken by PostgreSQL
         assert await pipe.drain(30)
@@ -131,5 +129,5 @@ async def test_two_lanes_deadlocked_on_keys_in_opposite_orders_store_each_readin
         assert [a.split("/")[0] for a in answered] == ["0", "1", "2", "2", "0"]  # receive order
         statuses = [a.split("/")[1] for a in answered]
         assert sorted(statuses) == ["duplicate", "duplicate", "saved", "saved", "saved"]
-        assert pipe.metrics.db_retries._value.get() >= 1  # the deadlock's victim was retried
-        assert pipe.slot_mqtt.free == 10
+        assert metric(pipe.metrics, "sqal_ingest_db_retries_total") >= 1  # the deadlock's victim was retried
+        assert pipe.depth == 0

@@ -18,7 +18,7 @@ from gateway.ingest.pipeline import (
     refuses_content,
 )
 from registry.errors import InvalidInput
-from tests.gateway.ingest_support import count, uid
+from tests.gateway.ingest_support import count, metric, uid
 from tests.gateway.test_ingest_lanes import hand_in
 
 
@@ -56,7 +56,7 @@ def test_what_refuses_the_content() -> None:
 async def three_readings(pool: asyncpg.Pool, fail: Any, **config: Any) -> tuple[str, list[str], float]:
     """Hand one device's readings 0, 1, 2 (one batch) to a pipeline whose writer fails as `fail`
     says; -> (device id, answers in order, commit retries)."""
-    pipe = Pipeline(pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, mqtt_capacity=10, **config))
+    pipe = Pipeline(pool, config=PipelineConfig(batch_max=3, flush_s=0.01, workers=0, **config))
     failing_writer(pipe, fail)
     await pipe.start()
     try:
@@ -64,7 +64,7 @@ async def three_readings(pool: asyncpg.Pool, fail: Any, **config: Any) -> tuple[
         answered: list[str] = []
         hand_in(pipe, dev, 3, answered)
         assert await pipe.drain(20)
-        return dev, answered, float(pipe.metrics.db_retries._value.get())
+        return dev, answered, metric(pipe.metrics, "sqal_ingest_db_retries_total")
     finally:
         await pipe.stop()
 

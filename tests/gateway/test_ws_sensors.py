@@ -1,5 +1,5 @@
 """/ws/sensors/ (the original WebSocket protocol) and /ws/realtime/, through the real pipeline and
-PostgreSQL (the app's lifespan runs the embedded broker on a free port)."""
+PostgreSQL (the app's lifespan runs the embedded message engine, its MQTT listener on a free port)."""
 
 from __future__ import annotations
 
@@ -126,4 +126,5 @@ def test_metrics_endpoint(client: TestClient) -> None:
         assert name in text, name
     assert 'sqal_ingest_received_total{kind="sample",source="ws"} 1.0' in text
     status = client.get("/api/ingest/status").json()
-    assert status["embedded_broker"] and status["mqtt_subscribed"] and json.dumps(status)
+    assert status["engine"] == "embedded" and status["connected"] and status["subscribed"] and json.dumps(status)
+    assert status["broker_url"].startswith("mqtt://127.0.0.1:") and status["nats_servers"][0].startswith("nats://127.0.0.1:")

@@ -21,8 +21,8 @@ def make_client(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Tes
     opened: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        options: dict[str, Any] = dict(database_url=database_url, data_dir=tmp_path, mqtt_embedded_port=0,
-                                       ingest_flush_ms=5, api_token=TOKEN)
+        options: dict[str, Any] = {"database_url": database_url, "data_dir": tmp_path, "mqtt_embedded_port": 0,
+                                   "ingest_flush_ms": 5, "api_token": TOKEN}
         options.update(overrides)
         client = TestClient(create_app(Settings(**options)), raise_server_exceptions=False)
         client.__enter__()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +17,7 @@ from gateway.ingest.prepare import prepare
 from tests.gateway.ingest_support import sample
 
 KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,48}$")
-NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_-]{2,12}\Z") | st.text(max_size=20)
 kinds = st.sampled_from(["sample", "status", "telemetry", "cmd/result", "cmd", "x", ""]) | st.text(max_size=10)
 topics = st.builds(lambda d, k: f"sqal/v1/{d}/{k}", ids, kinds) | st.text(max_size=80)

@@ -1,6 +1,7 @@
-"""Emulated devices started by the gateway's supervisor when the broker authenticates devices: each
-gets its own login (never the gateway's), through its environment (never argv), and cannot take over
-a provisioned board's id. End to end: embedded amqtt with auth on, the real firmware, a stored sample."""
+"""The real firmware through an authenticating embedded engine (nats-server + the auth callout) into the
+database: a board provisioned with `CredentialStore.provision` (as `sqal board provision` does), and
+emulated devices started by the gateway's supervisor, which each get their own login (never the
+gateway's) through their environment (never argv) and cannot take over a provisioned board's id."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import psutil
 import pytest
 from fastapi import FastAPI
 
+from emulation.device import EmulatedDevice
 from gateway.api.control_common import context_for, device_broker_url
 from gateway.app import create_app
 from gateway.boards.provision import CredentialStore
@@ -77,6 +79,53 @@ async def app(database_url: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
         yield application
 
 
+async def stored_samples(app: FastAPI, device: str, want: int, timeout: float = 90) -> int:
+    pool = app.state.pool
+    deadline = time.monotonic() + timeout
+    stored = 0
+    while time.monotonic() < deadline and stored < want:
+        stored = await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", device)
+        await asyncio.sleep(0.5)
+    return int(stored)
+
+
+def callout_state(tmp_path: Path) -> dict[str, Any]:
+    return dict(json.loads((tmp_path / "nats" / "auth-callout.state.json").read_text()))
+
+
+async def test_provisioned_firmware_stores_samples_through_the_authenticating_engine(app: FastAPI,
+                                                                                     tmp_path: Path) -> None:
+    """The unix64 firmware with the broker URL `sqal board provision` prints: its samples reach the
+    database; the same firmware with a wrong password stores nothing and says why."""
+    engine = app.state.ingest.engine
+    assert engine is not None and engine.callout_pid is not None  # device authentication is on
+    store = CredentialStore(tmp_path / "mqtt")
+    good = store.provision("ESP32_PROV_01", "127.0.0.1", engine.mqtt_bound)
+    store.provision("ESP32_PROV_02")
+    host_port = good.broker_url.rsplit("@", 1)[1]
+    devices = [EmulatedDevice("ESP32_PROV_01", tmp_path / "dev1", good.broker_url, interval=0.5, target="unix64"),
+               EmulatedDevice("ESP32_PROV_02", tmp_path / "dev2", f"mqtt://ESP32_PROV_02:wrong@{host_port}",
+                              interval=0.5, target="unix64")]
+    try:
+        for d in devices:
+            d.start()
+        stored = await stored_samples(app, "ESP32_PROV_01", 2)
+        assert stored >= 2, "no sample stored through the authenticating engine:\n" + devices[0].log()[-3000:]
+        # the firmware keeps a refused login in its last_error (no serial log line): the callout's log says it
+        callout_log = tmp_path / "nats" / "auth-callout.log"
+        deadline = time.monotonic() + 30
+        while "wrong password for device ESP32_PROV_02" not in callout_log.read_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert "wrong password for device ESP32_PROV_02" in callout_log.read_text(), devices[1].log()[-3000:]
+        assert await stored_samples(app, "ESP32_PROV_02", 1, timeout=1) == 0
+        await asyncio.sleep(1)  # the state file is written at most every 0.5 s
+        state = callout_state(tmp_path)
+        assert state["accepted"] >= 1 and state["refused"].get("wrong_password", 0) >= 1, state
+    finally:
+        for d in devices:
+            await asyncio.to_thread(d.stop)
+
+
 async def test_simulated_device_reaches_an_authenticating_embedded_broker(app: FastAPI, tmp_path: Path) -> None:
     device = "ESP32_SIMAUTH_01"
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sqal.test") as client:
@@ -87,15 +136,11 @@ async def test_simulated_device_reaches_an_authenticating_embedded_broker(app: F
         users = json.loads((tmp_path / "mqtt" / "users.json").read_text())
         assert users["devices"][device]["simulated"] is True
         assert "@" not in cmdline  # no login in argv
-        pool = app.state.pool
-        deadline = time.monotonic() + 90
-        stored = 0
-        while time.monotonic() < deadline and stored < 2:
-            stored = await pool.fetchval("SELECT count(*) FROM sqal_samples WHERE device_id = $1", device)
-            await asyncio.sleep(0.5)
+        stored = await stored_samples(app, device, 2)
         logs: Any = (await client.get(f"{BASE}/simulators/logs/{device}", params={"tail": 40})).json()
-        assert stored >= 2, "no sample stored through the authenticating broker:\n" + "\n".join(logs["lines"])
+        assert stored >= 2, "no sample stored through the authenticating engine:\n" + "\n".join(logs["lines"])
         assert not any("gw" in line and "password" in line for line in logs["lines"])
+        assert f"device {device} authorized" in (tmp_path / "nats" / "auth-callout.log").read_text()
         flash = tmp_path / "devices" / device
         assert flash.stat().st_mode & 0o077 == 0  # the flash holds the login: private
         r = await client.post(f"{BASE}/simulators/stop", json={"device_id": device})

@@ -30,8 +30,8 @@ async def serve(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> tuple[str, Any]:
-        options: dict[str, Any] = dict(database_url=database_url, data_dir=tmp_path, mqtt_embedded_port=0,
-                                       ingest_flush_ms=5, api_token=TOKEN, ws_max_message_bytes=LIMIT)
+        options: dict[str, Any] = {"database_url": database_url, "data_dir": tmp_path, "mqtt_embedded_port": 0,
+                                   "ingest_flush_ms": 5, "api_token": TOKEN, "ws_max_message_bytes": LIMIT}
         options.update(overrides)
         app = create_app(Settings(**options))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",

@@ -1,0 +1,318 @@
+"""The ingest's source of board messages: JetStream's durable pull consumers (gateway/nats/streams.py).
+
+Each replica fetches batches from the shared durable consumers (each message goes to one replica),
+hands them to the pipeline and acknowledges each message once its batch is committed and answered
+(`done`, in receive order). A replica that dies with messages in hand never acknowledges them: the
+engine hands them out again after `ack_wait`, and the dedupe key makes the second copy a duplicate.
+
+Backpressure: at most `capacity` messages fetched and not yet acknowledged in this replica (a fetch
+asks for no more than the room left), and `max_ack_pending` on the consumer across all replicas;
+beyond that the messages wait in the stream, on disk.
+
+Only nats-py's public API is used. The connection reconnects by itself (to any server of the list);
+a fetch that fails while it is down is retried after a short pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from sqalfw import codec
+
+from gateway.ingest.envelope import Envelope, Outcome
+from gateway.ingest.pipeline import Pipeline
+from gateway.ingest.rejects import truncate
+from gateway.mqtt_url import redact
+from gateway.nats import streams, subjects
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT_S = 2.0      # a fetch waits this long for the first message when the stream is empty
+RETRY_PAUSE_S = 0.5     # after a failed fetch (the connection is down, a server restarting)
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    servers: list[str]
+    user: str | None = None
+    password: str | None = None
+    ca_file: str | None = None     # tls:// servers: the CA bundle that signed theirs
+    cert_file: str | None = None   # a client certificate, for servers that verify clients
+    key_file: str | None = None
+    limits: streams.StreamLimits = field(default_factory=streams.StreamLimits)
+    fetch_batch: int = 500
+    capacity: int = 5000           # fetched and not yet acknowledged, in this replica
+    name: str = "sqal-gateway"
+
+
+class NatsTlsError(ValueError):
+    """TLS to the message engine cannot work: a file that cannot be used, or the engine's certificate
+    not trusted / ours refused. Raised at start (not retried: waiting does not mend it)."""
+
+
+def tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:
+    """A client TLS context that verifies the servers' certificates and names: against `ca_file` (a
+    private CA) or the system's CAs; with a client certificate when `cert_file` is set. A file that
+    cannot be used is an error naming it and its setting."""
+    if not (cfg.ca_file or cfg.cert_file or cfg.key_file or any(s.startswith("tls://") for s in cfg.servers)):
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise NatsTlsError(f"message engine TLS: cannot load the CA file {cfg.ca_file!r} (SQAL_NATS_CA_FILE): "
+                           f"{exc}") from exc
+    if cfg.cert_file:
+        try:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise NatsTlsError(f"message engine TLS: cannot load the client certificate {cfg.cert_file!r} / key "
+                               f"{cfg.key_file!r} (SQAL_NATS_CERT_FILE, SQAL_NATS_KEY_FILE): {exc}") from exc
+    elif cfg.key_file:
+        raise NatsTlsError("message engine TLS: SQAL_NATS_KEY_FILE is set without SQAL_NATS_CERT_FILE")
+    return ctx
+
+
+def _tls_refusal(servers: list[str], exc: ssl.SSLError) -> NatsTlsError:
+    where = ", ".join(redact(s) for s in servers)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = ("the engine's certificate is not trusted: set SQAL_NATS_CA_FILE to the CA that signed it "
+                "(unset: the system's CAs), and use the name it was issued for")
+    else:
+        hint = ("the TLS handshake failed; an engine that verifies clients wants a certificate signed by its CA "
+                "(SQAL_NATS_CERT_FILE, SQAL_NATS_KEY_FILE)")
+    return NatsTlsError(f"message engine {where}: {type(exc).__name__}: {exc}: {hint}")
+
+
+class NatsSource:
+    def __init__(self, cfg: NatsConfig, pipeline: Pipeline) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self.nc: NatsClient | None = None
+        self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self.last_error: str | None = None
+        self.in_flight = 0           # fetched, not yet acknowledged
+        self.redelivered = 0
+        self._room = asyncio.Event()
+        self._acks: collections.deque[Msg] = collections.deque()
+        self._ack_ready = asyncio.Event()
+        self._fetchers: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the ack loop and the connection watch
+        self._fetching = True
+        self._closing = False
+        self._lost = asyncio.Event()  # the connection was closed for good (not by us)
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Connect (errors that waiting does not mend, such as TLS, raise here), then run."""
+        await self._connect()
+        self._tasks = [asyncio.create_task(self._ack_loop(), name="nats-ack"),
+                       asyncio.create_task(self._watch(), name="nats-watch")]
+
+    async def _watch(self) -> None:
+        """nats-py reconnects by itself after a lost link, but closes the connection for good on
+        some errors (an authorization violation: credentials refused once during an engine's
+        restart or a reload). Then a new connection is made, retried until one works."""
+        pause = RETRY_PAUSE_S
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            if self._closing:
+                return
+            log.warning("ingest: the message engine closed the connection (%s); connecting again", self.last_error)
+            for t in self._fetchers:
+                t.cancel()
+            self._fetchers = []
+            while not self._closing:
+                try:
+                    await self._connect()
+                    pause = RETRY_PAUSE_S
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - engine away or still refusing: try again
+                    await self._on_error(exc)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 10.0)
+
+    async def _on_closed(self) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if not self._closing:
+            self._lost.set()
+
+    async def _connect(self) -> None:
+        cfg = self.cfg
+        tls = tls_context(cfg)
+        # The first connection is retried until an engine answers (one may be starting), except when
+        # TLS fails: nats-py would retry that forever too, and the start would never end nor say why.
+        nc = self.nc = NatsClient()
+        refused: asyncio.Future[ssl.SSLError] = asyncio.get_running_loop().create_future()
+
+        async def on_error(exc: Exception) -> None:
+            if isinstance(exc, ssl.SSLError) and not self.connected.is_set() and not refused.done():
+                refused.set_result(exc)
+            await self._on_error(exc)
+
+        connecting = asyncio.ensure_future(nc.connect(
+            cfg.servers, user=cfg.user, password=cfg.password, tls=tls, name=cfg.name,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
+            error_cb=on_error, disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed))
+        waiting: list[asyncio.Future[Any]] = [connecting, refused]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise _tls_refusal(cfg.servers, refused.result())
+        refused.cancel()
+        connecting.result()
+        self.connected.set()
+        js = self.nc.jetstream()
+        await streams.ensure(js, cfg.limits)
+        subs = [await js.pull_subscribe_bind(streams.DURABLE, stream=name) for name in (streams.SAMPLES, streams.EVENTS)]
+        self.subscribed.set()
+        self._fetchers = [asyncio.create_task(self._fetch_loop(s), name=f"nats-fetch-{i}") for i, s in enumerate(subs)]
+        log.info("ingest: reading the boards' messages from %s (streams %s, %s; consumer %s)",
+                 ", ".join(redact(s) for s in cfg.servers), streams.SAMPLES, streams.EVENTS, streams.DURABLE)
+
+    async def stop_fetching(self) -> None:
+        """No more fetches; what is in the pipeline still gets committed and acknowledged."""
+        self._fetching = False
+        self._room.set()
+        for t in self._fetchers:
+            t.cancel()
+        for t in self._fetchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._fetchers = []
+
+    async def close(self) -> None:
+        """After the pipeline drained: send the last acks, then close the connection."""
+        await self.stop_fetching()
+        await self._flush_acks()
+        self._closing = True
+        self._lost.set()  # ends the watch
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        if self.nc is not None:
+            # flush (a PING/PONG round trip: the server has every ack), then close. Not drain():
+            # nats-py's drain waits for each pull subscription's queue to be marked done, which its
+            # fetch does not always do (a message left from a cancelled fetch), and then the stop
+            # hung for the whole drain timeout, 30 s (tests/gateway/test_nats_source.py).
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=5)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        self.connected.clear()
+        self.subscribed.clear()
+
+    # ---- connection callbacks ----
+
+    async def _on_error(self, exc: Exception) -> None:
+        why = f"{type(exc).__name__}: {exc}"
+        if why != self.last_error:  # once per cause, not once per retry
+            log.warning("ingest: message engine: %s", why)
+        self.last_error = why
+
+    async def _on_disconnected(self) -> None:
+        self.connected.clear()
+        log.warning("ingest: disconnected from the message engine; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self.connected.set()
+        self.last_error = None
+        log.info("ingest: reconnected to the message engine (%s)", self.nc.connected_url if self.nc else "?")
+
+    # ---- fetching ----
+
+    async def _fetch_loop(self, sub: Any) -> None:
+        cfg = self.cfg
+        while self._fetching:
+            room = cfg.capacity - self.in_flight
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                msgs = await sub.fetch(min(cfg.fetch_batch, room), timeout=FETCH_WAIT_S)
+            except NatsTimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - connection down, server restarting: try again
+                await self._on_error(exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            if msgs:
+                self._hand_over(msgs)
+
+    def _hand_over(self, msgs: list[Msg]) -> None:
+        received_at = datetime.now(UTC)
+        envs = []
+        redelivered = 0
+        for m in msgs:
+            payload, size, pre = m.data, len(m.data), None
+            if size > codec.MAX_MESSAGE_BYTES:
+                # only the head of an oversize payload is kept (for the reject row); the codec's own
+                # size check, which runs first, gives the reason
+                try:
+                    codec.decode_sample(payload)
+                except codec.ContractError as exc:
+                    pre = str(exc)
+                else:
+                    pre = "size: payload is %d bytes" % size
+                payload = truncate(payload, self.pipeline.config.payload_limit)
+            if m.metadata.num_delivered > 1:
+                redelivered += 1
+            envs.append(Envelope("mqtt", subjects.subject_to_topic(m.subject), payload, received_at, size=size,
+                                 pre_reject=pre, done=self._done_for(m)))
+        self.in_flight += len(envs)
+        if redelivered:
+            self.redelivered += redelivered
+            self.metrics.redelivered.inc(redelivered)
+        self.pipeline.put(envs)
+
+    def _done_for(self, msg: Msg) -> Any:
+        def done(outcome: Outcome) -> None:
+            self._acks.append(msg)
+            self.in_flight -= 1
+            self._room.set()
+            self._ack_ready.set()
+
+        return done
+
+    # ---- acknowledging ----
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_ready.wait()
+            self._ack_ready.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        acks = self._acks
+        while acks:
+            m = acks.popleft()
+            try:
+                await m.ack()  # a publish to the reply subject, buffered and flushed by the client
+            except Exception as exc:  # noqa: BLE001 - connection lost: the engine redelivers it later
+                await self._on_error(exc)
