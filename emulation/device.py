@@ -153,7 +153,7 @@ class EmulatedDevice(PoweredProcess):
         self,
         device_id: str,
         flash_dir: str | os.PathLike[str],
-        broker_url: str,
+        broker_url: str | list[str],
         profile: str = "default",
         seed: int = 1,
         interval: float = 1.0,

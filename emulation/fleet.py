@@ -248,7 +248,7 @@ class Fleet:
     def __init__(
         self,
         n: int,
-        broker_url: str,
+        broker_url: str | Sequence[str],
         interval: float = 1.0,
         profile: str = "default",
         seed: int = 1,
@@ -284,8 +284,15 @@ class Fleet:
             raise ValueError(f"target {target} runs one device per process (its heap is one board's): "
                              f"per_process must be 1, got {per_process}")
         self.n = n
-        self.broker_url = broker_url
+        # a list: the nodes of one cluster; every device gets them all (the firmware fails over
+        # between them), rotated so that device i starts on node i mod n
+        self.broker_urls = [broker_url] if isinstance(broker_url, str) else list(broker_url)
+        if not self.broker_urls:
+            raise ValueError("no broker URL")
+        broker_url = self.broker_url = self.broker_urls[0]
         self.broker_host, self.broker_port, self.tls = _broker_address(broker_url)
+        for other in self.broker_urls[1:]:
+            _broker_address(other)  # checked now, not when a device fails over
         # mqtts: every device gets the CA as ca.pem on its flash (the firmware verifies the broker
         # against it, as a board does), and the monitor checks the broker with it too
         if self.tls and ca_file is None:
@@ -303,6 +310,8 @@ class Fleet:
         for f in self.faults:
             f.targets(n, seed)  # index range checked now, not mid-run
         wants_proxy = any(f.kind == "broker-outage" for f in self.faults)
+        if len(self.broker_urls) > 1 and (proxy or wants_proxy):
+            raise ValueError("the fault proxy stands for one broker: not with a list of broker URLs")
         if proxy is False and wants_proxy:
             raise ValueError("a broker-outage fault needs the fleet's TCP proxy (proxy=False given)")
         self.proxy = faultlib.TcpProxy(self.broker_host, self.broker_port) if (proxy or wants_proxy) else None
@@ -334,6 +343,13 @@ class Fleet:
 
     # ---- lifecycle ----
 
+    def device_urls(self, i: int) -> str | list[str]:
+        """What device i gets as its broker_url: the one URL, or the cluster's list rotated by i."""
+        if len(self.broker_urls) == 1:
+            return self.device_url()
+        k = i % len(self.broker_urls)
+        return self.broker_urls[k:] + self.broker_urls[:k]
+
     def device_url(self) -> str:
         """The broker URL the devices get: the broker's, or the fault proxy's address in its place
         (same scheme and credentials: TLS goes through the proxy end to end)."""
@@ -349,26 +365,25 @@ class Fleet:
         blob = self.base_dir / BLOB_NAME
         if not blob.exists() and not self.target.frozen:
             write_sensor_blob(blob)  # one 86 KB blob for the fleet, not one per device
-        url = self.device_url()
         k = self.per_process
         if k == 1 and self.target.frozen:
             # the blob is on each board's flash, as on a board (86 KB of its 2 MiB)
             self.devices = [
-                EmulatedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, heap=self.heap,
-                               own_process_group=True, target=self.target.name, **self._dev_kw)
+                EmulatedDevice(did, self.base_dir / did, self.device_urls(i), seed=self.seed * 1000 + i,
+                               heap=self.heap, own_process_group=True, target=self.target.name, **self._dev_kw)
                 for i, did in enumerate(self.ids)
             ]
         elif k == 1:
             heap = self.heap or esp32_equivalent_heap()
             self.devices = [
-                EmulatedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, heap=heap,
-                               sensor_blob=blob, own_process_group=True, **self._dev_kw)
+                EmulatedDevice(did, self.base_dir / did, self.device_urls(i), seed=self.seed * 1000 + i,
+                               heap=heap, sensor_blob=blob, own_process_group=True, **self._dev_kw)
                 for i, did in enumerate(self.ids)
             ]
         else:
             hosted = [
-                HostedDevice(did, self.base_dir / did, url, seed=self.seed * 1000 + i, sensor_blob=blob,
-                             **self._dev_kw)
+                HostedDevice(did, self.base_dir / did, self.device_urls(i), seed=self.seed * 1000 + i,
+                             sensor_blob=blob, **self._dev_kw)
                 for i, did in enumerate(self.ids)
             ]
             self.devices = list(hosted)

@@ -113,7 +113,9 @@ def _summary(console: Console, fleet: Fleet, elapsed: float) -> None:
 
 @fleet_app.callback(invoke_without_command=True)
 def fleet(
-    broker: Annotated[str, typer.Option("--broker", help="Broker URL, mqtt://host:port or mqtts://host:port.")],
+    broker: Annotated[list[str], typer.Option(
+        "--broker", help="Broker URL, mqtt://host:port or mqtts://host:port. Repeat it for the nodes of a "
+        "cluster: every device gets them all and fails over between them (device i starts on node i mod n).")],
     devices: Annotated[int, typer.Option("--devices", "-n", min=1, max=5000, help="Number of devices.")] = 10,
     interval: Annotated[
         float, typer.Option("--interval", min=0.1, help="Seconds between samples, per device.")
@@ -200,7 +202,7 @@ def fleet(
     try:
         f = Fleet(
             devices,
-            broker,
+            broker if len(broker) > 1 else broker[0],
             interval=interval,
             profile=profile,
             seed=seed,
@@ -235,7 +237,7 @@ def fleet(
     try:
         try:
             console.print(
-                f"starting {devices} device(s) against {broker}"
+                f"starting {devices} device(s) against {', '.join(broker)}"
                 + (f" through the fault proxy {f.proxy.url}" if f.proxy else "")
                 + f"; flash dirs in {f.base_dir}",
                 soft_wrap=True,

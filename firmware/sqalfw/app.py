@@ -87,7 +87,8 @@ class App:
             self.client = MQTTClient(
                 did, b["host"], b["port"], user=b["user"], password=b["password"],
                 keepalive=cfg.keepalive_s, will=(self.t_status, self._status("offline"), True, 1),
-                birth=(self.t_status, self._status("online"), True, 1), max_packet=2048, **net)
+                birth=(self.t_status, self._status("online"), True, 1), max_packet=2048,
+                alternates=[(x["host"], x["port"]) for x in cfg.brokers[1:]], **net)
             self.client.on_connecting = self._on_connecting
         self.client.set_callback(self._on_message)
         self.client.subscribe(self.t_cmd, 1)

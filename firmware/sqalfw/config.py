@@ -169,14 +169,38 @@ def _port(text):
     return int(text)
 
 
+MAX_BROKERS = 5  # broker_url as a list: the nodes of a cluster, tried in turn
+
+
+def parse_broker_urls(v):
+    """broker_url: one URL, or a list of 1..MAX_BROKERS URLs of the nodes of one cluster (the same
+    credentials and the same scheme on each: one identity, one TLS policy). -> [parsed, ...];
+    ValueError names what is wrong."""
+    urls = [v] if isinstance(v, str) else v
+    if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_BROKERS:
+        raise ValueError("a URL or a list of 1 to %d URLs" % MAX_BROKERS)
+    out = []
+    for i, u in enumerate(urls):
+        try:
+            b = parse_broker_url(u)
+        except ValueError as e:
+            raise ValueError(("URL %d: %s" % (i + 1, e)) if isinstance(v, list) else str(e))
+        if out and (b["user"], b["password"], b["tls"]) != (out[0]["user"], out[0]["password"], out[0]["tls"]):
+            raise ValueError("URL %d: every URL must have the same scheme and credentials as the first" % (i + 1))
+        out.append(b)
+    return out
+
+
 class Config:
-    """Validated settings as attributes; `broker` is the parsed broker_url."""
+    """Validated settings as attributes; `brokers` is the parsed broker_url (a list), `broker` the
+    first of them."""
 
     def __init__(self, values):
         for k in values:
             setattr(self, k, values[k])
         url = values["broker_url"]
-        self.broker = parse_broker_url(url) if url is not None else None
+        self.brokers = parse_broker_urls(url) if url is not None else []
+        self.broker = self.brokers[0] if self.brokers else None
 
     def get(self, name):
         return getattr(self, name)
@@ -239,9 +263,10 @@ def validate(raw):
                 raise _bad(name, "3-48 characters [A-Za-z0-9_-] starting with a letter or digit", v)
         elif kind == "url":
             try:
-                parse_broker_url(v)
+                parse_broker_urls(v)
             except ValueError as e:
-                raise _bad(name, "mqtt://[user:pass@]host[:port] or mqtts://... (%s)" % e, _hide_pass(v))
+                shown = [_hide_pass(u) for u in v] if isinstance(v, list) else _hide_pass(v)
+                raise _bad(name, "mqtt://[user:pass@]host[:port] or mqtts://..., or a list of them (%s)" % e, shown)
         out[name] = v
     if out["reconnect_cap_s"] < out["reconnect_base_s"]:
         raise _bad("reconnect_cap_s", "at least reconnect_base_s (%s)" % out["reconnect_base_s"],
@@ -290,9 +315,9 @@ def redacted(cfg):
         if name in ("wifi_password",):
             continue
         v = getattr(cfg, name)
-        if name == "broker_url" and cfg.broker is not None:
-            b = cfg.broker
-            v = ("mqtts://" if b["tls"] else "mqtt://") + b["host"] + ":" + str(b["port"])
+        if name == "broker_url" and cfg.brokers:
+            v = [("mqtts://" if b["tls"] else "mqtt://") + b["host"] + ":" + str(b["port"]) for b in cfg.brokers]
+            v = v[0] if len(v) == 1 else v
         elif name == "ws_url":
             v = _hide_pass(v)
         out[name] = v

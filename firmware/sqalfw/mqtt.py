@@ -73,7 +73,7 @@ class MQTTClient:
                  clean_session=False, will=None, birth=None, ssl=None, max_inflight=8,
                  max_packet=4096, ack_timeout=20, connect_timeout=10, backoff=None,
                  is_link_up=None, link_poll_s=1.0, stable_s=10, max_subs=8, open_connection=None,
-                 resolver=None, log=None, hold=None):
+                 resolver=None, log=None, hold=None, alternates=()):
         if not client_id or len(client_id) > 65535:
             raise ValueError("mqtt: client_id must be non-empty (persistent sessions need it)")
         if not server:
@@ -90,6 +90,11 @@ class MQTTClient:
         self.client_id = client_id
         self.server = server
         self.port = int(port)
+        # Failover: the other nodes of the broker's cluster, (host, port), same credentials. A
+        # failed connection attempt moves to the next one, round the list; a working one is kept.
+        # The session (subscriptions, queued QoS 1 messages) is the cluster's, so it follows.
+        self.servers = [(server, self.port)] + [(h, int(p)) for h, p in alternates]
+        self._server_i = 0
         self.user = user
         self.password = password
         self.keepalive = int(keepalive)
@@ -227,13 +232,23 @@ class MQTTClient:
         except asyncio.TimeoutError:
             return False
 
+    def _next_server(self):
+        if len(self.servers) > 1:
+            self._server_i = (self._server_i + 1) % len(self.servers)
+            self.server, self.port = self.servers[self._server_i]
+            self.log("mqtt: trying the next broker, %s:%d" % (self.server, self.port))
+
     async def connect(self):
         # One connection attempt (DNS through the cache, TCP, optional TLS, CONNECT/CONNACK).
         # Raises OSError, MQTTError or asyncio.TimeoutError with a message naming the step that failed.
         if self._writer is not None:
             return self.session_present
-        r, w = await open_stream(self.open_connection, self.resolver, self.server, self.port, self.ssl,
-                                 self.connect_timeout)
+        try:
+            r, w = await open_stream(self.open_connection, self.resolver, self.server, self.port, self.ssl,
+                                     self.connect_timeout)
+        except BaseException:
+            self._next_server()
+            raise
         if self.on_connecting is not None:
             self.on_connecting()
         try:
@@ -247,6 +262,7 @@ class MQTTClient:
                                 % (hdr[3], CONNACK_REASONS.get(hdr[3], "unknown")))
         except BaseException:
             w.close()
+            self._next_server()
             raise
         self.session_present = bool(hdr[2] & 1)
         self._gen += 1

@@ -20,7 +20,13 @@ BAD: list[tuple[dict[str, object], str]] = [
     ({"device_id": "ab"}, "config.json: device_id must be 3-48 characters"),
     ({"device_id": "_ESP32"}, "config.json: device_id must be 3-48 characters"),
     ({"broker_url": "http://h:1883"}, ("config.json: broker_url must be mqtt://[user:pass@]host[:port] or "
-                                       "mqtts://... (scheme must be mqtt:// or mqtts://)")),
+                                       "mqtts://..., or a list of them (scheme must be mqtt:// or mqtts://)")),
+    ({"broker_url": []}, "(a URL or a list of 1 to 5 URLs)"),
+    ({"broker_url": ["mqtt://a"] * 6}, "(a URL or a list of 1 to 5 URLs)"),
+    ({"broker_url": ["mqtt://a", "mqtt://:1"]}, "(URL 2: missing host)"),
+    ({"broker_url": ["mqtt://d:pw@a", "mqtt://d:other@b"]},
+     "(URL 2: every URL must have the same scheme and credentials as the first)"),
+    ({"broker_url": ["mqtt://a", "mqtts://b"]}, "(URL 2: every URL must have the same scheme"),
     ({"broker_url": "mqtt://h:99999"}, "(port must be 1..65535)"),
     ({"broker_url": "mqtt://:1883"}, "(missing host)"),
     ({"transport": "carrier-pigeon"}, "config.json: transport must be one of \"mqtt\", \"websocket\""),
@@ -49,6 +55,16 @@ def _bad(change: dict[str, object]) -> dict[str, object]:
     d: dict[str, object] = dict(OK)
     d.update(change)
     return d
+
+
+def test_a_list_of_brokers_is_the_nodes_of_one_cluster() -> None:
+    c = config.validate({"device_id": "ESP32_DEMO_LL_01",
+                         "broker_url": ["mqtt://dev:pw@n1", "mqtt://dev:pw@n2:1884", "mqtt://dev:pw@n3"]})
+    assert [(b["host"], b["port"]) for b in c.brokers] == [("n1", 1883), ("n2", 1884), ("n3", 1883)]
+    assert c.broker == c.brokers[0]
+    assert config.redacted(c)["broker_url"] == ["mqtt://n1:1883", "mqtt://n2:1884", "mqtt://n3:1883"]
+    one = config.validate({"device_id": "ESP32_DEMO_LL_01", "broker_url": "mqtt://n1"})
+    assert len(one.brokers) == 1 and config.redacted(one)["broker_url"] == "mqtt://n1:1883"
 
 
 def test_defaults_and_parsed_broker() -> None:

@@ -464,3 +464,37 @@ print(" ".join("%.6f" % b.next() for _ in range(10)))
 """).stdout.split()
     b = Backoff(0.5, 30, seed=12345)
     assert out == ["%.6f" % b.next() for _ in range(10)]
+
+
+def test_fails_over_to_the_next_broker_of_the_list_and_back(mosquitto_factory: Any, devices: Any) -> None:
+    # broker_url as a list (the nodes of a cluster): a node that does not answer is left for the next
+    # one, round the list; the publishes made meanwhile reach the broker that took over
+    a, b = mosquitto_factory(), mosquitto_factory()
+    topic = unique_topic("sqal")
+    cols = [MqttCollector(x, topic) for x in (a, b)]
+    dev = devices(PRELUDE + f"""
+async def main():
+    c = MQTTClient("dev-fo", "127.0.0.1", {a.port}, keepalive=2, connect_timeout=1,
+                   backoff=Backoff(0.1, 0.3, seed=1), alternates=[("127.0.0.1", {b.port})])
+    asyncio.create_task(c.run())
+    await c.wait_connected(10)
+    print("UP", c.port)
+    print("PUB", await c.publish("{topic}", b"before", qos=1))
+    while not (c.isconnected() and c.port == {b.port}):  # the drop and the failover can take < 50 ms
+        await asyncio.sleep(0.05)
+    print("UP", c.port)
+    print("PUB", await c.publish("{topic}", b"after", qos=1))
+asyncio.run(main())
+""")
+    try:
+        assert dev.expect("UP") == f"UP {a.port}"
+        assert dev.expect("PUB") == "PUB True"
+        a.stop()  # the first node goes away
+        assert dev.expect("UP", timeout=30) == f"UP {b.port}"
+        assert dev.expect("PUB") == "PUB True"
+        assert dev.expect("sqal: mqtt: trying the next broker") == f"sqal: mqtt: trying the next broker, 127.0.0.1:{b.port}"
+        assert cols[0].payloads(topic) == [b"before"]
+        assert cols[1].wait_for(lambda m: [p for _t, p, _r in m] == [b"after"])
+    finally:
+        for c in cols:
+            c.close()
