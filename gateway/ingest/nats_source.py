@@ -23,6 +23,7 @@ import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -93,6 +94,21 @@ def _tls_refusal(servers: list[str], exc: ssl.SSLError) -> NatsTlsError:
     return NatsTlsError(f"message engine {where}: {type(exc).__name__}: {exc}: {hint}")
 
 
+def url_credentials(servers: list[str]) -> tuple[str | None, str | None]:
+    """(user, password) of the first server URL that carries them; several different ones are an
+    error (one gateway has one identity on the engine)."""
+    found = {(unquote(p.username), unquote(p.password or "")) for p in map(urlsplit, servers) if p.username}
+    if len(found) > 1:
+        raise ValueError("SQAL_NATS_URL: the servers carry different credentials; give the gateway's on each, "
+                         "the same")
+    return next(iter(found), (None, None))
+
+
+def strip_credentials(url: str) -> str:
+    p = urlsplit(url)
+    return p._replace(netloc=p.netloc.rpartition("@")[2]).geturl()
+
+
 class NatsSource:
     def __init__(self, cfg: NatsConfig, pipeline: Pipeline) -> None:
         self.cfg = cfg
@@ -159,6 +175,12 @@ class NatsSource:
         # The first connection is retried until an engine answers (one may be starting), except when
         # TLS fails: nats-py would retry that forever too, and the start would never end nor say why.
         nc = self.nc = NatsClient()
+        # Credentials given once for every server: nats-py uses a URL's own only for that URL, not
+        # for the servers the cluster tells it about, where it would log in as nobody (the boards'
+        # user where the engine maps anonymous clients to it) and lose its JetStream rights.
+        user, password = cfg.user, cfg.password
+        if user is None:
+            user, password = url_credentials(cfg.servers)
         refused: asyncio.Future[ssl.SSLError] = asyncio.get_running_loop().create_future()
 
         async def on_error(exc: Exception) -> None:
@@ -167,8 +189,8 @@ class NatsSource:
             await self._on_error(exc)
 
         connecting = asyncio.ensure_future(nc.connect(
-            cfg.servers, user=cfg.user, password=cfg.password, tls=tls, name=cfg.name,
-            max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
+            [strip_credentials(u) for u in cfg.servers], user=user, password=password, tls=tls, name=cfg.name,
+            max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=5,
             error_cb=on_error, disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed))
         waiting: list[asyncio.Future[Any]] = [connecting, refused]
@@ -185,11 +207,11 @@ class NatsSource:
         self.connected.set()
         js = self.nc.jetstream()
         await streams.ensure(js, cfg.limits)
-        subs = [await js.pull_subscribe_bind(streams.DURABLE, stream=name) for name in (streams.SAMPLES, streams.EVENTS)]
+        subs = [await js.pull_subscribe_bind(streams.DURABLE, stream=name) for name in streams.STREAMS]
         self.subscribed.set()
         self._fetchers = [asyncio.create_task(self._fetch_loop(s), name=f"nats-fetch-{i}") for i, s in enumerate(subs)]
         log.info("ingest: reading the boards' messages from %s (streams %s, %s; consumer %s)",
-                 ", ".join(redact(s) for s in cfg.servers), streams.SAMPLES, streams.EVENTS, streams.DURABLE)
+                 ", ".join(redact(s) for s in cfg.servers), *streams.STREAMS, streams.DURABLE)
 
     async def stop_fetching(self) -> None:
         """No more fetches; what is in the pipeline still gets committed and acknowledged."""
@@ -206,7 +228,7 @@ class NatsSource:
         """After the pipeline drained: send the last acks, then close the connection."""
         await self.stop_fetching()
         await self._flush_acks()
-        self._closing = True
+        self._closing = True  # from here a disconnection is ours
         self._lost.set()  # ends the watch
         for t in self._tasks:
             t.cancel()
@@ -235,7 +257,8 @@ class NatsSource:
 
     async def _on_disconnected(self) -> None:
         self.connected.clear()
-        log.warning("ingest: disconnected from the message engine; reconnecting")
+        if not self._closing:
+            log.warning("ingest: disconnected from the message engine; reconnecting")
 
     async def _on_reconnected(self) -> None:
         self.connected.set()
@@ -254,7 +277,7 @@ class NatsSource:
                 continue
             try:
                 msgs = await sub.fetch(min(cfg.fetch_batch, room), timeout=FETCH_WAIT_S)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, asyncio.TimeoutError):  # nats-py raises either when nothing came
                 continue
             except asyncio.CancelledError:
                 raise
@@ -283,7 +306,8 @@ class NatsSource:
                 payload = truncate(payload, self.pipeline.config.payload_limit)
             if m.metadata.num_delivered > 1:
                 redelivered += 1
-            envs.append(Envelope("mqtt", subjects.subject_to_topic(m.subject), payload, received_at, size=size,
+            envs.append(Envelope("mqtt", subjects.subject_to_topic(streams.message_subject(m.subject)), payload,
+                                 received_at, size=size,
                                  pre_reject=pre, done=self._done_for(m)))
         self.in_flight += len(envs)
         if redelivered:

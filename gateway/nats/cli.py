@@ -26,8 +26,11 @@ def config_cmd(
     client_port: Annotated[int, typer.Option("--client-port")] = 4222,
     mqtt_port: Annotated[int, typer.Option("--mqtt-port")] = 1883,
     route_port: Annotated[int, typer.Option("--route-port")] = 6222,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, max=5, help="Replicas of the engine's MQTT "
+                                          "session streams: the cluster's size up to 3 (or 5).")] = 3,
 ) -> None:
     """Print a node's nats-server configuration: JetStream on disk, MQTT for the boards, routes."""
     cfg = NodeConfig(name=name, store_dir=store, client_port=client_port, mqtt_port=mqtt_port, route_port=route_port,
-                     routes=list(route), gateway_password=gateway_password, device_password=device_password)
+                     routes=list(route), gateway_password=gateway_password, device_password=device_password,
+                     mqtt_stream_replicas=replicas)
     typer.echo(cfg.render(), nl=False)

@@ -44,6 +44,10 @@ class NodeConfig:
     device_password: str = ""
     anonymous_devices: bool = False  # MQTT clients without credentials are the boards' user (lab only)
     max_file_store: int = 0
+    # replicas of the engine's own MQTT streams (sessions, QoS 1 messages, retained): set, not left
+    # to the server, which picks from the nodes it knows of when the first board connects (2 in a
+    # cluster still forming was seen), and a stream on 2 replicas stalls when one of them is lost
+    mqtt_stream_replicas: int = 3
 
     def render(self) -> str:
         js = [f"store_dir: {_q(str(self.store_dir))}", "max_memory_store: 268435456"]
@@ -56,11 +60,15 @@ class NodeConfig:
             f"listen: {_q(f'{self.client_host}:{self.client_port}')}",
             "max_payload: 65536",
             f"jetstream {{ {', '.join(js)} }}",
-            f"mqtt {{ listen: {_q(f'{self.mqtt_host}:{self.mqtt_port}')} }}",
+            f"mqtt {{ listen: {_q(f'{self.mqtt_host}:{self.mqtt_port}')}, "
+            f"stream_replicas: {self.mqtt_stream_replicas} }}",
             "accounts {",
             f"  SQAL {{ jetstream: enabled, users: [ {{user: {_q(self.gateway_user)}, "
             f"password: {_q(self.gateway_password)}}}, {{user: {_q(self.device_user)}, "
-            f"password: {_q(self.device_password)}, permissions: {perms}}} ] }}",
+            f"password: {_q(self.device_password)}, permissions: {perms}, "
+            # the boards' user is for MQTT only: a NATS client cannot log in as it (nor, with
+            # anonymous_devices, as nobody)
+            'allowed_connection_types: ["MQTT"]} ] }',
             "  SYS { users: [] }",
             "}",
             "system_account: SYS",
@@ -97,7 +105,7 @@ class LocalCluster:
                        client_port=c, mqtt_host="127.0.0.1", mqtt_port=m, route_host="127.0.0.1", route_port=r,
                        routes=[f"nats-route://127.0.0.1:{ports[j][2]}" for j in range(n) if j != i],
                        gateway_password=gateway_password, device_password="device-secret",
-                       anonymous_devices=anonymous_devices)
+                       anonymous_devices=anonymous_devices, mqtt_stream_replicas=min(n, 3))
             for i, (c, m, r) in enumerate(ports)
         ]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * n

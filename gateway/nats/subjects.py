@@ -11,9 +11,9 @@ status, telemetry, cmd, cmd/result; device ids have no '.', so their subjects ar
 from __future__ import annotations
 
 PREFIX = "sqal.v1"
-# what the boards send, captured by the streams (gateway/nats/streams.py)
-SAMPLES = f"{PREFIX}.*.sample"
-EVENTS = (f"{PREFIX}.*.status", f"{PREFIX}.*.telemetry", f"{PREFIX}.*.cmd.result")
+# what the boards send (gateway/nats/streams.py): at QoS 1, and telemetry at QoS 0
+QOS1 = (f"{PREFIX}.*.sample", f"{PREFIX}.*.status", f"{PREFIX}.*.cmd.result")
+TELEMETRY = f"{PREFIX}.*.telemetry"
 
 
 def topic_to_subject(topic: str) -> str:

@@ -132,8 +132,9 @@ async def shorten_ack_wait(nats_url: str, seconds: float) -> None:
 
     nc = await nats.connect(nats_url, allow_reconnect=False)
     try:
-        for name in (streams.SAMPLES, streams.EVENTS):
-            await nc.jetstream().add_consumer(name, streams.consumer_config(StreamLimits(ack_wait_s=seconds)))
+        limits = StreamLimits(ack_wait_s=seconds)
+        for name, filters in streams.consumer_filters().items():
+            await nc.jetstream().add_consumer(name, streams.consumer_config(limits, filters))
     finally:
         await nc.close()
 

@@ -213,8 +213,8 @@ async def test_stop_is_a_clean_sigterm_and_keeps_what_was_acknowledged(tmp_path:
     async with gateway_client(e) as nc:
         js = nc.jetstream()
         await streams.ensure(js, StreamLimits())
-        for i in range(100):  # each acknowledged by JetStream (stored)
-            await js.publish("sqal.v1.ESP32_EMB_03.sample", b"%d" % i)
+        for i in range(100):  # each acknowledged by JetStream (stored), as a board's QoS 1 publish is
+            await js.publish(streams.MQTT_PREFIX + "sqal.v1.ESP32_EMB_03.sample", b"%d" % i)
     await e.stop()
     assert e.pid is None and not running(pid)  # type: ignore[arg-type]
     lines = [ln for ln in (tmp_path / "nats" / "nats.log").read_text().splitlines() if ln.startswith(f"[{pid}]")]

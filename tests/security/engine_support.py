@@ -160,9 +160,10 @@ class AuthEngine:
 
     async def stored(self, subject: str) -> bytes | None:
         """The last message the streams hold on `subject`, or None."""
-        name = streams.SAMPLES if subject.endswith(".sample") else streams.EVENTS
+        name, stored_as = ((streams.TELEMETRY, subject) if subject.endswith(".telemetry")
+                           else (streams.SAMPLES, streams.MQTT_PREFIX + subject))
         try:
-            msg = await self.js.get_last_msg(name, subject)
+            msg = await self.js.get_last_msg(name, stored_as)
         except NotFoundError:
             return None
         return msg.data
