@@ -35,8 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.brokers import Mosquitto
 from emulation.fleet import Fleet, process_usage
-from tests.fixtures.mqtt import MosquittoBroker  # the project's Mosquitto launcher
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -52,7 +52,7 @@ def _self_cpu() -> float:
     return t.user + t.system
 
 
-def step(n: int, broker: MosquittoBroker, base: Path, window: float, interval: float, resolution: int,
+def step(n: int, broker: Mosquitto, base: Path, window: float, interval: float, resolution: int,
          warmup_timeout: float, per_process: int = 1, heap: str | None = None) -> dict[str, Any]:
     fleet = Fleet(n, broker.url, interval=interval, seed=7, base_dir=base / f"n{n}", id_prefix="ESP32_BENCH",
                   telemetry_interval=10, resolution=resolution, per_process=per_process, heap=heap)
@@ -141,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     base = Path(tempfile.mkdtemp(prefix="sqal-bench-fleet-", dir=args.dir))
-    broker = MosquittoBroker(base / "mosquitto", extra_config=["max_connections -1"])
+    broker = Mosquitto(base / "mosquitto", extra_config=["max_connections -1"])
     broker.start()
     results = []
     try:

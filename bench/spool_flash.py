@@ -41,9 +41,9 @@ import paho.mqtt.client as paho
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.brokers import Mosquitto
 from emulation.esp32.build import ensure_profile
 from emulation.targets import ESP32_FLASH_BYTES
-from tests.fixtures.mqtt import MosquittoBroker
 
 DEVICE_ID = "BENCH_SPOOL_01"
 BOOT = 7
@@ -143,7 +143,7 @@ asyncio.run(main())
 class Subscriber:
     """paho, persistent session: counts unique (boot, seq) and duplicates, across a broker restart."""
 
-    def __init__(self, broker: MosquittoBroker) -> None:
+    def __init__(self, broker: Mosquitto) -> None:
         self.seen: set[tuple[int, int]] = set()
         self.duplicates = 0
         self._lock = threading.Lock()
@@ -228,7 +228,7 @@ def _phase(name: str, f: list[int]) -> dict[str, Any]:
 
 
 def run(readings: int, outage: int, workdir: Path) -> dict[str, Any]:
-    broker = MosquittoBroker(workdir / "mosquitto")
+    broker = Mosquitto(workdir / "mosquitto")
     broker.start()
     sub = Subscriber(broker)
     script = workdir / "device.py"
