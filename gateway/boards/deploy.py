@@ -35,6 +35,7 @@ FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 ONLINE_PATTERN = r"sqal: online\b"
 CHUNK = 1024          # bytes per raw-REPL write; raw-paste mode flow-controls it on the board
 HASH_BATCH = 16       # files hashed per REPL command
+ENTER_TIMEOUTS_S = (5, 10, 20)  # tries at entering the raw REPL (a board may still be booting)
 DEPLOY_WDT_MS = 60000  # watchdog re-armed (and fed) while deploying over a running app
 ENTRY_FILES = ("boot.py", "main.py")  # MicroPython runs these by name: plain .py files on flash
 PACKAGE = "sqalfw"
@@ -315,12 +316,20 @@ class BoardLink:
         return got
 
     def enter(self) -> None:
-        self.interrupt()
-        try:
-            self.t.enter_raw_repl(soft_reset=True, timeout_overall=5)
-        except self._TransportError as e:
-            raise DeployError(f"the board on {self.port} did not answer the MicroPython raw REPL ({e}): "
-                              "is MicroPython flashed ('sqal board flash')? Is the baud rate right?") from None
+        # A board still booting (reset a moment ago: a deploy that did not wait, a USB replug)
+        # misses the first Ctrl-C: interrupt and try again before giving up, with more time each try.
+        running = False
+        for attempt, timeout in enumerate(ENTER_TIMEOUTS_S):
+            self.interrupt()
+            running = running or self.app_was_running
+            try:
+                self.t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
+                break
+            except self._TransportError as e:
+                if attempt == len(ENTER_TIMEOUTS_S) - 1:
+                    raise DeployError(f"the board on {self.port} did not answer the MicroPython raw REPL ({e}): "
+                                      "is MicroPython flashed ('sqal board flash')? Is the baud rate right?") from None
+        self.app_was_running = running
         if self.app_was_running:
             # The app armed machine.WDT, which survives a soft reset and cannot be stopped: re-arm it
             # with a long timeout and feed it before every command so it cannot reset us mid-copy.

@@ -37,8 +37,10 @@ SIGINT_REARM_S = 1.0  # a Ctrl-C this long after an unanswered one interrupts ag
 
 class FakeBoard:
     def __init__(self, flash_dir: Path, mp_path: str = ":.frozen:lib", heap: str = "200k",
-                 frozen_dir: Path | None = None, interpreter: str | None = None) -> None:
+                 frozen_dir: Path | None = None, interpreter: str | None = None, deaf_s: float = 0.0) -> None:
         self.flash_dir = flash_dir
+        # a board still booting: what arrives on the serial line in its first deaf_s is lost
+        self._deaf_until = time.monotonic() + deaf_s
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.mp_path = mp_path  # MICROPYPATH: the flash root first, like sys.path on a board
         self.heap = heap
@@ -169,6 +171,8 @@ class FakeBoard:
                 if not data:
                     if self._stop:
                         return
+                    continue
+                if time.monotonic() < self._deaf_until:
                     continue
                 pending += data
             c = pending[0]

@@ -334,3 +334,16 @@ def test_cli_set_adds_validated_config_fields(board: FakeBoard) -> None:
     assert '"i2c_sda": 8' in ok.output and '"i2c_scl": 9' in ok.output
     bad = CliRunner().invoke(board_app, base + ["--set", "i2c_sda=99"])
     assert bad.exit_code == 1 and "i2c_sda" in bad.output
+
+
+def test_a_board_still_booting_is_tried_again(tmp_path: Path) -> None:
+    # what reaches it in its first 6 s is lost (longer than the first try's 5 s): the deploy
+    # interrupts and tries again instead of giving up
+    b = FakeBoard(tmp_path / "flash", deaf_s=6)
+    try:
+        fw = tiny_firmware(tmp_path / "fw", ONLINE_MAIN)
+        result = deploy(make_plan(b.port, build_config(CONFIG), firmware_dir=fw, py=True, wait_online=False),
+                        say=quiet)
+        assert "main.py" in result.copied and (b.flash_dir / "main.py").exists()
+    finally:
+        b.close()
