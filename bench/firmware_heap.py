@@ -1,7 +1,12 @@
-"""Heap figures of the SQAL firmware's sample cycle on the real MicroPython (unix port).
+"""Heap figures of the SQAL firmware's sample cycle on the 64-bit wheel (target unix64): a model.
+
+The board's figures are bench/firmware_heap_esp32.py's, on the emulator's ESP32 profile (32-bit,
+firmware frozen, the board's 110 KB heap, the whole App with MQTT). This one is for the wheel: its
+interpreter cannot freeze modules, so the heap given is the measured code heap + 110 KB, and its
+objects are 64-bit; use it to compare firmware rounds on the wheel (docs/firmware.md, "Memory").
 
 Runs N sample cycles in-process with the emulated board (scene -> sensor models -> drivers ->
-quality -> codec -> flash spool), no network, and prints:
+quality -> codec -> spool on a host directory), no network, no App, and prints:
   code heap      heap taken by the imported modules (frozen into flash on an ESP32: 0 there)
   heap size      -X heapsize given = code heap + 110 KB (the data budget of an ESP32 w/o PSRAM)
   live data      heap in use after init and gc, beyond the code
@@ -12,7 +17,7 @@ quality -> codec -> flash spool), no network, and prints:
   per-cycle      bytes the firmware allocates per cycle for grading, encoding and spooling (gc off
                  while measuring; the emulation-only sensor models/scene are left out)
 
-    .venv/bin/python bench/firmware_heap.py [--cycles 10000] [--resolution 8]
+    flock /tmp/sqal-bench.lock .venv/bin/python bench/firmware_heap.py [--cycles 10000] [--resolution 8]
 """
 
 from __future__ import annotations

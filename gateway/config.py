@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -78,6 +79,9 @@ class Settings(BaseSettings):
     ws_rate_burst: int = Field(default=200, ge=1, le=1_000_000, description="WebSocket messages a connection may "
                                "send in a burst above the sustained rate")
     log_level: str = Field(default="INFO", description="Python logging level")
+    device_target: Literal["unix64", "esp32", "esp32-psram"] = Field(
+        default="unix64", description="The board the supervisor's emulated SQAL devices (scenarios, control "
+        "panel) run on: unix64 (64-bit wheel) or the emulator's ESP32 profile (docs/emulation.md)")
 
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from gateway.supervisor.core import Supervisor
 async def start_supervisor(app: Any, settings: Any) -> Supervisor:
     """Create the supervisor on app.state (with its Orchestrator), after killing any simulator a
     previous gateway on the same data dir left behind (it was SIGKILLed or lost power)."""
-    sup = Supervisor(settings.ensure_data_dir())
+    sup = Supervisor(settings.ensure_data_dir(), device_target=settings.device_target)
     await asyncio.to_thread(sup.open)
     app.state.supervisor = sup
     app.state.orchestrator = Orchestrator(sup)

@@ -108,6 +108,9 @@ class RunContext:
     # the broker authenticates devices: each emulated device gets its own login from this
     # CredentialStore directory, through its environment (never argv, never the gateway's login)
     device_credentials: Path | None = None
+    # the board the SQAL devices emulate (emulation/targets.py: unix64, esp32, esp32-psram); None:
+    # the supervisor's own (SQAL_DEVICE_TARGET), filled in by Supervisor.start
+    device_target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,10 +143,15 @@ def sqal_device(p: DeviceParams, ctx: RunContext) -> CommandSpec:
             env[DEVICE_PASSWORD_ENV] = CredentialStore(ctx.device_credentials).simulated(p.device_id)
         except ProvisionError as exc:
             raise ValueError(str(exc)) from None
+    target: list[str] = []
+    if ctx.device_target is not None:
+        from emulation import targets
+
+        target = ["--target", targets.get(ctx.device_target).name]  # ValueError names the known ones
     return CommandSpec([sys.executable, "-m", "emulation.run_device", "--device-id", p.device_id,
                         "--location", p.location, "--broker", ctx.broker_url, "--interval", _num(p.interval),
                         "--profile", p.profile, "--seed", str(p.seed), "--flash-dir", str(flash),
-                        "--duration", _num(p.duration)], env=env)
+                        "--duration", _num(p.duration), *target], env=env)
 
 
 def gavage(p: GavageParams, ctx: RunContext) -> CommandSpec:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -103,9 +103,11 @@ def _params_dict(params: Any) -> dict[str, Any]:
 
 class Supervisor:
     def __init__(self, data_dir: Path, catalogue: Catalogue | None = None, *, stop_timeout: float = 10.0,
-                 log_lines: int = 1000, restart_backoff_s: float = 1.0) -> None:
+                 log_lines: int = 1000, restart_backoff_s: float = 1.0, device_target: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.catalogue = catalogue or Catalogue()
+        # the board SQAL devices emulate when the RunContext does not say (SQAL_DEVICE_TARGET)
+        self.device_target = device_target
         self.stop_timeout = stop_timeout
         self.log_lines = log_lines
         self.restart_backoff_s = restart_backoff_s
@@ -135,6 +137,8 @@ class Supervisor:
             child = self.children.get(name)
             if child is not None and (child.running or (child.watcher is not None and not child.watcher.done())):
                 return "already_running", child.info()
+            if ctx.device_target is None and self.device_target is not None:
+                ctx = replace(ctx, device_target=self.device_target)
             try:
                 spec = self.catalogue.build(kind, params, ctx)
             except ValueError as exc:

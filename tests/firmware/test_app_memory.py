@@ -1,17 +1,16 @@
-"""The heap bar: 10,000 sample cycles on the real MicroPython with an ESP32's data budget.
+"""The sample cycle's heap on the 64-bit wheel (unix64): the data budget modelled, and no leak.
 
 The heap given is the measured code heap (modules are frozen into flash on an ESP32 and cost no
-heap there; the unix port can only load them into the heap) plus 110 KB, so the data side gets
-exactly what an ESP32 without PSRAM leaves free. Any MemoryError fails the run. bench/firmware_heap.py
-prints the same figures for docs/firmware.md.
+heap there; the wheel's interpreter can only load them into the heap) plus 110 KB, so the data side
+gets what an ESP32 without PSRAM leaves free, in 64-bit objects. Any MemoryError fails the run.
+bench/firmware_heap.py prints the same figures. The board's heap bar (the ESP32 profile: firmware
+frozen, 110 KB, the whole App with MQTT) is tests/firmware/test_app_memory_esp32.py.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench import firmware_heap

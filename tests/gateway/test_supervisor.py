@@ -320,3 +320,125 @@ async def test_live_owner_children_are_not_reaped(sup: Supervisor, tmp_path: Pat
                                   text=True, timeout=60, cwd=ROOT, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
     assert alive(info["pid"])
+
+
+# ---- the board the SQAL devices emulate (SQAL_DEVICE_TARGET) ----
+
+
+async def test_device_target_from_the_setting_reaches_the_device_argv(tmp_path: Path) -> None:
+    from typing import get_args
+
+    from emulation import run_device, targets
+    from gateway.config import Settings
+
+    # the setting offers exactly the emulator's targets, and the device runner takes each of them
+    assert set(get_args(Settings.model_fields["device_target"].annotation)) == set(targets.TARGETS)
+    assert Settings(data_dir=tmp_path).device_target == targets.DEFAULT
+    for name in targets.TARGETS:
+        args = run_device.parser().parse_args(["--device-id", "ESP32_A_01", "--broker", "mqtt://h:1883",
+                                               "--flash-dir", str(tmp_path), "--target", name])
+        assert args.target == name
+    with pytest.raises(SystemExit):
+        run_device.parser().parse_args(["--device-id", "ESP32_A_01", "--broker", "mqtt://h:1883",
+                                        "--flash-dir", str(tmp_path), "--target", "esp64"])
+    # the profile has no TLS: an mqtts:// broker is refused before anything starts
+    with pytest.raises(SystemExit) as refused:
+        run_device.main(["--device-id", "ESP32_A_01", "--broker", "mqtts://h:8883", "--flash-dir", str(tmp_path),
+                         "--target", "esp32"])
+    assert refused.value.code == 2 and not (tmp_path / "emulation.json").exists()
+    # the catalogue: the RunContext's target as --target; none given, none passed (run_device's default)
+    cat, c = Catalogue(), ctx(tmp_path)
+    assert "--target" not in cat.build("sqal_device", DeviceParams("ESP32_A_01"), c).argv
+    from dataclasses import replace
+    assert cat.build("sqal_device", DeviceParams("ESP32_A_01"), replace(c, device_target="esp32")).argv[-2:] == \
+        ["--target", "esp32"]
+    with pytest.raises(ValueError, match="unknown target 'esp64'"):
+        cat.build("sqal_device", DeviceParams("ESP32_A_01"), replace(c, device_target="esp64"))
+    # the supervisor fills in its own target (the gateway's setting) where the context has none
+    cat.register("probe", lambda p, ctx: CommandSpec([sys.executable, "-c", "pass", str(ctx.device_target)]))
+    s = Supervisor(tmp_path, cat, device_target="esp32")
+    s.open()
+    try:
+        _, info = await s.start("p1", "probe", {}, c)
+        assert info["argv"][-1] == "esp32"
+        _, info = await s.start("p2", "probe", {}, replace(c, device_target="unix64"))
+        assert info["argv"][-1] == "unix64"  # a context that says wins
+    finally:
+        await s.close()
+
+
+async def stored_by_boot(pool: Any, device_id: str) -> dict[int, int]:
+    rows = await pool.fetch("SELECT boot, count(*) AS n FROM sqal_samples WHERE device_id = $1 GROUP BY boot",
+                            device_id)
+    return {int(r["boot"]): int(r["n"]) for r in rows}
+
+
+async def test_a_scenarios_devices_run_on_the_esp32_profile(database_url: str, esp32_micropython: str,
+                                                           tmp_path: Path) -> None:
+    """SQAL_DEVICE_TARGET=esp32: a scenario started through the orchestrator runs its devices on the
+    ESP32 profile (the profile's interpreter, the firmware frozen, the flash a littlefs2 image) and
+    their samples are stored. A device that ran on unix64 before keeps counting its boots."""
+    from emulation.device import EmulatedDevice
+    from emulation.run_device import carry_boot_counter
+    from gateway.api.control_common import context_for
+    from gateway.app import create_app
+    from gateway.config import Settings
+
+    settings = Settings(database_url=database_url, data_dir=tmp_path, mqtt_embedded_port=0, ingest_flush_ms=10,
+                        device_target="esp32")
+    # ESP32_DEMO_01 ran on the 64-bit wheel before: its flash dir holds boot 41
+    flash = tmp_path / "devices" / "ESP32_DEMO_01"
+    flash.mkdir(parents=True)
+    (flash / "state.json").write_text(json.dumps({"boot": 41, "failed_boots": 0}))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        sup = app.state.supervisor
+        sup.stop_timeout = 15
+        out = await app.state.orchestrator.start_sqal_scenario("production_demo", context_for(app.state),
+                                                                interval=0.5)
+        assert out["status"] == "running", out
+        names = [d["device_id"] for d in out["devices"]]
+        assert names == ["ESP32_DEMO_01", "ESP32_DEMO_02"]
+        try:
+            for name in names:
+                info = sup.status(name)
+                assert info["argv"][-2:] == ["--target", "esp32"]
+
+                def profile_pids(pid: int = info["pid"]) -> list[int]:
+                    try:
+                        kids = psutil.Process(pid).children(recursive=True)
+                    except psutil.NoSuchProcess:
+                        return []
+                    out = []
+                    for k in kids:
+                        with contextlib.suppress(psutil.Error):
+                            if k.cmdline()[:1] == [esp32_micropython] and "emulation.device_main" in k.cmdline():
+                                out.append(k.pid)
+                    return out
+                assert await wait_for(profile_pids, 60), \
+                    "no ESP32-profile interpreter under " + name + ":\n" + \
+                    "\n".join(e["line"] for e in sup.children[name].logs.tail(40))
+            pool = app.state.pool
+            deadline = time.monotonic() + 120
+            stored: dict[str, dict[int, int]] = {}
+            while time.monotonic() < deadline:
+                stored = {n: await stored_by_boot(pool, n) for n in names}
+                if all(sum(v.values()) >= 3 for v in stored.values()):
+                    break
+                await asyncio.sleep(0.5)
+            logs = {n: "\n".join(e["line"] for e in sup.children[n].logs.tail(60)) for n in names}
+            for n in names:
+                assert sum(stored[n].values()) >= 3, f"{n}: samples stored {stored[n]}\n{logs[n]}"
+            # the boot counter of the earlier unix64 flash went onto the image: boot 42, not 1
+            assert set(stored["ESP32_DEMO_01"]) == {42}, logs["ESP32_DEMO_01"]
+            assert set(stored["ESP32_DEMO_02"]) == {1}
+            assert "boot counter 41 of the unix64 flash carried onto the image" in logs["ESP32_DEMO_01"]
+            assert "target=esp32" in logs["ESP32_DEMO_01"]
+            assert (flash / "flash.img").stat().st_size == 2 * 1024 * 1024
+            assert not (flash / "state.json").exists() and not (flash / "spool").exists()
+        finally:
+            await app.state.orchestrator.stop_all()
+    # and back to unix64: the image's boot counter (42) comes along onto the directory
+    back = EmulatedDevice("ESP32_DEMO_01", flash, "mqtt://127.0.0.1:1", target="unix64")
+    assert carry_boot_counter(back) == "boot counter 42 of the ESP32 image carried onto the unix64 flash"
+    assert json.loads((flash / "state.json").read_text())["boot"] == 42
