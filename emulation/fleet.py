@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import paho.mqtt.client as paho
 from sqalfw import codec
+from sqalfw.urls import hide_password, parse_broker_url
 
 from emulation import faults as faultlib
 from emulation import targets
@@ -90,17 +91,14 @@ _SUMMED = ("boots", "sampled", "acked", "spool", "reconnects", "dropped", "i2c_e
 
 
 def _broker_address(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) of mqtt://host[:port] (1883) or mqtts://host[:port] (8883)."""
-    u = urlsplit(url)
-    if u.scheme not in ("mqtt", "tcp", "mqtts") or not u.hostname:
-        raise ValueError(f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port] "
-                         "(websockets are not supported by the fleet runner)")
-    tls = u.scheme == "mqtts"
+    """(host, port, tls) of mqtt://host[:port] (1883) or mqtts://host[:port] (8883), by the board's
+    own rule (sqalfw.urls)."""
     try:
-        port = u.port or (8883 if tls else 1883)
-    except ValueError:
-        raise ValueError(f"broker URL {url!r}: bad port") from None
-    return u.hostname, port, tls
+        b = parse_broker_url(url)
+    except ValueError as exc:
+        raise ValueError(f"broker URL {hide_password(url)!r}: {exc} (expected mqtt://host[:port] or "
+                         "mqtts://host[:port]; websockets are not supported by the fleet runner)") from None
+    return b["host"], b["port"], b["tls"]
 
 
 def _read_ca(ca_file: str | os.PathLike[str]) -> bytes:

@@ -28,10 +28,10 @@ from emulation.device import (
     EmulatedDevice,
     code_heap_bytes,
     ensure_mpy_cache,
-    micropython_binary,
 )
 from emulation.mpboard import exitcodes
 from emulation.process import PoweredProcess
+from emulation.targets import micropython_binary
 
 HOST_MAIN = REPO_ROOT / "emulation" / "host_main.py"
 # Per device in a host: the ESP32's data heap + the emulation margin, as in a one-device process,

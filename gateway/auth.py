@@ -23,6 +23,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -276,56 +277,6 @@ def ws_device_auth_enabled(settings: Any) -> bool:
     return not is_loopback(settings.http_host) or mqtt_auth_enabled(settings)
 
 
-def credentials_dir(settings: Any) -> Path:
-    return Path(settings.data_dir) / "mqtt"
-
-
-class DeviceCredentials:
-    """Checks a device's (id, password) against the CredentialStore's users.json, read on each check so
-    a provision, rotation or revocation applies to the next connection without a restart or reload."""
-
-    def __init__(self, directory: Path) -> None:
-        self.users_path = Path(directory) / "users.json"
-
-    def _devices(self) -> dict[str, Any] | None:
-        """The devices' records; {} when nothing was provisioned; None when the file is unreadable."""
-        try:
-            data = json.loads(self.users_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("%s is unreadable (%s): every device login is refused", self.users_path, exc)
-            return None
-        devices = data.get("devices") if isinstance(data, dict) else None
-        if not isinstance(devices, dict):
-            log.error("%s has no 'devices' map: every device login is refused", self.users_path)
-            return None
-        return devices
-
-    def check(self, device_id: str, password: str) -> str:
-        """'ok', or why not: 'unknown_device', 'wrong_password', 'store_unreadable'."""
-        from gateway.boards.provision import password_verify
-
-        devices = self._devices()
-        if devices is None:
-            return "store_unreadable"
-        entry = devices.get(device_id)
-        if not isinstance(entry, dict):
-            return "unknown_device"
-        return "ok" if _verify(password_verify, password, entry.get("hash", entry.get("mosquitto"))) \
-            else "wrong_password"
-
-    def check_device(self, device_id: str, password: str) -> bool:
-        return self.check(device_id, password) == "ok"
-
-
-def _verify(fn: Callable[[str, str], bool], password: str, encoded: Any) -> bool:
-    try:
-        return isinstance(encoded, str) and fn(password, encoded)
-    except (ValueError, TypeError):  # a damaged hash refuses that login, never crashes the handler
-        return False
-
-
 def basic_credentials(scope: Scope) -> tuple[str, str] | None:
     """(user, password) from `Authorization: Basic`, or None when absent or malformed."""
     value = _header(scope, b"authorization")
@@ -381,10 +332,16 @@ def prepare_api_token(settings: Any, echo: Callable[..., Any]) -> None:
 
 
 def install_input_errors(app: Any) -> None:
-    """Input the models let through but the registry or PostgreSQL refuses (a NUL character in a text,
-    an integer beyond int8, the registry's own cross-field checks) is the client's fault: 422 in the
-    shape the OpenAPI schema documents for 422 (a list of {loc, msg, type}), never a 500."""
+    """Bad input is the client's fault, answered 422 in the shape the OpenAPI schema documents for
+    422 (`detail`: a list of {loc, msg, type, input...}), never a 500:
+    - request validation errors: FastAPI's own handler fails (500) when the value it complains about
+      cannot be written as JSON -- `NaN`, `Infinity` or `1e999` (parsed as infinity) in a body, a lone
+      surrogate (`"\\ud800"`) -- so each echoed value goes through `json_safe` first;
+    - input the models let through but the registry or PostgreSQL refuses (a NUL character in a
+      text, an integer beyond int8, the registry's own cross-field checks)."""
     import asyncpg
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
@@ -392,7 +349,52 @@ def install_input_errors(app: Any) -> None:
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         msg = str(exc) if isinstance(exc, InvalidInput) else "invalid input: " + str(exc).split("\n")[0][:200]
-        return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "value_error"}]}, status_code=422)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": json_safe(msg), "type": "value_error"}]},
+                            status_code=422)
 
+    async def request_invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [json_safe(e) for e in exc.errors()[:MAX_ERRORS]]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(InvalidInput, invalid)
     app.add_exception_handler(asyncpg.DataError, invalid)
+
+
+MAX_ERRORS = 50  # validation errors reported per request (a 1 MB list of bad items is not echoed whole)
+MAX_ECHO_CHARS = 200  # of a string echoed back in an error
+MAX_ECHO_ITEMS = 20  # of a list or object echoed back
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` made writable as strict JSON, for echoing client input back in an error: non-finite
+    floats become the strings 'NaN' / 'Infinity' / '-Infinity', lone surrogates are escaped
+    ('\\ud800' as text), long strings, lists and objects are cut (with a note of how much), and
+    anything else that is not JSON (an exception in a pydantic `ctx`) becomes its str()."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= MAX_ECHO_CHARS else f"{text[:MAX_ECHO_CHARS]}... ({len(text)} characters)"
+    if isinstance(value, bytes):
+        return json_safe(value.decode("utf-8", "backslashreplace"), depth)
+    if depth >= 6:
+        return "..."
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(json_safe(str(k))): json_safe(v, depth + 1) for k, v in items[:MAX_ECHO_ITEMS]}
+        if len(items) > MAX_ECHO_ITEMS:
+            out["..."] = f"{len(items) - MAX_ECHO_ITEMS} more"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        cut = [json_safe(v, depth + 1) for v in seq[:MAX_ECHO_ITEMS]]
+        return cut + ([f"... {len(seq) - MAX_ECHO_ITEMS} more"] if len(seq) > MAX_ECHO_ITEMS else [])
+    return json_safe(str(value), depth)

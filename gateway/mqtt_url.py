@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
+from sqalfw.urls import hide_password, parse_broker_url
 
 
 class MqttUrlError(ValueError):
@@ -16,20 +16,13 @@ class MqttUrlError(ValueError):
 
 
 def parse_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
-    """-> (host, port, tls, username, password); MqttUrlError names what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
-        raise MqttUrlError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise MqttUrlError(f"MQTT URL {url!r}: no host")
-    tls = parts.scheme in ("mqtts", "ssl")
+    """-> (host, port, tls, username, password): the firmware's own rule (sqalfw.urls), so that a
+    URL the gateway takes is one a board takes too. MqttUrlError names what is wrong."""
     try:
-        port = parts.port or (8883 if tls else 1883)
+        b = parse_broker_url(url)
     except ValueError as exc:
-        raise MqttUrlError(f"MQTT URL {url!r}: bad port") from exc
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname, port, tls, user, password
+        raise MqttUrlError(f"MQTT URL {hide_password(url)!r}: {exc}") from None
+    return b["host"], b["port"], b["tls"], b["user"], b["password"]
 
 
 class MqttTlsError(ValueError):
@@ -64,7 +57,7 @@ def apply_tls(client: paho.Client, url: str, tls: bool, ca_file: str | None, cer
     if tls:
         client.tls_set_context(tls_context(ca_file, cert_file, key_file))
     elif ca_file or cert_file or key_file:
-        raise MqttTlsError(f"MQTT TLS files are set but the broker URL {redact(url)!r} is not mqtts://")
+        raise MqttTlsError(f"MQTT TLS files are set but the broker URL {hide_password(url)!r} is not mqtts://")
 
 
 def tls_files(settings: Any) -> dict[str, str | None]:
@@ -75,12 +68,3 @@ def tls_files(settings: Any) -> dict[str, str | None]:
         v = getattr(settings, f"mqtt_{name}", None)
         out[name] = str(v) if v else None
     return out
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()

@@ -23,6 +23,7 @@ package(
         "peripherals/bus.py",
         "peripherals/fwblob.py",
         "peripherals/profiles.py",
+        "peripherals/rng.py",
         "peripherals/scene.py",
         "peripherals/vl53l8.py",
     ],

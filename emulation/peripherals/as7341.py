@@ -6,7 +6,7 @@
 # -> photodiode map below is the one implied by ams' reference F1-F4/F5-F8 configurations.
 import struct
 
-from emulation.peripherals import Rng
+from emulation.peripherals.rng import Rng
 
 ID_VALUE = 0b001001 << 2
 CHANNELS = ("F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "CLEAR", "NIR")

@@ -4,7 +4,7 @@
 #
 # A model implements: `addrsize` (8 or 16), `read(reg, n) -> bytes`, `write(reg, data)`.
 # A failed transaction never reaches the model (the slave NACKed), so a retry is clean.
-from emulation.peripherals import Rng
+from emulation.peripherals.rng import Rng
 
 ENODEV = 19
 EIO = 5

@@ -4,7 +4,8 @@
 import math
 from array import array
 
-from emulation.peripherals import Rng, profiles
+from emulation.peripherals import profiles
+from emulation.peripherals.rng import Rng
 
 try:  # MicroPython: the frame's point loop as machine code (viper); CPython runs _heights_py
     import sys

@@ -30,8 +30,6 @@
 #                            an emulation host running several boards in one heap coalesces them
 #   background()             coroutines the board needs running (emulation control); [] on ESP32
 #   name                     "esp32" or "emulated"
-import sys
-
 # A clock that reads earlier than this has never been set: at power-up the RTC starts from its
 # epoch (2000-01-01 on the ESP32 port, plus the uptime) and only NTP moves it to the present. This
 # firmware was built after 2025-01-01, so any date before it is the unset clock. The RTC keeps its
@@ -42,16 +40,6 @@ CLOCK_SET_AFTER_S = 1735689600  # 2025-01-01T00:00:00Z
 
 def clock_is_set(epoch_s):
     return epoch_s >= CLOCK_SET_AFTER_S
-
-
-def select(flash_dir=None):
-    """The board for the platform we run on."""
-    if sys.platform == "esp32":
-        from sqalfw import board_esp32
-        return board_esp32.Board()
-    # unix port: the emulated board (emulation/ must be on MICROPYPATH)
-    from emulation.mpboard.board import Board
-    return Board(flash_dir or ".")
 
 
 class MemTracker:

@@ -3,6 +3,8 @@
 # operator reading the serial console (or the emulator log) knows what to fix without the source.
 import json
 
+from sqalfw.urls import hide_password, parse_broker_urls
+
 FILENAME = "config.json"
 
 
@@ -102,95 +104,6 @@ def valid_device_id(s):
     return True
 
 
-def parse_broker_url(url):
-    """mqtt://[user[:pass]@]host[:port] or mqtts://... -> dict(host, port, user, password, tls).
-
-    Raises ValueError naming the part that is wrong."""
-    if not isinstance(url, str):
-        raise ValueError("not a string")
-    if url.startswith("mqtt://"):
-        tls, rest, port = False, url[7:], 1883
-    elif url.startswith("mqtts://"):
-        tls, rest, port = True, url[8:], 8883
-    else:
-        raise ValueError("scheme must be mqtt:// or mqtts://")
-    if "/" in rest:
-        rest = rest[:rest.index("/")]
-    user = password = None
-    if "@" in rest:
-        cred, rest = rest.rsplit("@", 1)
-        if ":" in cred:
-            user, password = cred.split(":", 1)
-        else:
-            user = cred
-        if not user:
-            raise ValueError("empty user name")
-    host, port = split_hostport(rest, port)
-    return {"host": host, "port": port, "user": user, "password": password, "tls": tls}
-
-
-def split_hostport(rest, port):
-    """'host', 'host:port' or '[ipv6]:port' -> (host, port); `port` is the scheme's default.
-    Shared by the broker URL and the WebSocket URL (sqalfw.wsclient)."""
-    host = rest
-    if rest.startswith("["):  # [ipv6]:port
-        end = rest.find("]")
-        if end < 0:
-            raise ValueError("unclosed [ in host")
-        host, rest = rest[1:end], rest[end + 1:]
-        if rest.startswith(":"):
-            port = _port(rest[1:])
-        elif rest:
-            raise ValueError("junk after host")
-    elif ":" in rest:
-        host, p = rest.rsplit(":", 1)
-        port = _port(p)
-    if not host:
-        raise ValueError("missing host")
-    return host, port
-
-
-def _hide_pass(url):
-    # never echo a password into a log line
-    if isinstance(url, str) and "@" in url and "://" in url:
-        head, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        if ":" in cred:
-            return head + "://" + cred.split(":", 1)[0] + ":***@" + host
-    return url
-
-
-def _port(text):
-    for c in text:
-        if not "0" <= c <= "9":
-            raise ValueError("port must be 1..65535")
-    if not text or not 1 <= int(text) <= 65535:
-        raise ValueError("port must be 1..65535")
-    return int(text)
-
-
-MAX_BROKERS = 5  # broker_url as a list: the nodes of a cluster, tried in turn
-
-
-def parse_broker_urls(v):
-    """broker_url: one URL, or a list of 1..MAX_BROKERS URLs of the nodes of one cluster (the same
-    credentials and the same scheme on each: one identity, one TLS policy). -> [parsed, ...];
-    ValueError names what is wrong."""
-    urls = [v] if isinstance(v, str) else v
-    if not isinstance(urls, list) or not 1 <= len(urls) <= MAX_BROKERS:
-        raise ValueError("a URL or a list of 1 to %d URLs" % MAX_BROKERS)
-    out = []
-    for i, u in enumerate(urls):
-        try:
-            b = parse_broker_url(u)
-        except ValueError as e:
-            raise ValueError(("URL %d: %s" % (i + 1, e)) if isinstance(v, list) else str(e))
-        if out and (b["user"], b["password"], b["tls"]) != (out[0]["user"], out[0]["password"], out[0]["tls"]):
-            raise ValueError("URL %d: every URL must have the same scheme and credentials as the first" % (i + 1))
-        out.append(b)
-    return out
-
-
 class Config:
     """Validated settings as attributes; `brokers` is the parsed broker_url (a list), `broker` the
     first of them."""
@@ -265,7 +178,7 @@ def validate(raw):
             try:
                 parse_broker_urls(v)
             except ValueError as e:
-                shown = [_hide_pass(u) for u in v] if isinstance(v, list) else _hide_pass(v)
+                shown = [hide_password(u) for u in v] if isinstance(v, list) else hide_password(v)
                 raise _bad(name, "mqtt://[user:pass@]host[:port] or mqtts://..., or a list of them (%s)" % e, shown)
         out[name] = v
     if out["reconnect_cap_s"] < out["reconnect_base_s"]:
@@ -275,12 +188,12 @@ def validate(raw):
                                                or out["ws_url"].startswith("wss://")):
         raise _bad("ws_url", "a ws:// or wss:// URL when transport is \"websocket\"", out["ws_url"])
     if out["transport"] == "websocket":
-        from sqalfw.wsclient import parse_url  # loaded only by devices that use it
+        from sqalfw.urls import parse_ws_url
         try:
-            parse_url(out["ws_url"])
+            parse_ws_url(out["ws_url"])
         except ValueError as e:
             raise _bad("ws_url", "ws://[user:pass@]host[:port][/path] or wss://... (%s)" % e,
-                       _hide_pass(out["ws_url"]))
+                       hide_password(out["ws_url"]))
     return Config(out)
 
 
@@ -319,6 +232,6 @@ def redacted(cfg):
             v = [("mqtts://" if b["tls"] else "mqtt://") + b["host"] + ":" + str(b["port"]) for b in cfg.brokers]
             v = v[0] if len(v) == 1 else v
         elif name == "ws_url":
-            v = _hide_pass(v)
+            v = hide_password(v)
         out[name] = v
     return out

@@ -18,6 +18,7 @@ from sqalfw import wsclient
 from sqalfw.backoff import Backoff
 
 from sqalfw.link import Resolver, keep_connected, print_log, ticks_diff, ticks_ms, wait_up
+from sqalfw.urls import parse_ws_url
 
 MAX_ABANDONED = 3  # requests that timed out while still awaiting their answer; more = dead link
 SAMPLE_PREFIX = b'{"type":"sensor_data","data":'
@@ -37,7 +38,7 @@ class WSTransport:
     def __init__(self, url, device_id, boot, fw, keepalive=30, ssl=None, backoff=None, is_link_up=None,
                  connect_timeout=10, link_poll_s=1.0, stable_s=10, max_frame=4096, user=None, password=None,
                  open_connection=None, resolver=None, log=None, hold=None):
-        tls, host, port, path, u, p = wsclient.parse_url(url)
+        tls, host, port, path, u, p = parse_ws_url(url)
         # credentials for the gateway's device authentication: from the URL, else as given
         self.user, self.password = (u, p) if u is not None else (user, password)
         self.url = url

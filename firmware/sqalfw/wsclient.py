@@ -11,8 +11,8 @@ import binascii
 import hashlib
 import os
 
-from sqalfw.config import split_hostport
 from sqalfw.link import Resolver, open_stream
+from sqalfw.urls import parse_ws_url
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
@@ -29,36 +29,6 @@ class WSClosed(WSError):
     def __init__(self, msg, code=None):
         super().__init__(msg)
         self.code = code
-
-
-def parse_url(url):
-    """ws://[user:pass@]host[:port][/path] or wss://... -> (tls, host, port, path, user, password).
-
-    ValueError names the part that is wrong. user/password (None when absent) go in an
-    `Authorization: Basic` header: the gateway's device authentication."""
-    if not isinstance(url, str):
-        raise ValueError("not a string")
-    if url.startswith("ws://"):
-        tls, rest, port = False, url[5:], 80
-    elif url.startswith("wss://"):
-        tls, rest, port = True, url[6:], 443
-    else:
-        raise ValueError("scheme must be ws:// or wss://")
-    path = "/"
-    i = rest.find("/")
-    if i >= 0:
-        rest, path = rest[:i], rest[i:]
-    user = password = None
-    if "@" in rest:
-        cred, rest = rest.rsplit("@", 1)
-        user, sep, password = cred.partition(":")
-        if not user or not sep:
-            raise ValueError("credentials must be user:password")
-    host, port = split_hostport(rest, port)
-    for c in path:
-        if c <= " " or c == "\x7f":
-            raise ValueError("spaces or control characters in the path")
-    return tls, host, port, path, user, password
 
 
 def accept_key(key):
@@ -101,7 +71,7 @@ async def connect(url, ssl=None, timeout=10, max_frame=4096, path=None, user=Non
     `path` overrides the URL's; `user`/`password` are used when the URL has none. `open_connection`
     and `resolver` (sqalfw.link.Resolver) are the board's; by default asyncio's and a plain lookup.
     Raises OSError, asyncio.TimeoutError, or WSError naming the handshake step that failed."""
-    tls, host, port, upath, u, p = parse_url(url)
+    tls, host, port, upath, u, p = parse_ws_url(url)
     if path is not None:
         upath = path
     if u is not None:

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import HTTPException, Request
 from pydantic import AfterValidator, Field
 
-from gateway.auth import credentials_dir, mqtt_auth_enabled
+from gateway.auth import mqtt_auth_enabled
+from gateway.credentials import credentials_dir
 from gateway.scenarios import Orchestrator
 from gateway.supervisor import RunContext, Supervisor
 from gateway.supervisor.catalogue import check_device_id, check_location, profile_names

@@ -163,8 +163,8 @@ def deploy(
             _steps(f"deploy to {port}", plan.steps())
             shown = json.loads(cfg)
             shown["wifi_password"] = "***"
-            from sqalfw.config import _hide_pass
-            shown["broker_url"] = _hide_pass(shown["broker_url"])
+            from sqalfw.urls import hide_password
+            shown["broker_url"] = hide_password(shown["broker_url"])
             console.print("config.json (secrets hidden): " + json.dumps(shown, sort_keys=True), highlight=False)
             return
         result = dep.deploy(plan, say=lambda s: console.print(s, highlight=False, markup=False))

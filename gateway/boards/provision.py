@@ -20,11 +20,8 @@ A device's password is shown once, when provisioned (or rotated), inside the bro
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -35,41 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.boards import BoardError
+from gateway.credentials import password_hash, reserved_ids
 
-HASH_ITERATIONS = 101       # mosquitto_passwd's default for "$7$"; the passwords are 144 random bits
-HASH_SALT_BYTES = 12
 PASSWORD_BYTES = 18         # 24 URL-safe characters
 
 
 class ProvisionError(BoardError):
     pass
-
-
-def password_hash(password: str, salt: bytes | None = None, iterations: int = HASH_ITERATIONS) -> str:
-    """$7$<iterations>$<b64 salt>$<b64 PBKDF2-HMAC-SHA512> (Mosquitto 2's password-file format)."""
-    salt = salt if salt is not None else os.urandom(HASH_SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def password_verify(password: str, encoded: str) -> bool:
-    try:
-        _, kind, iterations, salt_b64, digest_b64 = encoded.split("$")
-        if kind != "7":
-            return False
-        salt = base64.b64decode(salt_b64)
-        want = base64.b64decode(digest_b64)
-    except ValueError:
-        return False
-    got = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8", "surrogateescape"), salt, int(iterations))
-    return hmac.compare_digest(got, want)
-
-
-def reserved_ids() -> frozenset[str]:
-    """The engine's own configured users: a device with such an id would never reach the callout."""
-    from gateway.nats.embedded import DEVICES_USER, GATEWAY_USER
-
-    return frozenset({GATEWAY_USER, DEVICES_USER})
 
 
 def valid_device_id(device_id: str) -> bool:

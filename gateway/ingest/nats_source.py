@@ -33,7 +33,7 @@ from sqalfw import codec
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.rejects import truncate
-from gateway.mqtt_url import redact
+from sqalfw.urls import hide_password as redact
 from gateway.nats import streams, subjects
 
 log = logging.getLogger(__name__)

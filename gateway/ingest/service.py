@@ -20,10 +20,12 @@ import asyncpg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from gateway.auth import credentials_dir, mqtt_auth_enabled
+from sqalfw.urls import hide_password as redact
+
+from gateway.auth import mqtt_auth_enabled
+from gateway.credentials import credentials_dir
 from gateway.ingest.metrics import IngestMetrics
 from gateway.ingest.nats_source import NatsConfig, NatsSource
-from gateway.mqtt_url import redact
 from gateway.ingest.pipeline import Pipeline, PipelineConfig, default_workers
 from gateway.ingest.prepare import ClockPolicy
 from gateway.ingest.realtime import RealtimeHub

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqalfw import codec
 
-from gateway.auth import (DEVICE_REALM, AuthError, DeviceCredentials, basic_credentials, credentials_dir, deny,
-                          ws_device_auth_enabled)
+from gateway.auth import DEVICE_REALM, AuthError, basic_credentials, deny, ws_device_auth_enabled
+from gateway.credentials import DeviceCredentials, credentials_dir
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.rejects import truncate
 from gateway.limits import TokenBucket, ws_message_size
-from sqalfw import codec
 
 router = APIRouter()
 FRAME_LIMIT = 64 * 1024  # a text frame larger than this is refused before it is parsed
@@ -46,7 +46,7 @@ def _answer(o: Outcome) -> dict[str, Any]:
 
 
 async def _refuse(pipeline: Pipeline, path: str, raw: bytes, reason: str, device_id: str | None) -> dict[str, Any]:
-    env = Envelope("ws", path, truncate(raw, pipeline.config.payload_limit), datetime.now(timezone.utc),
+    env = Envelope("ws", path, truncate(raw, pipeline.config.payload_limit), datetime.now(UTC),
                    size=len(raw), kind_hint="message", path_device_id=device_id, pre_reject=reason)
     return _answer(await pipeline.submit(env))
 
@@ -65,7 +65,7 @@ async def _handle_text(pipeline: Pipeline, path: str, raw: bytes, device_id: str
     if kind == "sensor_data":
         if "data" not in msg:
             return await _refuse(pipeline, path, raw, "data: missing", device_id)
-        env = Envelope("ws", path, raw, datetime.now(timezone.utc), obj=msg["data"], kind_hint="sample",
+        env = Envelope("ws", path, raw, datetime.now(UTC), obj=msg["data"], kind_hint="sample",
                        path_device_id=device_id)
         return _answer(await pipeline.submit(env))
     if kind == "heartbeat":
@@ -130,7 +130,7 @@ async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
                                     % settings.ws_rate_per_s})
                 continue
             if frame.get("bytes") is not None:
-                env = Envelope("ws", path, frame["bytes"], datetime.now(timezone.utc), kind_hint="sample",
+                env = Envelope("ws", path, frame["bytes"], datetime.now(UTC), kind_hint="sample",
                                path_device_id=device_id)
                 answer = _answer(await pipeline.submit(env))
             else:

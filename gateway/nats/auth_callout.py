@@ -12,7 +12,7 @@ authorization request JWT carrying the CONNECT's user and password and, for MQTT
   issuer, a server key (N...) equal to the server id it names, addressed to
   `nats-authorization-request`, not expired;
 - accepts only MQTT connections whose user name is a device id (the firmware's rule), whose password
-  matches the CredentialStore of `sqal board provision` (gateway.auth.DeviceCredentials, users.json,
+  matches the CredentialStore of `sqal board provision` (gateway.credentials.DeviceCredentials, users.json,
   read at each request: provisioning, rotation and revocation apply to the next connection with no
   engine reload), and whose MQTT client id equals that device id;
 - answers with an `authorization_response` signed by the callout's account key (the `issuer` of the
@@ -62,7 +62,7 @@ from nacl.signing import SigningKey, VerifyKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from gateway.auth import DeviceCredentials
+from gateway.credentials import DeviceCredentials
 from gateway.nats.subjects import device_subjects
 
 log = logging.getLogger(__name__)

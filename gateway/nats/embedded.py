@@ -43,13 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 
+from gateway.credentials import DEVICES_USER, GATEWAY_USER
+
 if TYPE_CHECKING:
     from gateway.nats.auth_callout import CalloutKeys
 
 log = logging.getLogger(__name__)
 
-GATEWAY_USER = "sqal-gateway"
-DEVICES_USER = "sqal-device"  # the anonymous MQTT user when device authentication is off
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 CLOSING_S = 0.5  # between letting the boards out (a reload) and the SIGTERM: their last PUBACKs settle

@@ -29,7 +29,7 @@ def uid() -> str:
 
 def run_mp(micropython_run: MicroPythonRunner, body: str, **kw: Any) -> list[Any]:
     """Run an asyncio script on MicroPython; every line it prints starting with 'R ' is a JSON result."""
-    code = "import asyncio, json\nfrom sqalfw import wsclient\n" + body + "\nasyncio.run(main())\n"
+    code = "import asyncio, json\nfrom sqalfw import urls, wsclient\n" + body + "\nasyncio.run(main())\n"
     out = micropython_run(code, **kw)
     return [json.loads(line[2:]) for line in out.stdout.splitlines() if line.startswith("R ")]
 
@@ -41,12 +41,12 @@ print("R " + json.dumps([wsclient.accept_key(b"dGhlIHNhbXBsZSBub25jZQ==").decode
                          list(wsclient.mask(b"\\x00\\x00Hello", b"\\x37\\xfa\\x21\\x3d")),
                          list(wsclient.frame(1, b"Hello", b"\\x37\\xfa\\x21\\x3d")),
                          list(wsclient.frame(2, bytes(300), b"abcd")[:8]),
-                         wsclient.parse_url("ws://gw:8000/ws/sensors/"),
-                         wsclient.parse_url("wss://[::1]/x")]))
-print("R " + json.dumps(wsclient.parse_url("ws://DEV_01:s3cret@gw/ws/sensors/DEV_01")))
+                         urls.parse_ws_url("ws://gw:8000/ws/sensors/"),
+                         urls.parse_ws_url("wss://[::1]/x")]))
+print("R " + json.dumps(urls.parse_ws_url("ws://DEV_01:s3cret@gw/ws/sensors/DEV_01")))
 for bad in ("http://gw/", "ws://", "ws://gw:0/", "ws://u@gw/", "ws://gw/a b", "ws://[::1/"):
     try:
-        wsclient.parse_url(bad)
+        urls.parse_ws_url(bad)
         print("R " + json.dumps([bad, None]))
     except ValueError as e:
         print("R " + json.dumps([bad, str(e)]))

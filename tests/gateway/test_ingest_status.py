@@ -13,7 +13,7 @@ import pytest
 from sqalfw import codec
 
 from gateway.ingest.service import IngestService, IngestSettings
-from gateway.mqtt_url import redact
+from sqalfw.urls import hide_password as redact
 from gateway.nats.streams import StreamLimits
 from tests.fixtures.mqtt import NatsBroker
 from tests.gateway.ingest_support import Publisher, count, sample_bytes, uid, wait_until

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from nacl.signing import VerifyKey
 
-from gateway.auth import DeviceCredentials
+from gateway.credentials import DeviceCredentials
 from gateway.boards.provision import CredentialStore
 from gateway.nats import auth_callout as ac
 from gateway.nats.subjects import device_subjects
