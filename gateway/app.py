@@ -9,15 +9,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gateway import __version__
-from gateway.api import api_routers
+from gateway.api.control_common import TAGS_METADATA as CONTROL_PANEL_TAGS
+from gateway.api.models_status import Health
 from gateway.auth import install as install_security
 from gateway.config import Settings, get_settings
 from gateway.db import open_database
 from gateway.dispatch import start_dispatcher, stop_dispatcher
-from gateway.supervisor.app import start_supervisor
-from gateway.api.control_common import TAGS_METADATA as CONTROL_PANEL_TAGS
 from gateway.ingest.service import IngestService, IngestSettings
 from gateway.ingest.service import install as install_ingest
+from gateway.supervisor.app import start_supervisor
 from registry.errors import (
     AssignmentConflict,
     IllegalTransition,
@@ -80,21 +80,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(RegistryError, registry_error)
 
-    @app.get("/health", tags=["health"], summary="Gateway and database health")
+    @app.get("/health", tags=["health"], response_model=Health, summary="Gateway and database health",
+             responses={503: {"model": Health, "description": "The database does not answer"}})
     async def health(request: Request) -> JSONResponse:
         try:
             await request.app.state.pool.fetchval("SELECT 1")
-        except Exception as exc:  # report, do not crash: a health probe must always answer
+        except Exception as exc:  # noqa: BLE001 -- report, do not crash: a health probe must always answer
             return JSONResponse({"status": "degraded", "database": f"error: {exc}"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
 
-    for router in api_routers():
-        app.include_router(router)
     from gateway.api.consumer import router as consumer_router
     from gateway.api.gavage_ws import router as gavage_router
+    from gateway.api.lots import router as lots_router
     from gateway.dispatch import router as dispatch_router
 
-    for router in (gavage_router, consumer_router, dispatch_router):
+    for router in (lots_router, gavage_router, consumer_router, dispatch_router):
         app.include_router(router)
     from gateway.api.control_panel import routers as control_panel_routers
 

@@ -38,6 +38,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqalfw import codec
 
+from gateway.api.models_status import DispatchStatus
 from gateway.mqtt_url import apply_tls, parse_url, tls_files
 from registry import devices, feedback, inspection_queue
 from registry.errors import RegistryError
@@ -334,7 +335,7 @@ async def stop_dispatcher(app: FastAPI) -> None:
         log.warning("dispatcher stop: %s", exc)
 
 
-@router.get("/api/dispatch/status", summary="Dispatcher: inspection target, counters, pending commands, last events")
+@router.get("/api/dispatch/status", response_model=DispatchStatus, summary="Dispatcher: inspection target, counters, pending commands, last events")
 async def dispatch_status(request: Request) -> dict[str, Any]:
     d: Dispatcher | None = getattr(request.app.state, "dispatcher", None)
     if d is None:

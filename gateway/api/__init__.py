@@ -1,4 +1,5 @@
-"""HTTP API routers. Each area adds its router to `api_routers()`.
+"""HTTP API routers, one module per area (gateway/app.py includes them); response models in the
+models_*.py modules next to them.
 
 `WRITE_DEPENDENCIES` is attached to every state-changing route (and may be attached to a control
 WebSocket): `require_token` checks the API bearer token (gateway.auth) and declares it in the OpenAPI
@@ -8,7 +9,7 @@ that forgot it is still protected; tests/security/test_auth_routes.py fails on s
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, WebSocketException
+from fastapi import Depends, HTTPException, WebSocketException
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -40,8 +41,3 @@ async def require_token(_: None = Depends(_bearer)) -> None:
 
 WRITE_DEPENDENCIES = [Depends(require_token)]
 
-
-def api_routers() -> list[APIRouter]:
-    from gateway.api.lots import router as lots_router
-
-    return [lots_router]

@@ -11,15 +11,16 @@ stored by registry.feedback.add_feedback, linked to the lot (a `consumer_feedbac
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, ConfigDict, Field
 
 from gateway.api import WRITE_DEPENDENCIES
+from gateway.api.models_common import RequestBody
+from gateway.api.models_consumer import FeedbackOut, Product, ScanResult
 from registry import feedback, lots, products
 
 router = APIRouter(prefix="/api/consumer", tags=["consumer"])
@@ -31,54 +32,8 @@ def _pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool  # type: ignore[no-any-return]
 
 
-class Product(BaseModel):
-    id: int
-    lot_id: str
-    gtin: str
-    qr_uri: str = Field(description="GS1 Digital Link URI: the QR code's payload")
-    created_at: datetime
-    active: bool = Field(description="the lot is on the market (inspected, not closed)")
-    lot_state: str
-    farmer_name: str
-    site_code: str
-    genetics: str
-    sqal_grade: str | None = Field(description="most frequent SQAL grade of the lot's samples")
-    itm: float | None
-    itm_grade: str | None
-
-
-class LotSummary(BaseModel):
-    id: str
-    state: str
-    farmer_name: str
-    site_code: str
-    genetics: str
-    nb_ducks: int
-    gavage_days: int
-    gavage_started_at: datetime | None
-    gavage_ended_at: datetime | None
-    inspected_at: datetime | None
-    sample_count: int
-    grade_distribution: dict[str, int] | None
-    sqal_grade: str | None
-    mean_liver_weight_g: float | None
-    itm: float | None
-    itm_grade: str | None
-
-
-class FeedbackSummary(BaseModel):
-    count: int
-    average_rating: float | None
-
-
-class ScanResult(BaseModel):
-    product: Product
-    lot: LotSummary
-    feedback: FeedbackSummary
-
-
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class FeedbackIn(RequestBody):
+    model_config = ConfigDict(populate_by_name=True)
     product_id: int = Field(ge=1)
     qr_code: str = Field(min_length=1, max_length=512, description="the scanned QR payload (or product id)")
     overall_rating: Rating = Field(validation_alias=AliasChoices("overall_rating", "rating"))
@@ -89,23 +44,10 @@ class FeedbackIn(BaseModel):
     consumption_context: Context | None = None
 
 
-class FeedbackOut(BaseModel):
-    id: int
-    product_id: int | None
-    lot_id: str
-    rating: int
-    texture: int | None
-    flavor: int | None
-    freshness: int | None
-    comment: str | None
-    context: str | None
-    created_at: datetime
-
-
 async def resolve_qr(pool: asyncpg.Pool, qr: str) -> dict[str, Any] | str:
     """The product a QR payload (Digital Link URI or product id) designates, or why there is none."""
     q = qr.strip()
-    if q.isdigit() and len(q) <= 18:
+    if q.isascii() and q.isdigit() and len(q) <= 18:  # not '²' or '٣': str.isdigit() says yes, int() no or 3
         return await products.get_product(pool, int(q)) or f"product {q} not found"
     parsed = products.parse_digital_link(q) or products.parse_digital_link(unquote(q))
     if parsed is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import zlib
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -107,3 +109,61 @@ def device_broker_url(url: str | None) -> tuple[str | None, bool]:
     if parts.username is None and parts.password is None:
         return url, False
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])), True
+
+
+def fresh_seed(seed: int | None, salt: str = "") -> int:
+    """The caller's seed, or a new one drawn per start (reported in the status `config`)."""
+    if seed is not None:
+        return seed
+    return (secrets.randbelow(2**31) ^ zlib.crc32(salt.encode())) % 2**31
+
+
+# ---- answers in the original's shapes (gateway/api/models_control.py) ----
+
+LABELS = {"gavage": "Gavage simulator", "consumer": "Consumer simulator"}
+RUNNING_STATES = ("running", "stopping")  # a live process (what running_count counts)
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, f"Simulator {name}")
+
+
+def process_status(info: dict[str, Any]) -> dict[str, Any]:
+    """A supervisor status (Child.info) with the original's SimulatorStatus fields added:
+    container_name, created_at, whole uptime_seconds, location, interval, config_profile."""
+    name = str(info.get("name") or info.get("device_id"))
+    if info.get("status") == "not_found":
+        return {"device_id": name, "name": name, "container_name": name, "kind": name, "status": "not_found"}
+    cfg = info.get("config") or {}
+    sqal = info.get("kind") == "sqal_device"
+    uptime = info.get("uptime_seconds")
+    return {**info, "container_name": name, "created_at": info.get("started_at"),
+            "uptime_seconds": int(uptime) if uptime is not None else None,
+            "location": cfg.get("location") if sqal else None, "interval": cfg.get("interval") if sqal else None,
+            "config_profile": cfg.get("profile") if sqal else None}
+
+
+def start_answer(outcome: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The answer of a start: `status` is what the request did, `state` the process's state."""
+    name = str(info["name"])
+    message = (f"{label(name)} started (pid {info.get('pid')})" if outcome == "started"
+               else f"{label(name)} is already running (pid {info.get('pid')})")
+    return {**process_status(info), "status": outcome, "state": info["status"], "container_id": info.get("run_id"),
+            "message": message}
+
+
+def stop_answer(info: dict[str, Any]) -> dict[str, Any]:
+    """The answer of a stop (Supervisor.stop's status, with `stopped`)."""
+    name = str(info["name"])
+    stopped = bool(info.get("stopped"))
+    return {**process_status(info), "status": "stopped" if stopped else "not_running", "state": info["status"],
+            "stopped": stopped, "message": f"{label(name)} stopped" if stopped else f"{label(name)} is not running"}
+
+
+def step_answer(name: str, step: dict[str, Any]) -> dict[str, Any]:
+    """A scenario step (orchestrator entry: status, run_id, pid, started_at | error) with the
+    original's container_name, container_id and message."""
+    status = step.get("status")
+    message = {"started": f"{label(name)} started", "already_running": f"{label(name)} is already running"}.get(
+        str(status), f"{label(name)} failed to start: {step.get('error')}")
+    return {**step, "container_name": name, "container_id": step.get("run_id"), "message": message}

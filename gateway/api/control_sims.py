@@ -6,18 +6,22 @@ min_rating 3 / max_rating 5 (1-5, min <= max), duration, use_active_lots (true);
 scenario_name, duration, acceleration, nb_lots, nb_sqal_devices, feedbacks_per_hour. Additions are
 documented in docs/control-panel.md (seed, interval, profile, rating bounds for scenarios). The
 original's `backend_url` is gone: the supervisor always points the simulators at this gateway.
+Answers: the original's fields and JSON types, plus ours (gateway/api/models_control.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gateway.api import WRITE_DEPENDENCIES
 from gateway.api.control_common import (
     PREFIX,
+    RUNNING_STATES,
     TAG_CONSUMER,
     TAG_GAVAGE,
     TAG_ORCHESTRATE,
@@ -25,11 +29,25 @@ from gateway.api.control_common import (
     Interval,
     Profile,
     Seed,
+    fresh_seed,
     orchestrator,
+    process_status,
     run_context,
+    start_answer,
+    step_answer,
+    stop_answer,
     supervisor,
 )
-from gateway.api.control_panel import fresh_seed
+from gateway.api.models_common import RequestBody, invalid_input
+from gateway.api.models_control import (
+    ConsumerStartAnswer,
+    GavageStartAnswer,
+    OrchestrateAnswer,
+    OrchestrateStatus,
+    OrchestrateStopAnswer,
+    SimulatorStatus,
+    StopAnswer,
+)
 from gateway.scenarios import ScenarioError, ScenarioOptions
 from gateway.supervisor import ConsumerParams, GavageParams, StartError
 from registry import lots as reg_lots
@@ -43,16 +61,14 @@ Rate = Annotated[int, Field(ge=1, le=100, description="Feedbacks per hour (inter
 Rating = Annotated[int, Field(ge=1, le=5)]
 
 
-class GavageStart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GavageStart(RequestBody):
     nb_lots: NbLots = 3
     acceleration: Acceleration = 1440
     duration: Duration = 0
     seed: Seed = None
 
 
-class ConsumerStart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ConsumerStart(RequestBody):
     feedbacks_per_hour: Rate = 10
     min_rating: Rating = 3
     max_rating: Rating = 5
@@ -67,8 +83,7 @@ class ConsumerStart(BaseModel):
         return self
 
 
-class OrchestrateStart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OrchestrateStart(RequestBody):
     scenario_name: Literal["complete_demo", "quality_focus", "gavage_realtime", "consumer_analysis"] = "complete_demo"
     duration: Duration = 0
     acceleration: Acceleration = 1440
@@ -84,103 +99,148 @@ class OrchestrateStart(BaseModel):
     seed: Seed = None
 
 
-def _fail(exc: Exception) -> HTTPException:
+def _fail(exc: Exception, fields: Iterable[str]) -> HTTPException:
     if isinstance(exc, StartError):
         return HTTPException(503, str(exc))
-    return HTTPException(422, str(exc))
+    return invalid_input(str(exc), fields)
 
 
-def _answer(status: str, info: dict[str, Any]) -> dict[str, Any]:
-    return {**info, "status": status, "state": info["status"]}
+_NEVER_STARTED: dict[int | str, dict[str, Any]] = {404: {"description": "The simulator was never started"}}
 
 
 async def _stop(request: Request, name: str) -> dict[str, Any]:
     sup = supervisor(request)
     if name not in sup.children:
         raise HTTPException(404, f"the {name} simulator was never started")
-    info = await sup.stop(name)
-    return {**info, "status": "stopped" if info["stopped"] else "not_running", "state": info["status"]}
+    return stop_answer(await sup.stop(name))
+
+
+async def _active_lots(request: Request, use_active_lots: bool) -> int:
+    """The original's active_lots_count: lots in progress, or 0 when the consumer does not use them."""
+    return len(await reg_lots.active_lots(request.app.state.pool)) if use_active_lots else 0
 
 
 # ---- gavage ----
 
-@router.post("/gavage/start", tags=[TAG_GAVAGE], dependencies=WRITE_DEPENDENCIES,
+@router.post("/gavage/start", tags=[TAG_GAVAGE], dependencies=WRITE_DEPENDENCIES, response_model=GavageStartAnswer,
              summary="Start the gavage simulator (idempotent: already_running)")
 async def gavage_start(body: GavageStart, request: Request) -> dict[str, Any]:
     try:
         p = GavageParams(nb_lots=body.nb_lots, acceleration=body.acceleration, duration=body.duration,
                          seed=fresh_seed(body.seed, "gavage"))
-        return _answer(*await orchestrator(request).start_gavage(p, run_context(request)))
+        outcome, info = await orchestrator(request).start_gavage(p, run_context(request))
     except (StartError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc, GavageStart.model_fields) from exc
+    out = start_answer(outcome, info)
+    cfg = info.get("config") or {}  # already_running: the running simulator's own options
+    out.update(nb_lots=cfg.get("nb_lots", body.nb_lots), acceleration=cfg.get("acceleration", body.acceleration))
+    if outcome == "started":
+        n = out["nb_lots"]
+        out["message"] = f"Gavage simulator started with {n} lot{'s' if n != 1 else ''} (pid {info.get('pid')})"
+    return out
 
 
-@router.post("/gavage/stop", tags=[TAG_GAVAGE], dependencies=WRITE_DEPENDENCIES, summary="Stop the gavage simulator")
+@router.post("/gavage/stop", tags=[TAG_GAVAGE], dependencies=WRITE_DEPENDENCIES, response_model=StopAnswer,
+             responses=_NEVER_STARTED, summary="Stop the gavage simulator")
 async def gavage_stop(request: Request) -> dict[str, Any]:
     return await _stop(request, "gavage")
 
 
-@router.get("/gavage/status", tags=[TAG_GAVAGE], summary="Gavage simulator status (not_found if never started)")
+@router.get("/gavage/status", tags=[TAG_GAVAGE], response_model=SimulatorStatus,
+            summary="Gavage simulator status (not_found if never started)")
 async def gavage_status(request: Request) -> dict[str, Any]:
-    return orchestrator(request).simulator_status("gavage")
+    return process_status(orchestrator(request).simulator_status("gavage"))
 
 
 # ---- consumer ----
 
 @router.post("/consumer/start", tags=[TAG_CONSUMER], dependencies=WRITE_DEPENDENCIES,
+             response_model=ConsumerStartAnswer,
              summary="Start the consumer feedback simulator (idempotent: already_running)")
 async def consumer_start(body: ConsumerStart, request: Request) -> dict[str, Any]:
     try:
         p = ConsumerParams(feedbacks_per_hour=body.feedbacks_per_hour, min_rating=body.min_rating,
                            max_rating=body.max_rating, duration=body.duration, use_active_lots=body.use_active_lots,
                            seed=fresh_seed(body.seed, "consumer"))
-        out = _answer(*await orchestrator(request).start_consumer(p, run_context(request)))
+        outcome, info = await orchestrator(request).start_consumer(p, run_context(request))
     except (StartError, ValueError) as exc:
-        raise _fail(exc) from exc
-    out["interval_seconds"] = round(3600 / body.feedbacks_per_hour, 1)
+        raise _fail(exc, ConsumerStart.model_fields) from exc
+    out = start_answer(outcome, info)
+    cfg = info.get("config") or {}  # already_running: the running simulator's own options
+    rate = int(cfg.get("feedbacks_per_hour", body.feedbacks_per_hour))
+    count = await _active_lots(request, bool(cfg.get("use_active_lots", body.use_active_lots)))
+    out.update(feedbacks_per_hour=rate, active_lots_count=count, interval_seconds=round(3600 / rate, 1))
+    if outcome == "started":
+        out["message"] = (f"Consumer simulator started targeting {count} lot{'s' if count != 1 else ''} "
+                          f"(pid {info.get('pid')})")
     return out
 
 
-@router.post("/consumer/stop", tags=[TAG_CONSUMER], dependencies=WRITE_DEPENDENCIES,
-             summary="Stop the consumer simulator")
+@router.post("/consumer/stop", tags=[TAG_CONSUMER], dependencies=WRITE_DEPENDENCIES, response_model=StopAnswer,
+             responses=_NEVER_STARTED, summary="Stop the consumer simulator")
 async def consumer_stop(request: Request) -> dict[str, Any]:
     return await _stop(request, "consumer")
 
 
-@router.get("/consumer/status", tags=[TAG_CONSUMER], summary="Consumer simulator status (not_found if never started)")
+@router.get("/consumer/status", tags=[TAG_CONSUMER], response_model=SimulatorStatus,
+            summary="Consumer simulator status (not_found if never started)")
 async def consumer_status(request: Request) -> dict[str, Any]:
-    return orchestrator(request).simulator_status("consumer")
+    return process_status(orchestrator(request).simulator_status("consumer"))
 
 
 # ---- orchestration ----
 
 @router.post("/orchestrate/start", tags=[TAG_ORCHESTRATE], dependencies=WRITE_DEPENDENCIES,
+             response_model=OrchestrateAnswer,
              summary="Start a scenario: complete_demo, quality_focus, gavage_realtime, consumer_analysis")
 async def orchestrate_start(body: OrchestrateStart, request: Request) -> dict[str, Any]:
     data = body.model_dump()
     data["seed"] = fresh_seed(body.seed, body.scenario_name)
     options = ScenarioOptions(**data, explicit=set(body.model_fields_set), max_feedbacks_per_hour=100)
-    pool = request.app.state.pool
 
     async def active_lots() -> int:
-        return len(await reg_lots.active_lots(pool))
+        return await _active_lots(request, body.use_active_lots)
 
     try:
-        return await orchestrator(request).start(options, run_context(request), active_lots)
+        out = await orchestrator(request).start(options, run_context(request), active_lots)
     except ScenarioError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise invalid_input(str(exc), OrchestrateStart.model_fields) from exc
+    if out["gavage"] is not None:
+        out["gavage"] = {**step_answer("gavage", out["gavage"]), "nb_lots": body.nb_lots,
+                         "acceleration": body.acceleration}
+    if out["consumer"] is not None:
+        out["consumer"] = step_answer("consumer", out["consumer"])
+    out["sqal_devices"] = [step_answer(d["device_id"], d) for d in out["sqal_devices"]]
+    return out
 
 
 @router.post("/orchestrate/stop-all", tags=[TAG_ORCHESTRATE], dependencies=WRITE_DEPENDENCIES,
-             summary="Stop every simulator (gavage, SQAL devices, consumer)")
+             response_model=OrchestrateStopAnswer, summary="Stop every simulator (gavage, SQAL devices, consumer)")
 async def orchestrate_stop_all(request: Request) -> dict[str, Any]:
-    return await orchestrator(request).stop_all()
+    orch = orchestrator(request)
+    results = await supervisor(request).stop_all()
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_kind.setdefault(r["kind"], []).append(stop_answer(r))
+    stopped = [r["name"] for r in results if r["stopped"]]
+    return {"status": "stopped", "scenario": orch.scenario,
+            "gavage": next(iter(by_kind.get("gavage", [])), None),
+            "sqal_devices": [a for a in by_kind.get("sqal_device", []) if a["stopped"]],
+            "consumer": next(iter(by_kind.get("consumer", [])), None),
+            "total_stopped": len(stopped), "stopped": stopped, "stopped_at": datetime.now(UTC)}
 
 
-@router.get("/orchestrate/status", tags=[TAG_ORCHESTRATE],
-            summary="Every simulator's state and the lot statistics")
+@router.get("/orchestrate/status", tags=[TAG_ORCHESTRATE], response_model=OrchestrateStatus,
+            summary="Every simulator's state, the SQAL devices in short, the lot statistics, overall counts")
 async def orchestrate_status(request: Request) -> dict[str, Any]:
     out = orchestrator(request).status()
     s = await reg_stats.global_stats(request.app.state.pool)
-    out["lots"] = {k: s[k] for k in ("total_lots", "active_lots", "completed_lots", "avg_itm")}
-    return out
+    gavage, consumer = process_status(out["gavage"]), process_status(out["consumer"])
+    devices = [process_status(d) for d in out["sqal_devices"]]
+    sqal_running = sum(d["status"] in RUNNING_STATES for d in devices)
+    running = sqal_running + sum(x["status"] in RUNNING_STATES for x in (gavage, consumer))
+    return {**out, "gavage": gavage, "consumer": consumer, "sqal_devices": devices,
+            "sqal": {"total_devices": len(devices), "running_devices": sqal_running,
+                     "devices": [{"device_id": d["device_id"], "status": d["status"]} for d in devices]},
+            "lots": {k: s[k] for k in ("total_lots", "active_lots", "completed_lots", "avg_itm")},
+            "overall_status": {"total_simulators": 2 + len(devices), "running_simulators": running}}

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.api import WRITE_DEPENDENCIES
+from gateway.api.models_status import GavageStreamStats
 from registry import gavage, lots
 from registry.errors import LotNotFound, RegistryError
 
@@ -171,6 +172,6 @@ async def gavage_stream(ws: WebSocket) -> None:
         st.connections_open -= 1
 
 
-@router.get("/api/gavage/stream-stats", summary="Counters of the /ws/gavage stream (connections, messages)")
+@router.get("/api/gavage/stream-stats", response_model=GavageStreamStats, summary="Counters of the /ws/gavage stream (connections, messages)")
 async def stream_stats(request: Request) -> dict[str, Any]:
     return asdict(stats_of(request.app))

@@ -11,27 +11,33 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gateway.api import WRITE_DEPENDENCIES
-from gateway.api.consumer import FeedbackOut  # one schema for a feedback, on both pages
+from gateway.api.models_common import RequestBody
+from gateway.api.models_lots import (
+    Assignment,
+    FeedingOut,
+    Lot,
+    LotFeedbacks,
+    LotSamples,
+    State,
+    Stats,
+    Timeline,
+)
 from registry import assignments, feedback, gavage, inspection, lots, samples, stats, timeline
-from registry.lifecycle import STATES
 
 router = APIRouter(prefix="/api/lots", tags=["lots"])
 
 LotId = Annotated[str, Path(pattern=r"^LOT_\d{8}_\d{4,6}$", description="Lot id, LOT_YYYYMMDD_XXXX",
                             examples=["LOT_20260105_0001"])]
-State = Literal["created", "gavage", "ready", "inspecting", "inspected", "suspended", "closed"]
-assert set(STATES) == set(State.__args__)  # type: ignore[attr-defined]
 
 
 def _pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool  # type: ignore[no-any-return]
 
 
-class LotCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LotCreate(RequestBody):
     farmer_id: str = Field(min_length=1, max_length=64, examples=["G042"])
     farmer_name: str = Field(min_length=1, max_length=200, examples=["Jean Dupont"])
     site_code: str = Field(pattern=r"^[A-Z]{2}$", description="LL, LS, MT, BS, PX...", examples=["LL"])
@@ -41,38 +47,7 @@ class LotCreate(BaseModel):
     quality_profile: str | None = Field(default=None, max_length=32, examples=["premium"])
 
 
-class Lot(BaseModel):
-    id: str
-    farmer_id: str
-    farmer_name: str
-    site_code: str
-    genetics: str
-    nb_ducks: int
-    planned_duration_days: int
-    state: State
-    suspended_from: str | None = None
-    quality_profile: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    gavage_started_at: datetime | None = None
-    gavage_ended_at: datetime | None = None
-    current_day: int
-    maize_total_per_duck_g: float
-    mean_weight_g: float | None = None
-    live_ducks: int | None = None
-    mortality_pct: float | None = None
-    inspection_started_at: datetime | None = None
-    inspected_at: datetime | None = None
-    grade_distribution: dict[str, int] | None = None
-    sample_count: int
-    mean_liver_weight_g: float | None = None
-    itm: float | None = Field(default=None, description="maize per duck (g) / mean liver weight (g)")
-    itm_grade: Literal["A+", "A", "B", "C"] | None = None
-    closed_at: datetime | None = None
-
-
-class FeedingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FeedingIn(RequestBody):
     day: int = Field(ge=1, le=60)
     moment: Literal["morning", "evening"]
     planned_dose_g: float = Field(ge=0, le=2000, description="grams of maize per duck")
@@ -86,67 +61,15 @@ class FeedingIn(BaseModel):
     ready_for_slaughter: bool = Field(default=False, description="last evening: also move the lot to ready")
 
 
-class FeedingOut(BaseModel):
-    new: bool = Field(description="false when this (lot, day, moment) was already recorded: nothing changed")
-    lot: Lot
-
-
-class AssignmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AssignmentIn(RequestBody):
     device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$", examples=["ESP32_DEMO_LL_01"])
     line: str | None = Field(default=None, max_length=100, examples=["Ligne A - Landes"])
     valid_from: datetime | None = Field(default=None, description="default: now")
     valid_to: datetime | None = Field(default=None, description="default: open until the next assignment")
 
 
-class Assignment(BaseModel):
-    id: int
-    lot_id: str
-    device_id: str
-    line: str | None
-    valid_from: datetime
-    valid_to: datetime | None
-    created_at: datetime
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ReasonIn(RequestBody):
     reason: str = Field(default="", max_length=500)
-
-
-class Event(BaseModel):
-    id: int
-    at: datetime
-    stage: Literal["registry", "gavage", "sqal", "consumer"]
-    type: str
-    data: dict[str, Any]
-    description: str
-
-
-class Timeline(BaseModel):
-    lot_id: str
-    state: State
-    total: int
-    limit: int
-    offset: int
-    first_at: datetime | None
-    last_at: datetime | None
-    duration_s: float
-    events_by_stage: dict[str, int]
-    feedings: int
-    samples: int
-    feedbacks: int
-    events: list[Event]
-
-
-class Stats(BaseModel):
-    total_lots: int
-    active_lots: int
-    completed_lots: int
-    total_ducks: int
-    average_gavage_days: float | None
-    avg_itm: float | None
-    average_consumer_rating: float | None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Lot, dependencies=WRITE_DEPENDENCIES,
@@ -182,39 +105,6 @@ async def get_lot(lot_id: LotId, request: Request) -> dict[str, Any]:
 async def lot_timeline(lot_id: LotId, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     return await timeline.timeline(_pool(request), lot_id, limit=limit, offset=offset)
-
-
-class LotSample(BaseModel):
-    id: int
-    device_id: str
-    boot: int
-    seq: int
-    link_kind: Literal["explicit", "assignment"]
-    measured_at: datetime | None = Field(description="device time; null when its clock was not trusted")
-    received_at: datetime
-    clock_synced: bool
-    score: float | None = Field(description="the gateway's grade (authoritative)")
-    grade: Literal["A+", "A", "B", "C", "REJECT"] | None
-    device_score: float | None = Field(description="the device's provisional grade, kept beside it")
-    device_grade: str | None
-    weight_g: float | None
-    volume_cm3: float | None
-    alerts: list[str]
-
-
-class LotSamples(BaseModel):
-    lot_id: str
-    total: int = Field(description="samples of the lot (with the grade filter, if any)")
-    limit: int
-    offset: int
-    samples: list[LotSample]
-
-
-class LotFeedbacks(BaseModel):
-    lot_id: str
-    total: int
-    mean_rating: float | None
-    feedback: list[FeedbackOut]
 
 
 @router.get("/{lot_id}/samples", response_model=LotSamples, responses={404: {"description": "Unknown lot"}},

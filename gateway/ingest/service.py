@@ -19,7 +19,6 @@ from urllib.parse import quote
 import asyncpg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
-
 from sqalfw.urls import hide_password as redact
 
 from gateway.auth import mqtt_auth_enabled
@@ -55,7 +54,7 @@ class IngestSettings:
     nats_key_file: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "IngestSettings":
+    def from_settings(cls, settings: Any) -> IngestSettings:
         return cls(
             nats_url=settings.nats_url or None,
             mqtt_url=settings.mqtt_url or None,
@@ -151,6 +150,7 @@ class IngestService:
 def install(app: FastAPI) -> None:
     """Routes of the ingest; the service itself is expected on app.state.ingest (set by the lifespan)."""
     from gateway.api.devices import router as devices_router
+    from gateway.api.models_status import IngestStatus
     from gateway.ingest.realtime import router as realtime_router
     from gateway.ingest.ws_source import router as ws_router
 
@@ -164,7 +164,8 @@ def install(app: FastAPI) -> None:
         svc: IngestService = request.app.state.ingest
         return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/api/ingest/status", tags=["ingest"], summary="Broker connection, queue depth, batches")
+    @app.get("/api/ingest/status", tags=["ingest"], response_model=IngestStatus,
+             summary="Broker connection, queue depth, batches")
     async def ingest_status(request: Request) -> dict[str, Any]:
         svc: IngestService = request.app.state.ingest
         return svc.status()

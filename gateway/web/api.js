@@ -22,14 +22,16 @@ export class ApiError extends Error {
   }
 }
 
-// FastAPI's 422 detail is a list of {loc, msg}; others a string. Name the field that was wrong.
+// A 422 detail is a list of {loc, msg}; others a string. Name the field that was wrong (once: the
+// gateway's own rules already start their message with it, "nb_lots do(es) not apply ...").
 export function detailText(detail) {
   if (detail === null || detail === undefined) return '';
   if (typeof detail === 'string') return detail;
   if (Array.isArray(detail)) {
     return detail.map((d) => {
       const loc = Array.isArray(d.loc) ? d.loc.filter((p) => p !== 'body').join('.') : '';
-      return (loc ? loc + ': ' : '') + (d.msg || JSON.stringify(d));
+      const msg = d.msg || JSON.stringify(d);
+      return (loc && !msg.startsWith(loc) ? loc + ': ' : '') + msg;
     }).join('; ');
   }
   return typeof detail === 'object' ? JSON.stringify(detail) : String(detail);

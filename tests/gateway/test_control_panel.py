@@ -134,9 +134,12 @@ async def test_openapi_paths_and_tags(client: httpx.AsyncClient) -> None:
 async def test_health_and_stats(client: httpx.AsyncClient) -> None:
     h = (await client.get(f"{BASE}/health")).json()
     assert h["status"] == "healthy" and h["database"] == "ok" and h["supervisor"] == "ok"
+    assert h["docker_available"] is True and h["timestamp"]  # the original's fields
     assert h["catalogue"] == ["consumer", "gavage", "sqal_device"] and h["broker_url"] == "mqtt://127.0.0.1:1883"
     s = (await client.get(f"{BASE}/stats")).json()
     assert s["simulators"]["total"] == 0 and s["lots"]["total_lots"] == 0 and s["lots"]["avg_itm"] is None
+    assert (s["total_simulators"], s["running_simulators"], s["stopped_simulators"], s["error_simulators"],
+            s["docker_available"], s["backend_healthy"]) == (0, 0, 0, 0, True, True)
 
 
 async def test_sqal_simulator_lifecycle(client: httpx.AsyncClient, tmp_path: Path) -> None:
@@ -144,6 +147,8 @@ async def test_sqal_simulator_lifecycle(client: httpx.AsyncClient, tmp_path: Pat
     assert r.status_code == 200, r.text
     info = r.json()
     assert info["status"] == "started" and info["state"] == "running" and alive(info["pid"]) and info["run_id"]
+    assert (info["container_name"], info["container_id"]) == ("ESP32_T_LL_01", info["run_id"])
+    assert info["message"].startswith("Simulator ESP32_T_LL_01 started")
     # defaults of every option reached the command
     cfg = info["config"]
     assert (cfg["location"], cfg["interval"], cfg["profile"], cfg["duration"]) == ("Ligne A - Landes", 30.0,
@@ -158,6 +163,7 @@ async def test_sqal_simulator_lifecycle(client: httpx.AsyncClient, tmp_path: Pat
     # start twice: already_running, same process
     r2 = (await client.post(f"{BASE}/simulators/start", json={"device_id": "ESP32_T_LL_01", "interval": 5})).json()
     assert r2["status"] == "already_running" and r2["pid"] == info["pid"] and r2["run_id"] == info["run_id"]
+    assert "already running" in r2["message"]
     # every option takes effect
     r3 = (await client.post(f"{BASE}/simulators/start", json={
         "device_id": "ESP32_T_MT_02", "location": "Mont-de-Marsan", "interval": 0.5, "profile": "premium",
@@ -169,18 +175,24 @@ async def test_sqal_simulator_lifecycle(client: httpx.AsyncClient, tmp_path: Pat
     st = (await client.get(f"{BASE}/simulators/status/ESP32_T_LL_01")).json()
     assert st["status"] == "running" and st["pid"] == info["pid"] and st["uptime_seconds"] >= 0
     assert st["exit_code"] is None and st["restarts"] == 0 and st["started_at"]
-    lst = (await client.get(f"{BASE}/simulators/list")).json()
-    assert lst["total"] == 2 and lst["running"] == 2
-    assert {s["device_id"] for s in lst["simulators"]} == {"ESP32_T_LL_01", "ESP32_T_MT_02"}
+    assert isinstance(st["uptime_seconds"], int) and st["created_at"] == st["started_at"]
+    assert (st["container_name"], st["location"], st["interval"], st["config_profile"]) == \
+        ("ESP32_T_LL_01", "Ligne A - Landes", 30, "default")
+    lst = (await client.get(f"{BASE}/simulators/list")).json()  # a list, as the original's
+    assert isinstance(lst, list) and all(s["status"] == "running" for s in lst)
+    assert {s["device_id"] for s in lst} == {"ESP32_T_LL_01", "ESP32_T_MT_02"}
+    assert {s["config_profile"] for s in lst} == {"default", "premium"}
 
     async def logged() -> Any:
-        lines = (await client.get(f"{BASE}/simulators/logs/ESP32_T_LL_01", params={"tail": 50})).json()["lines"]
-        return any(x.startswith("standin argv") for x in lines) and lines
-    lines = await wait_for(logged)
-    assert lines and lines[0].startswith("supervisor: started sqal_device ESP32_T_LL_01")
+        logs = (await client.get(f"{BASE}/simulators/logs/ESP32_T_LL_01", params={"tail": 50})).json()
+        return any(x.startswith("standin argv") for x in logs["lines"]) and logs
+    logs = await wait_for(logged)
+    assert logs and logs["lines"][0].startswith("supervisor: started sqal_device ESP32_T_LL_01")
+    assert logs["logs"] == "\n".join(logs["lines"])  # the original's `logs`: one text
 
     r = await client.post(f"{BASE}/simulators/stop", json={"device_id": "ESP32_T_LL_01"})
     assert r.status_code == 200 and r.json()["status"] == "stopped" and r.json()["exit_code"] == 0
+    assert r.json()["container_name"] == "ESP32_T_LL_01" and r.json()["message"] == "Simulator ESP32_T_LL_01 stopped"
     assert not alive(info["pid"])
     assert (await client.get(f"{BASE}/simulators/status/ESP32_T_LL_01")).json()["status"] == "stopped"
     # stopping again: known but not running
@@ -188,6 +200,8 @@ async def test_sqal_simulator_lifecycle(client: httpx.AsyncClient, tmp_path: Pat
         "not_running"
     r = await client.post(f"{BASE}/simulators/stop-all")
     assert r.json()["stopped"] == ["ESP32_T_MT_02"] and r.json()["total_stopped"] == 1
+    assert r.json()["stopped_count"] == 1 and [x["device_id"] for x in r.json()["results"]] == ["ESP32_T_MT_02"]
+    assert r.json()["results"][0]["status"] == "stopped"
     assert not alive(r3["pid"])
 
 
@@ -210,23 +224,25 @@ async def test_sqal_errors(client: httpx.AsyncClient) -> None:
         assert r.status_code == 422 and needle in detail(r), (body, r.text)
     r = await client.post(f"{BASE}/scenarios/start", json={"scenario_name": "chaos"})
     assert r.status_code == 422 and "scenario_name" in detail(r)
-    assert (await client.get(f"{BASE}/simulators/list")).json()["total"] == 0
+    assert (await client.get(f"{BASE}/simulators/list")).json() == []
 
 
 async def test_sqal_scenarios(client: httpx.AsyncClient) -> None:
     r = await client.post(f"{BASE}/scenarios/start", json={"scenario_name": "multi_site"})
     out = r.json()
     assert r.status_code == 200 and out["status"] == "running" and out["running_count"] == 4 and out["errors"] == []
+    assert out["started_count"] == 4 and out["results"] == out["devices"]  # the original's fields
+    assert {d["container_name"] for d in out["results"]} == {"ESP32_LL_01", "ESP32_LL_02", "ESP32_LS_01", "ESP32_MT_01"}
     by_id = {d["device_id"]: d for d in out["devices"]}
     assert {k: v["interval"] for k, v in by_id.items()} == {"ESP32_LL_01": 30, "ESP32_LL_02": 45, "ESP32_LS_01": 35,
                                                              "ESP32_MT_01": 40}
-    sims = {s["device_id"]: s for s in (await client.get(f"{BASE}/simulators/list")).json()["simulators"]}
+    sims = {s["device_id"]: s for s in (await client.get(f"{BASE}/simulators/list")).json()}
     assert opt(argv_of(sims["ESP32_LL_02"]), "--interval") == "45"
     r = await client.post(f"{BASE}/scenarios/start", json={"scenario_name": "production_demo", "interval": 2,
                                                            "profile": "low"})
     devs = r.json()["devices"]
     assert [d["device_id"] for d in devs] == ["ESP32_DEMO_01", "ESP32_DEMO_02"] and all(d["interval"] == 2 for d in devs)
-    sims = {s["device_id"]: s for s in (await client.get(f"{BASE}/simulators/list")).json()["simulators"]}
+    sims = {s["device_id"]: s for s in (await client.get(f"{BASE}/simulators/list")).json()}
     assert opt(argv_of(sims["ESP32_DEMO_02"]), "--profile") == "low"
     assert opt(argv_of(sims["ESP32_DEMO_02"]), "--interval") == "2"
     # the same scenario again: everything already running
@@ -238,7 +254,8 @@ async def test_sqal_scenarios(client: httpx.AsyncClient) -> None:
 
 
 async def test_gavage_endpoints(client: httpx.AsyncClient) -> None:
-    assert (await client.get(f"{BASE}/gavage/status")).json()["status"] == "not_found"
+    nf = (await client.get(f"{BASE}/gavage/status")).json()
+    assert nf["status"] == "not_found" and nf["container_name"] == "gavage" and nf["started_at"] is None
     r = await client.post(f"{BASE}/gavage/stop")
     assert r.status_code == 404 and "gavage" in detail(r)
     for body, needle in (({"nb_lots": 0}, "nb_lots"), ({"nb_lots": 11}, "less than or equal to 10"),
@@ -249,6 +266,9 @@ async def test_gavage_endpoints(client: httpx.AsyncClient) -> None:
     r = await client.post(f"{BASE}/gavage/start", json={})
     info = r.json()
     assert info["status"] == "started" and alive(info["pid"])
+    assert (info["container_name"], info["container_id"], info["nb_lots"], info["acceleration"]) == \
+        ("gavage", info["run_id"], 3, 1440)
+    assert info["message"].startswith("Gavage simulator started with 3 lots")
     assert (info["config"]["nb_lots"], info["config"]["acceleration"], info["config"]["duration"]) == (3, 1440, 0)
     argv = argv_of(info)
     assert argv[1:3] == ["-m", "emulation.gavage"]
@@ -256,12 +276,15 @@ async def test_gavage_endpoints(client: httpx.AsyncClient) -> None:
     assert opt(argv, "--api").startswith("http://")
     again = (await client.post(f"{BASE}/gavage/start", json={"nb_lots": 5})).json()
     assert again["status"] == "already_running" and again["pid"] == info["pid"]
+    assert again["nb_lots"] == 3  # the running simulator's, not the refused request's
     st = (await client.get(f"{BASE}/gavage/status")).json()
     assert st["status"] == "running" and st["uptime_seconds"] >= 0 and st["run_id"] == info["run_id"]
+    assert st["container_name"] == "gavage" and st["created_at"] and st["location"] is None
     logs = (await client.get(f"{BASE}/simulators/logs/gavage")).json()
     assert logs["kind"] == "gavage"
     r = (await client.post(f"{BASE}/gavage/stop")).json()
     assert r["status"] == "stopped" and not alive(info["pid"])
+    assert (r["container_name"], r["message"]) == ("gavage", "Gavage simulator stopped")
     assert (await client.get(f"{BASE}/gavage/status")).json()["status"] == "stopped"
     r = (await client.post(f"{BASE}/gavage/start", json={"nb_lots": 7, "acceleration": 86400 / 10, "duration": 90,
                                                           "seed": 3})).json()
@@ -281,6 +304,9 @@ async def test_consumer_endpoints(client: httpx.AsyncClient) -> None:
         assert r.status_code == 422 and needle in detail(r), (body, r.text)
     info = (await client.post(f"{BASE}/consumer/start", json={})).json()
     assert info["status"] == "started" and info["interval_seconds"] == 360.0
+    assert (info["container_name"], info["container_id"], info["feedbacks_per_hour"], info["active_lots_count"]) == \
+        ("consumer", info["run_id"], 10, 0)
+    assert info["message"].startswith("Consumer simulator started targeting 0 lots")
     argv = argv_of(info)
     assert argv[1:3] == ["-m", "emulation.consumer"]
     assert (opt(argv, "--feedbacks-per-hour"), opt(argv, "--min-rating"), opt(argv, "--max-rating"),
@@ -314,7 +340,10 @@ async def test_orchestration(client: httpx.AsyncClient, app: Any) -> None:
     assert out["scenario"] == "complete_demo" and out["running_count"] == 4 and out["started_at"]
     assert [d["device_id"] for d in out["sqal_devices"]] == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
     assert out["gavage"]["status"] == "started" and out["consumer"]["status"] == "started"
-    assert out["consumer"]["active_lots_count"] == 0
+    assert out["consumer"]["active_lots_count"] == 0 and out["consumer"]["feedbacks_per_hour"] == 30
+    assert (out["gavage"]["container_name"], out["gavage"]["container_id"], out["gavage"]["nb_lots"]) == \
+        ("gavage", out["gavage"]["run_id"], 2)
+    assert out["sqal_devices"][0]["container_name"] == "ESP32_DEMO_LL_01" and out["sqal_devices"][0]["message"]
     sup = app.state.supervisor
     g, d, c = sup.status("gavage"), sup.status("ESP32_DEMO_LL_01"), sup.status("consumer")
     # the original's order and delays: gavage -> 2 s -> SQAL devices -> 5 s -> consumer
@@ -333,13 +362,22 @@ async def test_orchestration(client: httpx.AsyncClient, app: Any) -> None:
     assert st["gavage"]["status"] == "running" and st["consumer"]["status"] == "running"
     assert len(st["sqal_devices"]) == 2
     assert st["lots"] == {"total_lots": 0, "active_lots": 0, "completed_lots": 0, "avg_itm": None}
+    assert st["overall_status"] == {"total_simulators": 4, "running_simulators": 4}  # gavage + consumer + 2
+    assert st["sqal"] == {"total_devices": 2, "running_devices": 2,
+                          "devices": [{"device_id": "ESP32_DEMO_LL_01", "status": "running"},
+                                      {"device_id": "ESP32_DEMO_LL_02", "status": "running"}]}
 
     pids = [g["pid"], d["pid"], c["pid"], sup.status("ESP32_DEMO_LL_02")["pid"]]
     r = (await client.post(f"{BASE}/orchestrate/stop-all")).json()
-    assert r["total_stopped"] == 4 and r["gavage"] and r["consumer"]
-    assert sorted(r["sqal_devices"]) == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
+    assert r["total_stopped"] == 4 and r["gavage"]["status"] == "stopped" and r["consumer"]["status"] == "stopped"
+    assert sorted(d["device_id"] for d in r["sqal_devices"]) == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
+    assert {d["status"] for d in r["sqal_devices"]} == {"stopped"}
     assert not any(alive(p) for p in pids)
-    assert (await client.post(f"{BASE}/orchestrate/stop-all")).json()["total_stopped"] == 0
+    again = (await client.post(f"{BASE}/orchestrate/stop-all")).json()
+    assert again["total_stopped"] == 0 and again["sqal_devices"] == []  # only those that were running
+    assert again["gavage"]["status"] == "not_running"  # known, already stopped: as the original
+    st = (await client.get(f"{BASE}/orchestrate/status")).json()
+    assert st["overall_status"]["running_simulators"] == 0 and st["sqal"]["running_devices"] == 0
 
     # quality_focus doubles the consumer rate; gavage_realtime starts the gavage only
     out = (await client.post(f"{BASE}/orchestrate/start", json={"scenario_name": "gavage_realtime", "nb_lots": 1})).json()
@@ -352,7 +390,7 @@ async def test_logs_stream_live_over_websocket(app: Any, client: httpx.AsyncClie
         ws_url = url.replace("http", "ws") + f"{BASE}/ws/logs/ESP32_WS_01"
         async with websockets.connect(ws_url) as ws:  # unknown simulator: an error, then close 4404
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            assert msg["type"] == "error" and "ESP32_WS_01" in msg["detail"]
+            assert msg["type"] == "error" and "ESP32_WS_01" in msg["detail"] and msg["message"] == msg["detail"]
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
@@ -362,6 +400,7 @@ async def test_logs_stream_live_over_websocket(app: Any, client: httpx.AsyncClie
             while len(got) < 3:  # lines the child prints after we connected, as they come
                 msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert msg["type"] == "log" and msg["device_id"] == "ESP32_WS_01"
+                assert msg["message"] == msg["line"]  # the original's field
                 got.append(msg)
             assert [m["n"] for m in got] == sorted(m["n"] for m in got)
             assert any(m["line"].startswith("standin") for m in got)
