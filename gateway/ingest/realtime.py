@@ -83,7 +83,10 @@ class RealtimeHub:
 @router.websocket("/ws/realtime")
 @router.websocket("/ws/realtime/")
 async def realtime(ws: WebSocket) -> None:
-    svc = ws.app.state.ingest
+    svc = getattr(ws.app.state, "ingest", None)
+    if svc is None:  # SQAL_INGEST_ENABLED=false: nothing to stream
+        await ws.close(code=1013, reason="the ingest is disabled on this gateway")
+        return
     hub: RealtimeHub = svc.hub
     await ws.accept()
     q = hub.subscribe()

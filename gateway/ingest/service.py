@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqalfw.urls import hide_password as redact
 
@@ -159,13 +159,19 @@ def install(app: FastAPI) -> None:
     app.include_router(devices_router)
 
     @app.get("/metrics", tags=["ingest"], summary="Prometheus metrics of the ingest",
-             response_class=PlainTextResponse)
+             response_class=PlainTextResponse, responses={503: {"description": "the ingest is disabled"}})
     async def metrics(request: Request) -> Response:
-        svc: IngestService = request.app.state.ingest
-        return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(running(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/ingest/status", tags=["ingest"], response_model=IngestStatus,
-             summary="Broker connection, queue depth, batches")
+             summary="Broker connection, queue depth, batches", responses={503: {"description": "the ingest is disabled"}})
     async def ingest_status(request: Request) -> dict[str, Any]:
-        svc: IngestService = request.app.state.ingest
-        return svc.status()
+        return running(request).status()
+
+
+def running(request: Request) -> IngestService:
+    """The app's ingest, or a 503 saying it is off (SQAL_INGEST_ENABLED=false: no such service)."""
+    svc: IngestService | None = getattr(request.app.state, "ingest", None)
+    if svc is None:
+        raise HTTPException(503, "the ingest is disabled on this gateway (SQAL_INGEST_ENABLED=false)")
+    return svc

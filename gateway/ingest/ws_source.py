@@ -89,7 +89,11 @@ async def _handle_text(pipeline: Pipeline, path: str, raw: bytes, device_id: str
 @router.websocket("/ws/sensors/")
 @router.websocket("/ws/sensors/{device_id}")
 async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
-    pipeline: Pipeline = ws.app.state.ingest.pipeline
+    ingest = getattr(ws.app.state, "ingest", None)
+    if ingest is None:  # SQAL_INGEST_ENABLED=false: readings cannot be stored here
+        await ws.close(code=1013, reason="the ingest is disabled on this gateway")
+        return
+    pipeline: Pipeline = ingest.pipeline
     settings = ws.app.state.settings
     metrics = ws.app.state.security_metrics
     if ws_device_auth_enabled(settings):
