@@ -130,7 +130,8 @@ class App:
             import io
             buf = io.StringIO()
             sys.print_exception(e, buf)  # type: ignore[attr-defined]  # MicroPython's sys
-            for line in buf.getvalue().split("\n"):
+            # getvalue() is MicroPython's too; the stubs' io.StringIO lacks it
+            for line in buf.getvalue().split("\n"):  # pyright: ignore[reportAttributeAccessIssue]
                 if line:
                     self._blog(line)
         except Exception:
@@ -265,19 +266,18 @@ class App:
             pass
         ev.clear()
 
-    async def _sampling(self):
-        s = self.sampler
+    async def _sampling(self, s):
         board = self.board
         beat = self._beat_sampler
         beat()
         await s.init_sensors_async(beat)
-        self._check_degraded()
+        self._check_degraded(s)
         due = board.ticks_ms()
         while True:
             beat()
             if s.retry_due():
                 await s.init_sensors_async(beat)
-                self._check_degraded()
+                self._check_degraded(s)
             now = board.ticks_ms()
             wait = time.ticks_diff(due, now)
             if wait > 0:
@@ -294,13 +294,13 @@ class App:
                 # (e.g. a value the codec rejects, a MemoryError); counted and logged, next cycle runs
                 s.cycle_errors += 1
                 self.log("cycle failed: %r" % e)
-            self._check_degraded()
+            self._check_degraded(s)
             board.mem_free()  # records the low-water mark before collecting
             board.collect()  # gc.collect() on a board; a host of several emulated boards coalesces
             await asyncio.sleep_ms(0)
 
-    def _check_degraded(self):
-        d = tuple(self.sampler.degraded)
+    def _check_degraded(self, s):
+        d = tuple(s.degraded)
         if d != self._degraded_seen:
             self._degraded_seen = d
             self._status_changed()
@@ -468,7 +468,7 @@ class App:
             self._guard("telemetry", self._telemetry_loop()),
         ]
         if self.sampler is not None:
-            tasks.append(self._guard("sampler", self._sampling()))
+            tasks.append(self._guard("sampler", self._sampling(self.sampler)))
         for coro in board.background():
             tasks.append(coro)
         started = [asyncio.create_task(t) for t in tasks]

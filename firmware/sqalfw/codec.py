@@ -169,7 +169,8 @@ def _head(obj, what, topic_device_id, with_device=True):
         raise _err("v", "expected int, got " + _tname(v))
     if v != VERSION:
         raise _err("v", "unsupported version %d (this gateway speaks %d)" % (v, VERSION))
-    out = {"v": VERSION}
+    out = {}  # type: dict
+    out["v"] = VERSION
     if with_device:
         dev = _fields(obj, (("device_id", _DEV, 0, 0, 0),), "", out)["device_id"]
         if topic_device_id is not None and dev != topic_device_id:
@@ -200,7 +201,8 @@ def validate_sample(s, topic_device_id=None):
     if res != 4 and res != 8:
         raise _err("tof.res", "%d is not 4 or 8" % res)
     n = res * res
-    t = {"res": res}
+    t = {}  # type: dict
+    t["res"] = res
     for key, hi in (("dist", MAX_DIST), ("st", 255)):
         path = "tof." + key
         lst = tof.get(key)

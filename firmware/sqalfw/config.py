@@ -118,6 +118,11 @@ class Config:
     def get(self, name):
         return getattr(self, name)
 
+    def __getattr__(self, name):
+        # reached only for a name that is not a setting: every field is set in __init__ (this also
+        # tells static checkers that a Config's attributes are the settings, set at run time)
+        raise AttributeError("config has no setting %r" % (name,))
+
 
 def validate(raw):
     """dict (parsed config.json) -> Config; ConfigError names the first bad field."""

@@ -65,6 +65,10 @@ def _check_topic(topic, filt):
         raise ValueError("mqtt: wildcards not allowed in a publish topic: %r" % topic)
 
 
+def _nothing():
+    pass
+
+
 class MQTTClient:
     # in-flight entry fields (a list keeps it cheap on MicroPython)
     _PID, _PKT, _SENT_MS, _EVENT, _GEN = range(5)
@@ -103,7 +107,7 @@ class MQTTClient:
         self.birth = birth
         # Called (no arguments) right before each CONNECT: lets the app give the will and the birth of
         # this connection a matching identity (see docs/contract.md, status ordering).
-        self.on_connecting = None
+        self.on_connecting = _nothing
         self.ssl = ssl
         self.max_inflight = max_inflight
         self.max_packet = max_packet
@@ -249,8 +253,7 @@ class MQTTClient:
         except BaseException:
             self._next_server()
             raise
-        if self.on_connecting is not None:
-            self.on_connecting()
+        self.on_connecting()
         try:
             w.write(self._connect_packet())
             await w.drain()

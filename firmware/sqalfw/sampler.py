@@ -111,19 +111,20 @@ class Sampler:
 
     async def cycle(self):
         """One sample. Returns the encoded record appended to the spool, or None when degraded."""
-        if self.degraded:
+        tof, spec = self.tof, self.spec
+        if self.degraded or tof is None or spec is None:
             return None
         cue = getattr(self.board, "cycle_start", None)
         if cue is not None:
             cue()  # emulation: the belt brings the next liver; nothing on hardware
         try:
-            dist, st = await self.tof.measure()
+            dist, st = await tof.measure()
         except (SensorError, OSError) as e:
             self.tof = None
             self._fail("tof", e)
             return None
         try:
-            ch = await self.spec.measure()
+            ch = await spec.measure()
         except (SensorError, OSError) as e:
             self.spec = None
             self._fail("spec", e)

@@ -64,8 +64,9 @@ class WSTransport:
             resolver = Resolver(socket.getaddrinfo, self.log)
         self.resolver = resolver
         self.hold = hold  # callable: why no connection may be attempted now (None: go ahead)
-        self.will = None   # MQTT-only; kept so the app may set them
-        self.birth = None
+        # MQTT-only, kept so that the app may set them: (topic, payload, retain, qos) or None
+        self.will = None  # type: tuple | None
+        self.birth = None  # type: tuple | None
         self._ws = None
         self._gen = 0
         self._up = False
@@ -173,10 +174,13 @@ class WSTransport:
 
     async def _send(self, msg, ev):
         # the pending entry goes in before the frame, so an instant answer finds it
+        ws = self._ws
+        if ws is None:
+            raise OSError("ws: not connected")
         ent = [ev, None, False]  # waiter, answer, abandoned
         self._pending.append(ent)
         try:
-            await self._ws.send_text(msg)
+            await ws.send_text(msg)
         except BaseException:
             if ent in self._pending:
                 self._pending.remove(ent)
@@ -219,13 +223,12 @@ class WSTransport:
         ws = await wsclient.connect(self.url, self.ssl, self.connect_timeout, self.max_frame, self.path,
                                     self.user, self.password, self.open_connection, self.resolver)
         try:
-            first = await asyncio.wait_for(ws.recv(), self.connect_timeout)
-            m = json.loads(first)
+            m = _json(await asyncio.wait_for(ws.recv(), self.connect_timeout))
             if m.get("type") != "connection_established":
                 raise wsclient.WSError("ws: gateway greeted with %r" % (m,))
             await ws.send_text(json.dumps({"type": "hello", "device_id": self.device_id, "fw": self.fw,
                                            "boot": self.boot}))
-            m = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
+            m = _json(await asyncio.wait_for(ws.recv(), self.connect_timeout))
             if m.get("type") != "hello_ack":
                 raise wsclient.WSError("ws: hello refused: %s" % m.get("reason", m))
         except BaseException:
@@ -332,3 +335,8 @@ class WSTransport:
         except Exception as ex:
             if gen == self._gen:
                 self._drop("keepalive: %r" % (ex,))
+
+
+def _json(frame):
+    """A frame's JSON document (a text frame, or a binary one holding UTF-8)."""
+    return json.loads(frame if isinstance(frame, str) else bytes(frame).decode())

@@ -357,6 +357,8 @@ class VL53L8:
             struct.pack_into(fmt, buf, off + width * i, vals[i] if i < 16 else 0)
 
     def _send_offset(self, zones):
+        if self._offset is None:
+            raise SensorError("vl53l8: offset data sent before the calibration read it")
         tmp = bytearray(self._offset)
         if zones == 16:
             tmp[0x10:0x18] = _OFF_DSS_4X4
@@ -371,6 +373,8 @@ class VL53L8:
         self._answer("offset data")
 
     def _send_xtalk(self, zones):
+        if self._xtalk is None:
+            raise SensorError("vl53l8: Xtalk data sent before the calibration read it")
         tmp = bytearray(self._xtalk)
         if zones == 16:
             tmp[0x08:0x10] = _XT_RES_4X4
@@ -472,7 +476,8 @@ class VL53L8:
         """The frame just signalled: (distances_mm, statuses), res*res each, row-major.
         Status 5 and 9 are valid; 255 means no target; anything else is not trustworthy."""
         buf = self._frame
-        if buf is None:
+        dfmt = self._dfmt
+        if buf is None or dfmt is None:
             raise SensorError("vl53l8: read_frame() before start()")
         try:
             self.i2c.readfrom_mem_into(self.addr, 0x0000, buf, addrsize=16)
@@ -495,7 +500,7 @@ class VL53L8:
             if idx == IDX_DISTANCE:
                 # one unpack for the block, _div4 inlined (C truncation toward zero): a frame a
                 # second per device, 64 zones
-                vals = struct.unpack_from(self._dfmt, buf, i + 4)
+                vals = struct.unpack_from(dfmt, buf, i + 4)
                 dist = [v >> 2 if v >= 0 else -((-v) >> 2) for v in vals]
             elif idx == IDX_STATUS:
                 status = [buf[i + 4 + z] for z in range(zones)]
