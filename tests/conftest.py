@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.mqtt",
     "tests.fixtures.micropython",
     "tests.fixtures.esp32",
+    "tests.fixtures.qemu",
     "tests.fixtures.gateway",
 ]

@@ -244,7 +244,7 @@ class Device:
                 if self.resetting is None:  # the host is shutting down
                     self._teardown()
                     raise
-            except Exception as e:  # noqa: BLE001 - the App crashed: reset this board only
+            except Exception as e:
                 _exception_to(self, e)
                 _log_to(self, "sqal: crashed, resetting")
                 _write(self.flash_dir + "/reset_reason", "reset")

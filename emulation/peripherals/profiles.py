@@ -5,7 +5,7 @@
 import math
 
 # the same piecewise-linear lookup as the quality model (pure arithmetic, no grading logic shared)
-from sqalfw.quality import interp  # noqa: F401  (profiles.interp is used by the scene)
+from sqalfw.quality import interp
 
 PROFILES = {
     # name: (freshness, fat quality, oxidation)

@@ -290,7 +290,7 @@ class App:
             try:
                 if await s.cycle() is not None:
                     self._wake.set()
-            except Exception as e:  # noqa: BLE001 - one bad reading must not stop the line
+            except Exception as e:
                 # (e.g. a value the codec rejects, a MemoryError); counted and logged, next cycle runs
                 s.cycle_errors += 1
                 self.log("cycle failed: %r" % e)
@@ -469,8 +469,7 @@ class App:
         ]
         if self.sampler is not None:
             tasks.append(self._guard("sampler", self._sampling(self.sampler)))
-        for coro in board.background():
-            tasks.append(coro)
+        tasks.extend(board.background())
         started = [asyncio.create_task(t) for t in tasks]
         await self._supervisor(wdt)  # returns only on a stop request
         for t in started:

@@ -15,7 +15,7 @@ BOOT_BACKOFF_CAP_S = 60
 
 # state paths whose boot Identity.start() counted in this process: a failure after that point must
 # not count the boot twice (one boot per process on a board; see boot_failed)
-_counted = {}
+_counted = {}  # type: dict
 
 
 def state_path(flash_dir):

@@ -16,7 +16,6 @@ import json
 
 from sqalfw import wsclient
 from sqalfw.backoff import Backoff
-
 from sqalfw.link import Resolver, keep_connected, print_log, ticks_diff, ticks_ms, wait_up
 from sqalfw.urls import parse_ws_url
 
@@ -38,7 +37,7 @@ class WSTransport:
     def __init__(self, url, device_id, boot, fw, keepalive=30, ssl=None, backoff=None, is_link_up=None,
                  connect_timeout=10, link_poll_s=1.0, stable_s=10, max_frame=4096, user=None, password=None,
                  open_connection=None, resolver=None, log=None, hold=None):
-        tls, host, port, path, u, p = parse_ws_url(url)
+        _tls, host, port, path, u, p = parse_ws_url(url)  # TLS is the ssl context the app gives
         # credentials for the gateway's device authentication: from the URL, else as given
         self.user, self.password = (u, p) if u is not None else (user, password)
         self.url = url

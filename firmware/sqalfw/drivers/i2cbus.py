@@ -27,11 +27,11 @@ class RetryingI2C:
         while True:
             try:
                 return op(*args, **kw)
-            except OSError as exc:
+            except OSError:
                 self.errors += 1
                 if attempt >= self.retries:
                     self.failures += 1
-                    raise exc
+                    raise
                 attempt += 1
                 _pause()
 
