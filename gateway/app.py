@@ -93,8 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from gateway.api.gavage_ws import router as gavage_router
     from gateway.api.lots import router as lots_router
     from gateway.dispatch import router as dispatch_router
+    from gateway.traceability.api import router as traceability_router
 
-    for router in (lots_router, gavage_router, consumer_router, dispatch_router):
+    for router in (lots_router, gavage_router, consumer_router, dispatch_router, traceability_router):
         app.include_router(router)
     from gateway.api.control_panel import routers as control_panel_routers
 

@@ -59,7 +59,7 @@ def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: An
     if demo_opts is not None:
         from gateway import demo as demo_mod
 
-        demo_mod.prepare_environment(demo_opts)
+        demo_mod.apply_options(settings, demo_opts)
     from gateway.auth import prepare_api_token
 
     prepare_api_token(settings, typer.echo)  # SQAL_API_TOKEN or <data dir>/api-token (made on first run)

@@ -5,10 +5,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.gs1 import is_gln
+from registry.products import PRODUCT_RANGE
+
+# An http(s) base URL without query or fragment: ids and links are built by appending paths to it.
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$"
 
 
 def default_data_dir() -> Path:
@@ -82,6 +89,61 @@ class Settings(BaseSettings):
     device_target: Literal["unix64", "esp32", "esp32-psram"] = Field(
         default="unix64", description="The board the supervisor's emulated SQAL devices (scenarios, control "
         "panel) run on: unix64 (64-bit wheel) or the emulator's ESP32 profile (docs/emulation.md)")
+    ingest_model: Literal["auto", "pure"] = Field(
+        default="auto", description="auto: grade and decode with the compiled (Cython) copies of the board's "
+        "modules when they are current; pure: always the board's pure-Python modules")
+
+    # -- the dispatcher (gateway/dispatch.py): inspection, lot assignment, products
+    dispatch_enabled: bool = Field(default=True, description="Run the dispatcher (with the ingest)")
+    inspection_samples: int = Field(default=20, ge=1, le=100000,
+                                    description="Linked SQAL samples after which a lot's inspection closes")
+    dispatch_poll_s: float = Field(default=1.0, gt=0, le=60, description="Seconds between dispatcher polls")
+    dispatch_cmd_timeout_s: float = Field(default=10.0, gt=0, le=3600,
+                                          description="Re-send a command not confirmed within this many seconds")
+    dispatch_reassign_s: float = Field(default=60.0, gt=0, le=86400,
+                                       description="Release a lot from a device offline this long")
+    products_per_lot: int = Field(default=4, ge=0, le=len(PRODUCT_RANGE),
+                                  description="Products created for a compliant inspected lot")
+    gtin_company_prefix: str = Field(default="376000000", pattern=r"^\d{7,10}$",
+                                     description="GS1 company prefix of the GTINs (376: GS1 France range)")
+
+    # -- traceability exports (docs/traceability.md)
+    trace_id_base: str = Field(
+        default="https://sqal.example", pattern=URL_PATTERN,
+        description="HTTP URI base of the identifiers that are not GS1 keys (farms, sites, devices, parties "
+                    "without a GLN, the extension vocabulary) and the seed of the event ids: a domain you control. "
+                    "Changing it changes every exported id")
+    trace_public_url: str | None = Field(
+        default=None, pattern=URL_PATTERN,
+        description="Base URL partners reach the gateway at, for `rawData` links and the certificate's links "
+                    "(unset: the URL of the request)")
+    trace_sender_name: str = Field(default="SQAL Foie Gras", min_length=1, max_length=200,
+                                   description="Name of the business operator that dispatches the products "
+                                               "(the sender of dispatch records and the recipient of lots)")
+    trace_sender_address: str = Field(default="Zone d'activites du Conte, 40000 Mont-de-Marsan, France",
+                                      min_length=1, max_length=500, description="Its address")
+    trace_sender_gln: str | None = Field(default=None, pattern=r"^\d{13}$",
+                                         description="Its GS1 GLN (then its party and location ids are GS1 keys)")
+    trace_timezone: str = Field(default="Europe/Paris",
+                                description="IANA time zone of the sites: eventTimeZoneOffset of the EPCIS events")
+    epcis_dir: Path | None = Field(default=None, description="Directory holding GS1's EPCIS-JSON-Schema.json and "
+                                   "epcis-context.jsonld (unset: ../shared/epcis/ beside the project)")
+
+    @field_validator("trace_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+    @field_validator("trace_sender_gln")
+    @classmethod
+    def _gln_check_digit(cls, v: str | None) -> str | None:
+        if v is not None and not is_gln(v):
+            raise ValueError(f"{v!r} is not a GLN: its last digit is not the GS1 check digit of the others")
+        return v
 
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)

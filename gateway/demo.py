@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.api.control_common import context_for
+from gateway.config import Settings
 from gateway.scenarios import ScenarioOptions
 from registry import devices as reg_devices
 from registry import lots as reg_lots
@@ -48,10 +48,10 @@ class DemoOptions:
     duration: float = 0
 
 
-def prepare_environment(opts: DemoOptions) -> None:
-    """Settings the dispatcher reads at start-up (env SQAL_INSPECTION_SAMPLES); an explicit
-    environment value wins over the demo's default."""
-    os.environ.setdefault("SQAL_INSPECTION_SAMPLES", str(opts.inspection_samples))
+def apply_options(settings: Settings, opts: DemoOptions) -> None:
+    """The demo's inspection target, unless SQAL_INSPECTION_SAMPLES sets one."""
+    if "inspection_samples" not in settings.model_fields_set:
+        settings.inspection_samples = opts.inspection_samples
 
 
 async def start(app: Any, opts: DemoOptions, echo: Callable[[str], Any]) -> dict[str, Any]:
@@ -61,7 +61,7 @@ async def start(app: Any, opts: DemoOptions, echo: Callable[[str], Any]) -> dict
                         duration=opts.duration)
     echo(f"Starting complete_demo: {opts.nb_lots} lots at {opts.acceleration:g}x (a day lasts "
          f"{86400 / opts.acceleration:.1f} s), {opts.nb_sqal_devices} SQAL devices every {opts.interval:g} s, "
-         f"inspection after {os.environ.get('SQAL_INSPECTION_SAMPLES', opts.inspection_samples)} samples, "
+         f"inspection after {app.state.settings.inspection_samples} samples, "
          f"{opts.feedbacks_per_hour:g} feedbacks/h ...")
     out: dict[str, Any] = await app.state.orchestrator.start(o, context_for(app.state))
     echo(f"complete_demo {out['status']}: {out['running_count']} simulators running"

@@ -34,62 +34,16 @@ from typing import Any
 import asyncpg
 import paho.mqtt.client as paho
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqalfw import codec
 
 from gateway.api.models_status import DispatchStatus
+from gateway.config import Settings, get_settings
 from gateway.mqtt_url import apply_tls, parse_url, tls_files
 from registry import devices, feedback, inspection_queue
 from registry.errors import RegistryError
+from registry.gs1 import make_gtin
 
 log = logging.getLogger(__name__)
-
-# Item references of the product range made from a compliant lot (GTIN digits after the prefix).
-PRODUCT_RANGE = ("foie gras entier cru", "foie gras entier mi-cuit", "bloc de foie gras", "escalopes",
-                 "terrine", "foie gras au torchon", "lobe extra", "medaillon")
-
-
-class DispatchSettings(BaseSettings):
-    """Read from SQAL_<NAME> like the gateway's Settings (which ignores names it does not know)."""
-
-    model_config = SettingsConfigDict(env_prefix="SQAL_", extra="ignore")
-
-    dispatch_enabled: bool = Field(default=True, description="Run the dispatcher (with the ingest)")
-    inspection_samples: int = Field(default=20, ge=1, le=100000,
-                                    description="Linked SQAL samples after which a lot's inspection closes")
-    dispatch_poll_s: float = Field(default=1.0, gt=0, le=60, description="Seconds between dispatcher polls")
-    dispatch_cmd_timeout_s: float = Field(default=10.0, gt=0, le=3600,
-                                          description="Re-send a command not confirmed within this many seconds")
-    dispatch_reassign_s: float = Field(default=60.0, gt=0, le=86400,
-                                       description="Release a lot from a device offline this long")
-    products_per_lot: int = Field(default=4, ge=0, le=len(PRODUCT_RANGE),
-                                  description="Products created for a compliant inspected lot")
-    gtin_company_prefix: str = Field(default="376000000", pattern=r"^\d{7,10}$",
-                                     description="GS1 company prefix of the GTINs (376: GS1 France range)")
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> DispatchSettings:
-        """Values set on the gateway Settings (if the lead adds these fields there) win over env."""
-        base = cls()
-        over = {k: getattr(settings, k) for k in cls.model_fields if getattr(settings, k, None) is not None}
-        return base.model_copy(update=over) if over else base
-
-
-def gtin_check_digit(body13: str) -> str:
-    """GS1 mod-10 check digit of the first 13 digits: weights 3,1,3,.. from the right."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body13)))
-    return str((10 - total % 10) % 10)
-
-
-def make_gtin(company_prefix: str, item_ref: int) -> str:
-    """GTIN-14: indicator 0 + company prefix + item reference (zero-padded) + check digit."""
-    width = 12 - len(company_prefix)
-    if not 0 <= item_ref < 10 ** width:
-        raise ValueError(f"item reference {item_ref} does not fit in {width} digits")
-    body = "0" + company_prefix + str(item_ref).zfill(width)
-    return body + gtin_check_digit(body)
-
 
 @dataclass
 class Pending:
@@ -121,11 +75,11 @@ class DispatchCounters:
 
 
 class Dispatcher:
-    def __init__(self, pool: asyncpg.Pool, broker_url: str, settings: DispatchSettings | None = None,
+    def __init__(self, pool: asyncpg.Pool, broker_url: str, settings: Settings | None = None,
                  client_id: str | None = None, *, ca_file: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None) -> None:
         self.pool = pool
-        self.settings = settings or DispatchSettings()
+        self.settings = settings or get_settings()
         self.counters = DispatchCounters()
         self.pending: dict[str, Pending] = {}
         self._confirmed: set[str] = set()
@@ -311,15 +265,14 @@ class Dispatcher:
 router = APIRouter(tags=["dispatch"])
 
 
-async def start_dispatcher(app: FastAPI, pool: asyncpg.Pool, broker_url: str | None, settings: Any) -> None:
+async def start_dispatcher(app: FastAPI, pool: asyncpg.Pool, broker_url: str | None, settings: Settings) -> None:
     """Start the dispatcher for this app when enabled and a broker is there (called after the
     ingest started); `app.state.dispatcher` is None otherwise."""
     app.state.dispatcher = None
-    ds = DispatchSettings.from_settings(settings)
-    if not ds.dispatch_enabled or broker_url is None:
+    if not settings.dispatch_enabled or broker_url is None:
         return
     # one MQTT client id per replica: two replicas sharing one would take each other's connection
-    d = Dispatcher(pool, broker_url, ds, client_id=f"sqal-dispatch-{uuid.uuid4().hex[:8]}", **tls_files(settings))
+    d = Dispatcher(pool, broker_url, settings, client_id=f"sqal-dispatch-{uuid.uuid4().hex[:8]}", **tls_files(settings))
     await d.start()
     app.state.dispatcher = d
 

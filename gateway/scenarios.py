@@ -21,6 +21,7 @@ from gateway.supervisor import (
     DeviceParams,
     GavageParams,
     RunContext,
+    ShippingParams,
     StartError,
     Supervisor,
     UnknownSimulator,
@@ -62,8 +63,9 @@ CONSUMER_RATE_FACTOR = {"quality_focus": 2}  # "consumer at twice the rate"
 _GAVAGE_OPTS = {"nb_lots", "acceleration"}
 _SQAL_OPTS = {"nb_sqal_devices", "interval", "profile"}
 _CONSUMER_OPTS = {"feedbacks_per_hour", "min_rating", "max_rating", "use_active_lots"}
+_SHIPPING_OPTS = {"shipments_per_hour"}  # complete_demo's dispatch office (emulation/shipping.py)
 USES: dict[str, set[str]] = {
-    "complete_demo": _GAVAGE_OPTS | _SQAL_OPTS | _CONSUMER_OPTS,
+    "complete_demo": _GAVAGE_OPTS | _SQAL_OPTS | _SHIPPING_OPTS | _CONSUMER_OPTS,
     "quality_focus": _SQAL_OPTS | _CONSUMER_OPTS,
     "gavage_realtime": set(_GAVAGE_OPTS),
     "consumer_analysis": set(_CONSUMER_OPTS),
@@ -88,6 +90,7 @@ class ScenarioOptions:
     use_active_lots: bool = True
     interval: float | None = None  # None: each device's own interval from the scenario
     profile: str = "default"
+    shipments_per_hour: float = 60  # dispatches of products to customers (complete_demo)
     seed: int = 1
     explicit: set[str] = field(default_factory=set)  # options the caller set (the others are defaults)
     max_feedbacks_per_hour: float | None = None  # the HTTP API's cap on the consumer's effective rate
@@ -142,6 +145,9 @@ class Orchestrator:
     async def start_consumer(self, p: ConsumerParams, ctx: RunContext) -> tuple[str, dict[str, Any]]:
         return await self.supervisor.start("consumer", "consumer", p, ctx)
 
+    async def start_shipping(self, p: ShippingParams, ctx: RunContext) -> tuple[str, dict[str, Any]]:
+        return await self.supervisor.start("shipping", "shipping", p, ctx)
+
     async def start_device(self, p: DeviceParams, ctx: RunContext) -> tuple[str, dict[str, Any]]:
         # on-failure: a device whose process dies (not stopped by us) is powered up again
         return await self.supervisor.start(p.device_id, "sqal_device", p, ctx, restart="on-failure", max_restarts=5)
@@ -189,6 +195,7 @@ class Orchestrator:
         errors: list[str] = []
         gavage: dict[str, Any] | None = None
         consumer: dict[str, Any] | None = None
+        shipping: dict[str, Any] | None = None
         devices: list[dict[str, Any]] = []
 
         if "nb_lots" in USES[name]:
@@ -210,6 +217,16 @@ class Orchestrator:
             errors += dev_errors
             await self._sleep(DELAY_AFTER_SQAL.get(name, 0))
 
+        if "shipments_per_hour" in USES[name]:  # products of inspected lots go out to customers
+            try:
+                status, info = await self.start_shipping(
+                    ShippingParams(shipments_per_hour=o.shipments_per_hour, duration=o.duration,
+                                                seed=o.seed), ctx)
+                shipping = _brief(status, info)
+            except (StartError, ValueError) as exc:
+                shipping = {"status": "error", "error": str(exc)}
+                errors.append(f"shipping: {exc}")
+
         if "feedbacks_per_hour" in USES[name]:
             rate = o.feedbacks_per_hour * CONSUMER_RATE_FACTOR.get(name, 1)
             try:
@@ -226,7 +243,7 @@ class Orchestrator:
 
         running = len(self.supervisor.running())
         return {"scenario": name, "status": _overall(errors, running), "gavage": gavage, "sqal_devices": devices,
-                "consumer": consumer, "errors": errors, "running_count": running,
+                "shipping": shipping, "consumer": consumer, "errors": errors, "running_count": running,
                 "started_at": self.started_at.isoformat()}
 
     async def stop_all(self) -> dict[str, Any]:
@@ -235,6 +252,7 @@ class Orchestrator:
         return {"status": "stopped", "scenario": self.scenario,
                 "gavage": any(r["kind"] == "gavage" for r in stopped),
                 "consumer": any(r["kind"] == "consumer" for r in stopped),
+                "shipping": any(r["kind"] == "shipping" for r in stopped),
                 "sqal_devices": [r["device_id"] for r in stopped if r["kind"] == "sqal_device"],
                 "stopped": [r["name"] for r in stopped], "total_stopped": len(stopped),
                 "stopped_at": datetime.now(UTC).isoformat()}
@@ -249,6 +267,7 @@ class Orchestrator:
         return {"scenario": self.scenario, "options": self.options,
                 "started_at": self.started_at.isoformat() if self.started_at else None,
                 "gavage": self.simulator_status("gavage"), "consumer": self.simulator_status("consumer"),
+                "shipping": self.simulator_status("shipping"),
                 "sqal_devices": self.supervisor.list_status("sqal_device"),
                 "running_count": len(self.supervisor.running())}
 

@@ -1,33 +1,23 @@
-"""Products (what a consumer scans) and consumer feedback, linked to the lot."""
+"""Products (what a consumer scans) and consumer feedback, linked to the lot; the recent feedback
+across lots (the control panel's Consumer tab, GET /api/consumer/feedback)."""
 
 from __future__ import annotations
 
-import re
+from datetime import datetime
 from typing import Any
 
+from registry import gs1
 from registry.base import Executor, _conn, _d, as_dict
 from registry.errors import InvalidInput, LotNotFound, ProductNotFound
 from registry.lifecycle import append_event
+from registry.products import majority_grade
 
-GTIN_RE = re.compile(r"^\d{14}$")
 CONTEXTS = ("home", "restaurant", "special_event", "gift")
-
-
-def gtin_check_digit_ok(gtin: str) -> bool:
-    """GS1 mod-10: weights 3,1,3,... from the right, excluding the check digit."""
-    digits = [int(c) for c in gtin]
-    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits[:-1])))
-    return (10 - total % 10) % 10 == digits[-1]
-
-
-def digital_link(gtin: str, lot_id: str) -> str:
-    """The GS1 Digital Link URI a QR code carries: GTIN (01) and batch/lot (10)."""
-    return f"https://id.gs1.org/01/{gtin}/10/{lot_id}"
 
 
 async def create_product(db: Executor, lot_id: str, gtin: str) -> dict[str, Any]:
     """A product of an inspected lot (idempotent on (gtin, lot))."""
-    if not GTIN_RE.match(gtin) or not gtin_check_digit_ok(gtin):
+    if not gs1.is_gtin(gtin):
         raise InvalidInput(f"gtin must be 14 digits with a valid GS1 check digit, got {gtin!r}")
     async with _conn(db) as conn, conn.transaction():
         lot = await conn.fetchrow("SELECT id, state, inspected_at FROM lots WHERE id = $1 FOR KEY SHARE", lot_id)
@@ -37,7 +27,7 @@ async def create_product(db: Executor, lot_id: str, gtin: str) -> dict[str, Any]
             raise InvalidInput(f"lot {lot_id} is '{lot['state']}': only inspected lots become products")
         row = await conn.fetchrow(
             """INSERT INTO products (lot_id, gtin, qr_uri) VALUES ($1, $2, $3)
-               ON CONFLICT (gtin, lot_id) DO NOTHING RETURNING *""", lot_id, gtin, digital_link(gtin, lot_id))
+               ON CONFLICT (gtin, lot_id) DO NOTHING RETURNING *""", lot_id, gtin, gs1.digital_link(gtin, lot_id))
         if row is None:
             row = await conn.fetchrow("SELECT * FROM products WHERE gtin = $1 AND lot_id = $2", gtin, lot_id)
         else:
@@ -86,3 +76,36 @@ async def lot_feedback(db: Executor, lot_id: str) -> list[dict[str, Any]]:
             raise LotNotFound(lot_id)
         rows = await conn.fetch("SELECT * FROM consumer_feedback WHERE lot_id = $1 ORDER BY created_at, id", lot_id)
     return [d for d in map(as_dict, rows) if d is not None]
+
+
+async def recent_feedback(db: Executor, *, lot_id: str | None = None, since: datetime | None = None,
+                          until: datetime | None = None, limit: int = 50,
+                          offset: int = 0) -> tuple[int, float | None, list[dict[str, Any]]]:
+    """Consumer feedback across lots, newest first (in the order it was recorded): (total matching,
+    their mean rating or None, this page). Each row is the feedback with its product's GTIN and its
+    lot's SQAL grade (`sqal_grade`: the most frequent grade of the lot's samples). Filters: one lot
+    (LotNotFound when there is no such lot), `since` <= created_at < `until`."""
+    if limit < 1 or offset < 0:
+        raise InvalidInput(f"limit must be >= 1 and offset >= 0, got {limit} and {offset}")
+    where = """($1::text IS NULL OR f.lot_id = $1) AND ($2::timestamptz IS NULL OR f.created_at >= $2)
+               AND ($3::timestamptz IS NULL OR f.created_at < $3)"""
+    async with _conn(db) as conn:
+        if lot_id is not None and await conn.fetchval("SELECT 1 FROM lots WHERE id = $1", lot_id) is None:
+            raise LotNotFound(lot_id)
+        head = await conn.fetchrow(
+            f"SELECT count(*) AS total, round(avg(f.rating), 2) AS mean FROM consumer_feedback f WHERE {where}",
+            lot_id, since, until)
+        rows = await conn.fetch(
+            f"""SELECT f.id, f.created_at, f.lot_id, f.product_id, p.gtin AS product_gtin, f.rating, f.texture,
+                       f.flavor, f.freshness, f.context, f.comment, l.grade_distribution
+                FROM consumer_feedback f JOIN lots l ON l.id = f.lot_id
+                LEFT JOIN products p ON p.id = f.product_id
+                WHERE {where} ORDER BY f.id DESC LIMIT $4 OFFSET $5""",
+            lot_id, since, until, limit, offset)
+    out = []
+    for r in rows:
+        d = _d(r)
+        d["sqal_grade"] = majority_grade(d.pop("grade_distribution"))
+        out.append(d)
+    mean = head["mean"]
+    return int(head["total"]), (float(mean) if mean is not None else None), out

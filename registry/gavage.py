@@ -1,4 +1,5 @@
-"""Gavage feedings: one row per (lot, day, moment); a re-sent feeding changes nothing."""
+"""Gavage feedings: one row per (lot, day, moment); a re-sent feeding changes nothing. The recent
+feedings across lots feed the control panel's Gavage tab (GET /api/gavage/feedings)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from registry.base import Executor, _conn, as_dict
-from registry.errors import InvalidInput
-from registry.lifecycle import append_event, check, lock_lot, transition
+from registry.errors import InvalidInput, LotNotFound
+from registry.lifecycle import ACTIVE_STATES, append_event, check, lock_lot, transition
 
 MOMENTS = ("morning", "evening")
 
@@ -80,3 +81,33 @@ async def record_feeding(db: Executor, lot_id: str, *, day: int, moment: str, pl
 async def list_feedings(db: Executor, lot_id: str) -> list[dict[str, Any]]:
     rows = await db.fetch("SELECT * FROM gavage_feedings WHERE lot_id = $1 ORDER BY day, moment DESC", lot_id)
     return [d for d in map(as_dict, rows) if d is not None]
+
+
+_FEEDING_COLS = """f.lot_id, f.day, f.moment, f.planned_dose_g, f.actual_dose_g, f.mean_weight_g, f.live_ducks,
+                   f.mortality_pct, f.temperature_c, f.humidity_pct, f.simulated_at, f.received_at,
+                   l.state AS lot_state, l.nb_ducks, l.planned_duration_days"""
+
+
+async def recent_feedings(db: Executor, *, lot_id: str | None = None, active: bool | None = None,
+                          since: datetime | None = None, until: datetime | None = None, limit: int = 50,
+                          offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """Gavage feedings across lots, newest first (by the time the registry recorded them; within the
+    same instant by lot, then latest day and moment first): (total matching, this page). Each row
+    is the feeding with its lot's state, ducks and planned days. Filters: one lot (LotNotFound when
+    there is no such lot); `active` true: lots in progress only (created, gavage, ready,
+    inspecting), false: the others; `since` <= received_at < `until`."""
+    if limit < 1 or offset < 0:
+        raise InvalidInput(f"limit must be >= 1 and offset >= 0, got {limit} and {offset}")
+    where = """($1::text IS NULL OR f.lot_id = $1) AND ($2::boolean IS NULL OR (l.state = ANY($3::text[])) = $2)
+               AND ($4::timestamptz IS NULL OR f.received_at >= $4) AND ($5::timestamptz IS NULL OR f.received_at < $5)"""
+    args = (lot_id, active, list(ACTIVE_STATES), since, until)
+    async with _conn(db) as conn:
+        if lot_id is not None and await conn.fetchval("SELECT 1 FROM lots WHERE id = $1", lot_id) is None:
+            raise LotNotFound(lot_id)
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM gavage_feedings f JOIN lots l ON l.id = f.lot_id WHERE {where}", *args)
+        rows = await conn.fetch(
+            f"""SELECT {_FEEDING_COLS} FROM gavage_feedings f JOIN lots l ON l.id = f.lot_id WHERE {where}
+                ORDER BY f.received_at DESC, f.lot_id, f.day DESC, (f.moment = 'evening') DESC
+                LIMIT $6 OFFSET $7""", *args, limit, offset)
+    return int(total), [d for d in map(as_dict, rows) if d is not None]

@@ -10,9 +10,14 @@ from registry.base import Executor, _conn, _d, as_dict
 from registry.errors import InvalidInput, LotNotFound
 from registry.lifecycle import ACTIVE_STATES, STATES, append_event, transition
 
-LOT_ID_RE = re.compile(r"^LOT_\d{8}_\d{4,6}$")
+# ASCII digits only: \d would also take other scripts' digits
+LOT_ID_PATTERN = r"^LOT_[0-9]{8}_[0-9]{4,6}$"
+LOT_ID_RE = re.compile(LOT_ID_PATTERN)
 SITE_RE = re.compile(r"^[A-Z]{2}$")
 GENETICS = ("Mulard", "Barbarie", "Pekin")
+# States in which samples may still arrive: the lot's sample count is counted live, not the stored column.
+_RUNNING_COUNT = ("created", "gavage", "ready", "inspecting", "suspended")
+
 
 def normalize_genetics(value: str) -> str:
     for g in GENETICS:
@@ -66,10 +71,29 @@ async def get_lot(db: Executor, lot_id: str) -> dict[str, Any]:
         raise LotNotFound(lot_id)
     lot = as_dict(row)
     assert lot is not None
-    if lot["state"] in ("created", "gavage", "ready", "inspecting", "suspended"):
+    if lot["state"] in _RUNNING_COUNT:
         # Running count while samples arrive; the stored column is final once inspected.
         lot["sample_count"] = await db.fetchval("SELECT count(*) FROM sqal_samples WHERE lot_id = $1", lot_id)
     return lot
+
+
+async def get_lots(db: Executor, lot_ids: list[str]) -> list[dict[str, Any]]:
+    """The lots among `lot_ids` that exist, by id, each as `get_lot` gives it (the running sample
+    count while samples can still arrive): one query for many lots (the realtime feed)."""
+    if not lot_ids:
+        return []
+    rows = await db.fetch(
+        """SELECT l.*, CASE WHEN l.state = ANY($2::text[])
+                            THEN (SELECT count(*) FROM sqal_samples s WHERE s.lot_id = l.id)
+                            ELSE l.sample_count END AS running_sample_count
+           FROM lots l WHERE l.id = ANY($1::text[]) ORDER BY l.id""", sorted(set(lot_ids)), list(_RUNNING_COUNT))
+    out = []
+    for r in rows:
+        d = as_dict(r)
+        assert d is not None
+        d["sample_count"] = int(d.pop("running_sample_count"))
+        out.append(d)
+    return out
 
 
 async def list_lots(db: Executor, *, state: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:

@@ -6,14 +6,14 @@ Products are created by `registry.feedback.create_product` (inspected lots only)
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from registry.base import Executor, as_dict
 
 GRADE_ORDER = ("A+", "A", "B", "C", "REJECT")
-# GS1 Digital Link path: /01/{GTIN-14}/10/{batch}; any resolver host (id.gs1.org or a brand's own).
-DIGITAL_LINK_RE = re.compile(r"^https?://[^/\s]+(?:/[^\s]*)?/01/(\d{14})/10/([^/?#\s]+)/?(?:[?#].*)?$")
+# The products a compliant lot can yield; item reference i+1 of the GTINs (reference 0 is the lot itself).
+PRODUCT_RANGE = ("foie gras entier cru", "foie gras entier mi-cuit", "bloc de foie gras", "escalopes",
+                 "terrine", "foie gras au torchon", "lobe extra", "medaillon")
 
 _SELECT = """SELECT p.id, p.lot_id, p.gtin, p.qr_uri, p.created_at, l.state AS lot_state,
                     l.farmer_name, l.site_code, l.genetics, l.grade_distribution, l.itm, l.itm_grade,
@@ -57,12 +57,6 @@ async def get_product(db: Executor, product_id: int) -> dict[str, Any] | None:
 async def find_by_gtin_lot(db: Executor, gtin: str, lot_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow(_SELECT + " WHERE p.gtin = $1 AND p.lot_id = $2", gtin, lot_id)
     return None if row is None else _product(row)
-
-
-def parse_digital_link(uri: str) -> tuple[str, str] | None:
-    """(gtin, lot) from a GS1 Digital Link URI, or None when it is not one."""
-    m = DIGITAL_LINK_RE.match(uri.strip())
-    return (m.group(1), m.group(2)) if m else None
 
 
 async def feedback_summary(db: Executor, lot_id: str) -> dict[str, Any]:

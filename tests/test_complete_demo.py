@@ -117,7 +117,7 @@ async def test_complete_demo_runs_the_whole_chain(gateway: Any) -> None:
     assert stats["avg_itm"] is not None and stats["avg_itm"] != 0
     assert stats["completed_lots"] >= 1 and stats["average_consumer_rating"] is not None
     status = orch.status()
-    assert status["scenario"] == "complete_demo" and status["running_count"] == 4
+    assert status["scenario"] == "complete_demo" and status["running_count"] == 5
 
     # the demo's live summary shows the chain
     console = Console(record=True, force_terminal=True, width=200)
@@ -127,7 +127,7 @@ async def test_complete_demo_runs_the_whole_chain(gateway: Any) -> None:
 
     pids = [c.pid for c in sup.children.values()]
     res = await orch.stop_all()
-    assert res["total_stopped"] == 4
+    assert res["total_stopped"] == 5
     assert not any(alive(p) for p in pids)
     assert marked_processes(run_ids) == []  # the MicroPython boards too
 
@@ -158,7 +158,7 @@ def test_sqal_demo_command_shows_a_complete_lot_and_stops_clean() -> None:
         assert done, "no consumer feedback shown in time:\n" + out[-3000:]
         assert re.search(r"SQAL gateway running: http://127\.0\.0\.1:\d+", out)
         assert re.search(r"web page:  http://127\.0\.0\.1:\d+/ui/", out)
-        assert "API docs:" in out and "complete_demo running: 4 simulators running" in out
+        assert "API docs:" in out and "complete_demo running: 5 simulators running" in out
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0

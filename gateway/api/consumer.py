@@ -1,4 +1,4 @@
-"""Consumer API under /api/consumer: products, QR scan, feedback.
+"""Consumer API under /api/consumer: products, QR scan, feedback (post one; list the recent ones).
 
 A product's QR code carries a GS1 Digital Link URI, https://id.gs1.org/01/{GTIN-14}/10/{lot}. The
 scan endpoint takes that URI (URL-encoded in the path, or as is) or the product id, and answers the
@@ -20,8 +20,10 @@ from pydantic import AliasChoices, ConfigDict, Field
 
 from gateway.api import WRITE_DEPENDENCIES
 from gateway.api.models_common import RequestBody
-from gateway.api.models_consumer import FeedbackOut, Product, ScanResult
-from registry import feedback, lots, products
+from gateway.api.models_consumer import FeedbackOut, FeedbackPage, Product, ScanResult
+from gateway.api.query import Limit, LotFilter, Offset, Since, Until
+from registry import feedback, gs1, lots, products
+from registry.lots import LOT_ID_PATTERN
 
 router = APIRouter(prefix="/api/consumer", tags=["consumer"])
 Context = Literal["home", "restaurant", "special_event", "gift"]
@@ -49,7 +51,7 @@ async def resolve_qr(pool: asyncpg.Pool, qr: str) -> dict[str, Any] | str:
     q = qr.strip()
     if q.isascii() and q.isdigit() and len(q) <= 18:  # not '²' or '٣': str.isdigit() says yes, int() no or 3
         return await products.get_product(pool, int(q)) or f"product {q} not found"
-    parsed = products.parse_digital_link(q) or products.parse_digital_link(unquote(q))
+    parsed = gs1.parse_digital_link(q) or gs1.parse_digital_link(unquote(q))
     if parsed is None:
         return (f"QR {q[:120]!r} is neither a product id nor a GS1 Digital Link URI "
                 "(https://id.gs1.org/01/<GTIN-14>/10/<lot>)")
@@ -59,7 +61,7 @@ async def resolve_qr(pool: asyncpg.Pool, qr: str) -> dict[str, Any] | str:
 
 @router.get("/products", response_model=list[Product], summary="Products made from inspected lots")
 async def list_products(request: Request,
-                        lot_id: Annotated[str | None, Query(pattern=r"^LOT_\d{8}_\d{4,6}$")] = None,
+                        lot_id: Annotated[str | None, Query(pattern=LOT_ID_PATTERN)] = None,
                         active: Annotated[bool | None, Query(description="true: lots on the market only")] = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                         offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
@@ -98,3 +100,12 @@ async def post_feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
         pool, rating=body.overall_rating, product_id=body.product_id, texture=body.texture_rating,
         flavor=body.flavor_rating, freshness=body.freshness_rating, comment=body.comment,
         context=body.consumption_context)
+
+
+@router.get("/feedback", response_model=FeedbackPage, responses={404: {"description": "Unknown lot"}},
+            summary="Recent consumer feedback across lots, newest first (paginated; by lot and time)")
+async def recent_feedback(request: Request, lot_id: LotFilter = None, since: Since = None, until: Until = None,
+                          limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    total, mean, rows = await feedback.recent_feedback(_pool(request), lot_id=lot_id, since=since, until=until,
+                                                       limit=limit, offset=offset)
+    return {"total": total, "mean_rating": mean, "limit": limit, "offset": offset, "feedback": rows}

@@ -96,6 +96,9 @@ class OrchestrateStart(RequestBody):
     use_active_lots: bool = True
     interval: Interval | None = Field(default=None, description="Override the SQAL devices' sample interval (s)")
     profile: Profile = "default"
+    shipments_per_hour: float = Field(default=60, ge=1, le=3600, allow_inf_nan=False,
+                                      description="complete_demo: dispatches of inspected lots' products to "
+                                                  "customers per hour")
     seed: Seed = None
 
 
@@ -210,12 +213,14 @@ async def orchestrate_start(body: OrchestrateStart, request: Request) -> dict[st
                          "acceleration": body.acceleration}
     if out["consumer"] is not None:
         out["consumer"] = step_answer("consumer", out["consumer"])
+    if out["shipping"] is not None:
+        out["shipping"] = {**step_answer("shipping", out["shipping"]), "shipments_per_hour": body.shipments_per_hour}
     out["sqal_devices"] = [step_answer(d["device_id"], d) for d in out["sqal_devices"]]
     return out
 
 
 @router.post("/orchestrate/stop-all", tags=[TAG_ORCHESTRATE], dependencies=WRITE_DEPENDENCIES,
-             response_model=OrchestrateStopAnswer, summary="Stop every simulator (gavage, SQAL devices, consumer)")
+             response_model=OrchestrateStopAnswer, summary="Stop every simulator (gavage, SQAL devices, shipping, consumer)")
 async def orchestrate_stop_all(request: Request) -> dict[str, Any]:
     orch = orchestrator(request)
     results = await supervisor(request).stop_all()
@@ -227,6 +232,7 @@ async def orchestrate_stop_all(request: Request) -> dict[str, Any]:
             "gavage": next(iter(by_kind.get("gavage", [])), None),
             "sqal_devices": [a for a in by_kind.get("sqal_device", []) if a["stopped"]],
             "consumer": next(iter(by_kind.get("consumer", [])), None),
+            "shipping": next(iter(by_kind.get("shipping", [])), None),
             "total_stopped": len(stopped), "stopped": stopped, "stopped_at": datetime.now(UTC)}
 
 
@@ -235,12 +241,12 @@ async def orchestrate_stop_all(request: Request) -> dict[str, Any]:
 async def orchestrate_status(request: Request) -> dict[str, Any]:
     out = orchestrator(request).status()
     s = await reg_stats.global_stats(request.app.state.pool)
-    gavage, consumer = process_status(out["gavage"]), process_status(out["consumer"])
+    singles = {name: process_status(out[name]) for name in ("gavage", "consumer", "shipping")}
     devices = [process_status(d) for d in out["sqal_devices"]]
     sqal_running = sum(d["status"] in RUNNING_STATES for d in devices)
-    running = sqal_running + sum(x["status"] in RUNNING_STATES for x in (gavage, consumer))
-    return {**out, "gavage": gavage, "consumer": consumer, "sqal_devices": devices,
+    running = sqal_running + sum(x["status"] in RUNNING_STATES for x in singles.values())
+    return {**out, **singles, "sqal_devices": devices,
             "sqal": {"total_devices": len(devices), "running_devices": sqal_running,
                      "devices": [{"device_id": d["device_id"], "status": d["status"]} for d in devices]},
             "lots": {k: s[k] for k in ("total_lots", "active_lots", "completed_lots", "avg_itm")},
-            "overall_status": {"total_simulators": 2 + len(devices), "running_simulators": running}}
+            "overall_status": {"total_simulators": len(singles) + len(devices), "running_simulators": running}}

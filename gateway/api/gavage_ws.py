@@ -9,6 +9,9 @@ One JSON object per text frame, one answer per message, in order:
   `retryable` is true only when the gateway itself failed (database down), so the client should send
   the same message again later. The connection stays open: one bad message never affects the others;
 - `{"type":"ping"}` -> `{"type":"pong","server_time"}`.
+
+Also here, the reads of the gavage: GET /api/gavage/feedings (the recent feedings, by lot and time)
+and GET /api/gavage/stream-stats (this stream's counters).
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.api import WRITE_DEPENDENCIES
+from gateway.api.models_gavage import FeedingPage
 from gateway.api.models_status import GavageStreamStats
+from gateway.api.query import Limit, LotFilter, Offset, Since, Until
 from registry import gavage, lots
 from registry.errors import LotNotFound, RegistryError
+from registry.lots import LOT_ID_PATTERN
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["gavage"])
@@ -39,7 +45,7 @@ class FeedingMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["feeding"] = "feeding"
     msg_id: str | None = Field(default=None, max_length=64, description="echoed in the answer")
-    lot_id: str = Field(pattern=r"^LOT_\d{8}_\d{4,6}$", validation_alias=AliasChoices("lot_id", "lot_code"))
+    lot_id: str = Field(pattern=LOT_ID_PATTERN, validation_alias=AliasChoices("lot_id", "lot_code"))
     farmer_id: str | None = Field(default=None, min_length=1, max_length=64)
     farmer_name: str | None = Field(default=None, min_length=1, max_length=200)
     site_code: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
@@ -175,3 +181,19 @@ async def gavage_stream(ws: WebSocket) -> None:
 @router.get("/api/gavage/stream-stats", response_model=GavageStreamStats, summary="Counters of the /ws/gavage stream (connections, messages)")
 async def stream_stats(request: Request) -> dict[str, Any]:
     return asdict(stats_of(request.app))
+
+
+@router.get("/api/gavage/feedings", response_model=FeedingPage, responses={404: {"description": "Unknown lot"}},
+            summary="Recent gavage feedings, newest first: of the lots in progress unless a lot is named "
+                    "(paginated; by lot and time)")
+async def recent_feedings(
+        request: Request, lot_id: LotFilter = None,
+        active: Annotated[bool | None, Query(description="true: lots in progress only (created, gavage, ready, "
+                                                         "inspecting); false: the others. Default: true, or every "
+                                                         "state when lot_id names a lot")] = None,
+        since: Since = None, until: Until = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    if active is None and lot_id is None:
+        active = True
+    total, rows = await gavage.recent_feedings(request.app.state.pool, lot_id=lot_id, active=active, since=since,
+                                               until=until, limit=limit, offset=offset)
+    return {"total": total, "limit": limit, "offset": offset, "feedings": rows}

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import Field
 
 from gateway.api import WRITE_DEPENDENCIES
@@ -25,12 +25,11 @@ from gateway.api.models_lots import (
     Stats,
     Timeline,
 )
+from gateway.api.query import LotId
 from registry import assignments, feedback, gavage, inspection, lots, samples, stats, timeline
 
 router = APIRouter(prefix="/api/lots", tags=["lots"])
 
-LotId = Annotated[str, Path(pattern=r"^LOT_\d{8}_\d{4,6}$", description="Lot id, LOT_YYYYMMDD_XXXX",
-                            examples=["LOT_20260105_0001"])]
 
 
 def _pool(request: Request) -> asyncpg.Pool:

@@ -9,6 +9,10 @@
   `1e999` (which becomes infinity); none of them is a valid dose, rate or duration;
 - text that PostgreSQL or UTF-8 cannot carry: a NUL character, or a lone UTF-16 surrogate (JSON
   `"\\ud800"`), anywhere in a string, a list of strings or a dict of them.
+
+`Timestamp` is the type of a time a client sends, in a body or a query: RFC 3339 text with a zone
+(never a Unix number, which pydantic would take), returned in UTC, within 1900-9000 (the calendars
+of PostgreSQL and Python both hold those; year 1 at +14:00 would not convert).
 """
 
 from __future__ import annotations
@@ -16,11 +20,39 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+)
+
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})$")
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, datetime):  # from Python, not from JSON
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. 2026-01-05T10:00:00Z")
+    return value
+
+
+def _utc_in_calendar(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must be between 1900 and 9000, got {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_utc_in_calendar)]
 
 
 def text_problem(value: Any, depth: int = 0) -> str | None:
@@ -56,7 +88,7 @@ def json_kinds(annotation: Any) -> set[str]:
         return {"number"}
     if annotation is type(None):
         return {"null"}
-    if annotation is str or annotation in (datetime, date):
+    if annotation is str or annotation in (datetime, date, AwareDatetime):
         return {"string"}
     return {"other"}
 

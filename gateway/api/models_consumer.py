@@ -65,3 +65,16 @@ class FeedbackOut(BaseModel):
     comment: str | None = Field(description="The consumer's comment, as written")
     context: str | None = Field(description="home, restaurant, special_event or gift")
     created_at: datetime = Field(description="When it was left")
+
+
+class RecentFeedback(FeedbackOut):
+    product_gtin: str | None = Field(description="The product's GTIN-14; null for feedback on a lot")
+    sqal_grade: str | None = Field(description="The lot's SQAL grade (most frequent grade of its samples)")
+
+
+class FeedbackPage(BaseModel):
+    total: int = Field(description="Feedback matching the filters")
+    mean_rating: float | None = Field(description="Their mean rating; null when there is none")
+    limit: int = Field(description="Page size")
+    offset: int = Field(description="Page start")
+    feedback: list[RecentFeedback] = Field(description="This page, newest first")

@@ -155,6 +155,11 @@ class ConsumerStep(StepBase):
     active_lots_count: int | None = Field(default=None, description="Original field: lots in progress at its start")
 
 
+class ShippingStep(StepBase):
+    shipments_per_hour: float | None = Field(default=None, description="Dispatches of products to customers per "
+                                                                        "hour (docs/traceability.md)")
+
+
 class SqalScenarioAnswer(BaseModel):
     scenario: str = Field(description="Original field: multi_site, stress_test or production_demo")
     status: Overall = Field(description="running (no error), partial (errors, something running), error")
@@ -172,6 +177,8 @@ class OrchestrateAnswer(BaseModel):
                                         "error (nothing running)")
     gavage: GavageStep | None = Field(description="Original field: the gavage step; null when the scenario has none")
     sqal_devices: list[ScenarioDevice] = Field(description="Original field: the SQAL devices, in start order")
+    shipping: ShippingStep | None = Field(default=None, description="The shipping step (complete_demo): products "
+                                         "of inspected lots dispatched to customers; null when the scenario has none")
     consumer: ConsumerStep | None = Field(description="Original field: the consumer step; null when the scenario "
                                                        "has none")
     errors: list[str] = Field(description="Original field: one message per failed step, naming it")
@@ -188,6 +195,8 @@ class OrchestrateStopAnswer(BaseModel):
                                                        "was running")
     consumer: StopAnswer | None = Field(description="Original field: the consumer simulator's stop answer; null if "
                                                     "it was never started")
+    shipping: StopAnswer | None = Field(default=None, description="The shipping simulator's stop answer; null if it "
+                                                                  "was never started")
     total_stopped: int = Field(description="Original field: simulators this request stopped")
     stopped: list[str] = Field(description="Names of the simulators this request stopped")
     stopped_at: datetime = Field(description="When the last one had stopped")
@@ -213,8 +222,8 @@ class LotCounts(BaseModel):
 
 
 class OverallStatus(BaseModel):
-    total_simulators: int = Field(description="Original field: the gavage and consumer simulators plus every SQAL "
-                                              "device started since the gateway started")
+    total_simulators: int = Field(description="Original field: the gavage, consumer and shipping simulators plus "
+                                              "every SQAL device started since the gateway started")
     running_simulators: int = Field(description="Original field: simulators whose process is alive (running, "
                                                 "stopping)")
 
@@ -224,6 +233,7 @@ class OrchestrateStatus(BaseModel):
                                                 "started)")
     sqal: SqalSummary = Field(description="Original field: the SQAL devices in short")
     consumer: SimulatorStatus = Field(description="Original field: the consumer simulator's status")
+    shipping: SimulatorStatus = Field(description="The shipping simulator's status (not_found if never started)")
     lots: LotCounts = Field(description="Original field: the lot registry's counts")
     overall_status: OverallStatus = Field(description="Original field: simulators in total and running")
     scenario: str | None = Field(description="The last scenario started through /orchestrate/start")

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 from pathlib import Path
 from types import ModuleType
 
 from sqalfw import codec as pure_codec
 from sqalfw import quality as pure
 
+from gateway.config import Settings
+
 
 def _select(pure_mod: ModuleType = pure, name: str = "_quality_c",
             what: str = "model") -> tuple[ModuleType, str, str]:
     """(module, "compiled" | "pure", why) for `pure_mod` and its compiled copy gateway.ingest.<name>."""
-    if os.environ.get("SQAL_INGEST_MODEL", "auto").strip().lower() == "pure":
+    if Settings().ingest_model == "pure":  # read at each call: grading workers are fresh processes
         return pure_mod, "pure", "SQAL_INGEST_MODEL=pure"
     try:
         compiled = importlib.import_module(f"gateway.ingest.{name}")

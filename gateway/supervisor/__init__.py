@@ -1,4 +1,4 @@
-"""Runs the project's simulators (emulated SQAL devices, gavage, consumer) as child processes.
+"""Runs the project's simulators (emulated SQAL devices, gavage, consumer, shipping) as child processes.
 
 `Supervisor` (core.py) owns the processes; `Catalogue` (catalogue.py) is the fixed list of commands
 it may run; `LogBuffer` (logs.py) captures their output; orphans.py makes sure none outlives the
@@ -12,8 +12,9 @@ from gateway.supervisor.catalogue import (
     DeviceParams,
     GavageParams,
     RunContext,
+    ShippingParams,
 )
 from gateway.supervisor.core import StartError, Supervisor, UnknownSimulator
 
 __all__ = ["Catalogue", "CommandSpec", "ConsumerParams", "DeviceParams", "GavageParams", "RunContext",
-           "StartError", "Supervisor", "UnknownSimulator"]
+           "ShippingParams", "StartError", "Supervisor", "UnknownSimulator"]

@@ -17,7 +17,7 @@ from typing import Any
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,47}$")
 DEVICE_PASSWORD_ENV = "SQAL_DEVICE_MQTT_PASSWORD"  # read by emulation.run_device
-RESERVED_NAMES = frozenset({"gavage", "consumer"})  # supervisor names of the two singleton simulators
+RESERVED_NAMES = frozenset({"gavage", "consumer", "shipping"})  # supervisor names of the singleton simulators
 
 
 def check_device_id(device_id: str) -> str:
@@ -98,6 +98,19 @@ class ConsumerParams:
 
 
 @dataclass(frozen=True)
+class ShippingParams:
+    shipments_per_hour: float = 60
+    duration: float = 0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shipments_per_hour <= 36000:
+            raise ValueError(f"shipments_per_hour must be between 1 and 36000, got {self.shipments_per_hour}")
+        if self.duration < 0:
+            raise ValueError(f"duration must be >= 0, got {self.duration}")
+
+
+@dataclass(frozen=True)
 class RunContext:
     """Where the children find the gateway: its HTTP base URL, the MQTT broker, the data dir."""
 
@@ -168,11 +181,18 @@ def consumer(p: ConsumerParams, ctx: RunContext) -> CommandSpec:
                         "--seed", str(p.seed)], env=_token_env(ctx))
 
 
+def shipping(p: ShippingParams, ctx: RunContext) -> CommandSpec:
+    return CommandSpec([sys.executable, "-m", "emulation.shipping", "--api", ctx.api_url,
+                        "--shipments-per-hour", _num(p.shipments_per_hour), "--duration", _num(p.duration),
+                        "--seed", str(p.seed)], env=_token_env(ctx))
+
+
 class Catalogue:
-    """kind -> builder. Kinds: sqal_device, gavage, consumer."""
+    """kind -> builder. Kinds: sqal_device, gavage, consumer, shipping."""
 
     def __init__(self) -> None:
-        self._builders: dict[str, Builder] = {"sqal_device": sqal_device, "gavage": gavage, "consumer": consumer}
+        self._builders: dict[str, Builder] = {"sqal_device": sqal_device, "gavage": gavage, "consumer": consumer,
+                                              "shipping": shipping}
 
     def register(self, kind: str, builder: Builder) -> None:
         """Python API only (tests, embedding): replace or add an entry."""

@@ -266,7 +266,7 @@ def test_the_check_catches_a_changed_shape(spec: dict[str, Any]) -> None:
 
 def test_every_route_documents_its_answer(spec: dict[str, Any]) -> None:
     """Every operation has a 2xx answer with a schema that names its fields (a bare `object` does
-    not), or a text answer (/metrics); every field of every answer model has a description."""
+    not), or a text, HTML or PDF answer (/metrics, the certificate); every field of every answer model has a description."""
     app = create_app(Settings(database_url="postgresql://unused@127.0.0.1:1/unused", data_dir=Path("/nonexistent")))
     routes = {(m, re.sub(r":\w+}", "}", c.path or "")) for c in iter_route_contexts(app.routes)
               if isinstance(c.original_route, APIRoute) and c.original_route.include_in_schema for m in c.methods or ()}
@@ -282,6 +282,9 @@ def test_every_route_documents_its_answer(spec: dict[str, Any]) -> None:
             content = op["responses"][ok_codes[0]].get("content", {}) if ok_codes else {}
             if "text/plain" in content:
                 assert content["text/plain"]["schema"] == {"type": "string"}, path
+                continue
+            if "text/html" in content or "application/pdf" in content:  # the printable certificate
+                assert content.get("application/pdf", {}).get("schema", {}).get("format", "binary") == "binary", path
                 continue
             schema = response_schema(spec, path, method)
             if schema is None:
@@ -361,7 +364,7 @@ async def test_seed_sequence_answers_in_the_originals_shapes(gateway: Any) -> No
         out = await call("POST", "/orchestrate/start", json={"scenario_name": "complete_demo", "nb_lots": 3,
                                                               "acceleration": 1440, "nb_sqal_devices": 2,
                                                               "feedbacks_per_hour": 10})
-        assert out["status"] == "running" and out["errors"] == [] and out["running_count"] == 4, out
+        assert out["status"] == "running" and out["errors"] == [] and out["running_count"] == 5, out
         assert [d["device_id"] for d in out["sqal_devices"]] == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
         deadline = time.monotonic() + 60
         while True:  # the gavage simulator registers its 3 lots over the API
@@ -370,8 +373,9 @@ async def test_seed_sequence_answers_in_the_originals_shapes(gateway: Any) -> No
                 break
             await asyncio.sleep(0.5)
         assert st["lots"]["total_lots"] == 3 and st["lots"]["active_lots"] == 3, st["lots"]
-        assert st["overall_status"] == {"total_simulators": 4, "running_simulators": 4}, st["overall_status"]
+        assert st["overall_status"] == {"total_simulators": 5, "running_simulators": 5}, st["overall_status"]
         assert st["gavage"]["status"] == "running" and st["consumer"]["status"] == "running"
+        assert st["shipping"]["status"] == "running"
         assert [d["status"] for d in st["sqal"]["devices"]] == ["running", "running"]
         lots = (await c.get(url + "/api/lots")).json()
         assert len(lots) == 3 and {lot["state"] for lot in lots} <= {"created", "gavage"}
@@ -388,7 +392,7 @@ async def test_seed_sequence_answers_in_the_originals_shapes(gateway: Any) -> No
 
         # every key the supervisor, the orchestrator and the ingest report is in a documented model
         sup = app.state.supervisor
-        for name in ("gavage", "consumer", "ESP32_DEMO_LL_01"):
+        for name in ("gavage", "consumer", "shipping", "ESP32_DEMO_LL_01"):
             assert set(sup.status(name)) <= set(SimulatorStatus.model_fields), set(sup.status(name))
         assert set(app.state.orchestrator.status()) <= set(OrchestrateStatus.model_fields)
         assert set(app.state.ingest.status()) == set(IngestStatus.model_fields)
@@ -398,9 +402,9 @@ async def test_seed_sequence_answers_in_the_originals_shapes(gateway: Any) -> No
         assert set(ProcessInfo.model_fields) < set(SimulatorStatus.model_fields)
 
         pids = alive_pids(app)
-        assert len(pids) >= 6, pids  # 4 simulators + 2 MicroPython boards under the device wrappers
+        assert len(pids) >= 7, pids  # 5 simulators + 2 MicroPython boards under the device wrappers
         stop = await call("POST", "/orchestrate/stop-all")
-        assert stop["total_stopped"] == 4 and stop["gavage"]["status"] == "stopped"
+        assert stop["total_stopped"] == 5 and stop["gavage"]["status"] == "stopped"
         assert sorted(d["device_id"] for d in stop["sqal_devices"]) == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
         st = await call("GET", "/orchestrate/status")
         assert st["overall_status"]["running_simulators"] == 0 and st["running_count"] == 0

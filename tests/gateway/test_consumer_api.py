@@ -14,7 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.dispatch import make_gtin
+from registry.gs1 import make_gtin
 from registry import assignments, feedback, gavage, inspection, lots, samples
 from tests.registry.helpers import new_lot
 

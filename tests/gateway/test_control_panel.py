@@ -44,7 +44,8 @@ while True:
 
 def standin_catalogue() -> Catalogue:
     cat = Catalogue()
-    for kind, builder in (("sqal_device", real.sqal_device), ("gavage", real.gavage), ("consumer", real.consumer)):
+    for kind, builder in (("sqal_device", real.sqal_device), ("gavage", real.gavage), ("consumer", real.consumer),
+                          ("shipping", real.shipping)):
         def wrapped(params: Any, ctx: RunContext, builder: Any = builder) -> CommandSpec:
             spec = builder(params, ctx)
             return CommandSpec([sys.executable, "-c", STANDIN, *spec.argv], env=spec.env)
@@ -135,7 +136,7 @@ async def test_health_and_stats(client: httpx.AsyncClient) -> None:
     h = (await client.get(f"{BASE}/health")).json()
     assert h["status"] == "healthy" and h["database"] == "ok" and h["supervisor"] == "ok"
     assert h["docker_available"] is True and h["timestamp"]  # the original's fields
-    assert h["catalogue"] == ["consumer", "gavage", "sqal_device"] and h["broker_url"] == "mqtt://127.0.0.1:1883"
+    assert h["catalogue"] == ["consumer", "gavage", "shipping", "sqal_device"] and h["broker_url"] == "mqtt://127.0.0.1:1883"
     s = (await client.get(f"{BASE}/stats")).json()
     assert s["simulators"]["total"] == 0 and s["lots"]["total_lots"] == 0 and s["lots"]["avg_itm"] is None
     assert (s["total_simulators"], s["running_simulators"], s["stopped_simulators"], s["error_simulators"],
@@ -334,18 +335,19 @@ async def test_orchestration(client: httpx.AsyncClient, app: Any) -> None:
 
     r = await client.post(f"{BASE}/orchestrate/start", json={
         "scenario_name": "complete_demo", "nb_lots": 2, "acceleration": 8640, "nb_sqal_devices": 2,
-        "feedbacks_per_hour": 30, "interval": 1, "duration": 600})
+        "feedbacks_per_hour": 30, "interval": 1, "duration": 600, "shipments_per_hour": 90})
     out = r.json()
     assert r.status_code == 200 and out["status"] == "running" and out["errors"] == [], out
-    assert out["scenario"] == "complete_demo" and out["running_count"] == 4 and out["started_at"]
+    assert out["scenario"] == "complete_demo" and out["running_count"] == 5 and out["started_at"]
     assert [d["device_id"] for d in out["sqal_devices"]] == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
     assert out["gavage"]["status"] == "started" and out["consumer"]["status"] == "started"
     assert out["consumer"]["active_lots_count"] == 0 and out["consumer"]["feedbacks_per_hour"] == 30
+    assert out["shipping"]["status"] == "started" and out["shipping"]["shipments_per_hour"] == 90
     assert (out["gavage"]["container_name"], out["gavage"]["container_id"], out["gavage"]["nb_lots"]) == \
         ("gavage", out["gavage"]["run_id"], 2)
     assert out["sqal_devices"][0]["container_name"] == "ESP32_DEMO_LL_01" and out["sqal_devices"][0]["message"]
     sup = app.state.supervisor
-    g, d, c = sup.status("gavage"), sup.status("ESP32_DEMO_LL_01"), sup.status("consumer")
+    g, d, c, s = (sup.status(n) for n in ("gavage", "ESP32_DEMO_LL_01", "consumer", "shipping"))
     # the original's order and delays: gavage -> 2 s -> SQAL devices -> 5 s -> consumer
     t = {k: v["started_at"] for k, v in (("g", g), ("d", d), ("c", c))}
     from datetime import datetime
@@ -356,20 +358,23 @@ async def test_orchestration(client: httpx.AsyncClient, app: Any) -> None:
         ("2", "8640", "600")
     assert opt(argv_of(d), "--interval") == "1" and opt(argv_of(d), "--location") == "Ligne A - Landes"
     assert opt(argv_of(c), "--feedbacks-per-hour") == "30" and opt(argv_of(c), "--min-rating") == "1"
+    assert opt(argv_of(s), "--shipments-per-hour") == "90" and opt(argv_of(s), "--duration") == "600"
 
     st = (await client.get(f"{BASE}/orchestrate/status")).json()
-    assert st["scenario"] == "complete_demo" and st["running_count"] == 4
+    assert st["scenario"] == "complete_demo" and st["running_count"] == 5
     assert st["gavage"]["status"] == "running" and st["consumer"]["status"] == "running"
+    assert st["shipping"]["status"] == "running"
     assert len(st["sqal_devices"]) == 2
     assert st["lots"] == {"total_lots": 0, "active_lots": 0, "completed_lots": 0, "avg_itm": None}
-    assert st["overall_status"] == {"total_simulators": 4, "running_simulators": 4}  # gavage + consumer + 2
+    assert st["overall_status"] == {"total_simulators": 5, "running_simulators": 5}  # 3 singletons + 2 devices
     assert st["sqal"] == {"total_devices": 2, "running_devices": 2,
                           "devices": [{"device_id": "ESP32_DEMO_LL_01", "status": "running"},
                                       {"device_id": "ESP32_DEMO_LL_02", "status": "running"}]}
 
-    pids = [g["pid"], d["pid"], c["pid"], sup.status("ESP32_DEMO_LL_02")["pid"]]
+    pids = [g["pid"], d["pid"], c["pid"], s["pid"], sup.status("ESP32_DEMO_LL_02")["pid"]]
     r = (await client.post(f"{BASE}/orchestrate/stop-all")).json()
-    assert r["total_stopped"] == 4 and r["gavage"]["status"] == "stopped" and r["consumer"]["status"] == "stopped"
+    assert r["total_stopped"] == 5 and r["gavage"]["status"] == "stopped" and r["consumer"]["status"] == "stopped"
+    assert r["shipping"]["status"] == "stopped"
     assert sorted(d["device_id"] for d in r["sqal_devices"]) == ["ESP32_DEMO_LL_01", "ESP32_DEMO_LL_02"]
     assert {d["status"] for d in r["sqal_devices"]} == {"stopped"}
     assert not any(alive(p) for p in pids)

@@ -22,22 +22,11 @@ from sqalfw import codec
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.dispatch import Dispatcher, DispatchSettings, gtin_check_digit, make_gtin
+from gateway.dispatch import Dispatcher
 from registry import devices, gavage, inspection_queue, lots
-from registry.feedback import gtin_check_digit_ok
+from registry.gs1 import check_digit_ok
 from tests.gateway.ingest_support import sample
 from tests.registry.helpers import new_lot
-
-
-def test_gtin_check_digit_known_values() -> None:
-    # published codes: UPC-A 036000291452 and EAN-13 4006381333931, as GTIN-14 (left zero padding)
-    assert gtin_check_digit("00" + "03600029145") == "2"
-    assert gtin_check_digit("0" + "400638133393") == "1"
-    g = make_gtin("376000000", 7)
-    assert len(g) == 14 and g.startswith("0376000000") and gtin_check_digit_ok(g)
-    assert {make_gtin("3760001", r) for r in range(1, 9)}.__len__() == 8
-    with pytest.raises(ValueError, match="does not fit"):
-        make_gtin("3760000001", 1000)
 
 
 class FakeDevice:
@@ -161,7 +150,7 @@ async def test_assign_inspect_close_and_products(gateway: tuple[Any, httpx.Async
         r = await wait_for(lambda: _n_products(client, lot_id, 3))
         assert len(r) == 3
         for p in r:
-            assert gtin_check_digit_ok(p["gtin"]) and p["qr_uri"] == f"https://id.gs1.org/01/{p['gtin']}/10/{lot_id}"
+            assert check_digit_ok(p["gtin"]) and p["qr_uri"] == f"https://id.gs1.org/01/{p['gtin']}/10/{lot_id}"
         status = (await client.get("/api/dispatch/status")).json()
         assert status["enabled"] and status["closed"] == 1 and status["products"] == 3
         assert any("inspection closed" in e for e in status["events"])
@@ -197,7 +186,7 @@ async def _online(pool: asyncpg.Pool, device_id: str, state: str = "online", at:
 
 
 async def test_two_replicas_never_double_assign(db_pool: asyncpg.Pool, nats_broker: Any) -> None:
-    ds = DispatchSettings(inspection_samples=5, dispatch_poll_s=0.1, products_per_lot=0)
+    ds = Settings(inspection_samples=5, dispatch_poll_s=0.1, products_per_lot=0)
     d1 = Dispatcher(db_pool, nats_broker.url, ds)
     d2 = Dispatcher(db_pool, nats_broker.url, ds)
     devs = [f"ESP32_R_{i:02d}" for i in range(3)]
@@ -220,7 +209,7 @@ async def test_two_replicas_never_double_assign(db_pool: asyncpg.Pool, nats_brok
 
 async def test_one_dispatcher_assigns_the_oldest_ready_lot_first(db_pool: asyncpg.Pool,
                                                                   nats_broker: Any) -> None:
-    d = Dispatcher(db_pool, nats_broker.url, DispatchSettings(inspection_samples=5, products_per_lot=0))
+    d = Dispatcher(db_pool, nats_broker.url, Settings(inspection_samples=5, products_per_lot=0))
     ready = [await feed_to_ready(db_pool, days=1) for _ in range(3)]
     await _online(db_pool, "ESP32_OF_01")
     await d.run_once()
@@ -232,7 +221,7 @@ async def test_one_dispatcher_assigns_the_oldest_ready_lot_first(db_pool: asyncp
 
 
 async def test_offline_device_releases_its_lot(db_pool: asyncpg.Pool, nats_broker: Any) -> None:
-    ds = DispatchSettings(inspection_samples=5, dispatch_reassign_s=30, products_per_lot=0)
+    ds = Settings(inspection_samples=5, dispatch_reassign_s=30, products_per_lot=0)
     d = Dispatcher(db_pool, nats_broker.url, ds)
     await _online(db_pool, "ESP32_OFF_01")
     lot_id = await feed_to_ready(db_pool, days=1)
@@ -258,7 +247,7 @@ async def test_offline_device_releases_its_lot(db_pool: asyncpg.Pool, nats_broke
 async def test_non_compliant_lot_gets_no_product(db_pool: asyncpg.Pool, nats_broker: Any) -> None:
     from registry import samples
 
-    ds = DispatchSettings(inspection_samples=4, products_per_lot=2)
+    ds = Settings(inspection_samples=4, products_per_lot=2)
     d = Dispatcher(db_pool, nats_broker.url, ds)
     await _online(db_pool, "ESP32_NC_01")
     await _online(db_pool, "ESP32_NC_02")
@@ -286,7 +275,7 @@ async def test_a_device_still_holding_an_ended_lot_gets_clear_lot_from_a_fresh_d
     from tests.fixtures.mqtt import MqttCollector
 
     dev = "ESP32_HOLD_01"
-    ds = DispatchSettings(inspection_samples=3, dispatch_cmd_timeout_s=3600, products_per_lot=0)
+    ds = Settings(inspection_samples=3, dispatch_cmd_timeout_s=3600, products_per_lot=0)
     first = Dispatcher(db_pool, nats_broker.url, ds)
     await _online(db_pool, dev)
     lot_id = await feed_to_ready(db_pool, days=1)

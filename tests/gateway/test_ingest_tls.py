@@ -19,7 +19,8 @@ import paho.mqtt.client as paho
 import pytest
 from sqalfw import codec
 
-from gateway.dispatch import Dispatcher, DispatchSettings
+from gateway.config import Settings
+from gateway.dispatch import Dispatcher
 from gateway.ingest.nats_source import NatsConfig, NatsTlsError, tls_context
 from gateway.ingest.service import IngestService, IngestSettings
 from gateway.mqtt_url import MqttTlsError, apply_tls
@@ -212,7 +213,7 @@ async def test_the_dispatcher_connects_over_mqtts_with_its_ca(db_pool: asyncpg.P
     mosquitto_factory(extra_config=[f"listener {tls_port} 127.0.0.1", f"cafile {private_ca.ca}",
                                     f"certfile {private_ca.server_cert}", f"keyfile {private_ca.server_key}",
                                     "require_certificate false"])
-    d = Dispatcher(db_pool, f"mqtts://127.0.0.1:{tls_port}", DispatchSettings(dispatch_poll_s=5),
+    d = Dispatcher(db_pool, f"mqtts://127.0.0.1:{tls_port}", Settings(dispatch_poll_s=5),
                    ca_file=str(private_ca.ca))
     await d.start()
     try:

@@ -10,12 +10,6 @@ from registry.errors import InvalidInput, LotNotFound, ProductNotFound
 from tests.registry.helpers import lot_in_state
 
 
-def test_gtin_check_digit() -> None:
-    assert feedback.gtin_check_digit_ok("03760123456784")
-    assert feedback.gtin_check_digit_ok("00012345600012")
-    assert not feedback.gtin_check_digit_ok("03760123456788")
-
-
 async def test_products_only_for_inspected_lots(db_pool: asyncpg.Pool) -> None:
     ready = await lot_in_state(db_pool, "ready")
     with pytest.raises(InvalidInput, match=f"{ready} is 'ready'"):

@@ -21,7 +21,7 @@ BAD_PROFILES = ["default; id", "../premium", "premium --seed 1", "", "x" * 100]
 
 
 def test_catalogue_kinds_are_the_known_ones() -> None:
-    assert Catalogue().kinds() == ["consumer", "gavage", "sqal_device"]  # a new kind must be added here
+    assert Catalogue().kinds() == ["consumer", "gavage", "shipping", "sqal_device"]  # a new kind must be added here
 
 
 @pytest.mark.parametrize("bad", INJECTIONS)
