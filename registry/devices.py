@@ -149,6 +149,14 @@ async def get_device(db: Executor, device_id: str) -> dict[str, Any] | None:
     return None if row is None else _device(row)
 
 
+async def devices_by_id(db: Executor, device_ids: list[str]) -> list[dict[str, Any]]:
+    """The devices among `device_ids` that exist, by id, each as get_device gives it."""
+    if not device_ids:
+        return []
+    rows = await db.fetch(f"SELECT {_COLS} FROM devices WHERE id = ANY($1::text[]) ORDER BY id", sorted(set(device_ids)))
+    return [_device(r) for r in rows]
+
+
 async def device_samples(db: Executor, device_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
     """A device's latest samples, ordered by (boot, seq) -- never by time, clocks jump."""
     rows = await db.fetch(

@@ -1,13 +1,15 @@
 // Entry point: token entry, tab routing (#/sqal, #/gavage, #/consumer, #/orchestration,
-// #/lots/LOT_...), the realtime stream, the background log streams of the gavage and consumer
-// simulators, and the light refresh of the lists that have no stream.
+// #/lots/LOT_...), the realtime stream (samples, grades, devices, lots), the periodic refresh of
+// what has no stream (simulators, statistics) and the slow safety refresh of devices and lots.
 
 import { get, getToken, setToken } from './api.js';
 import { LiveSocket } from './live.js';
-import { LogStream, tokenProtocols } from './logpane.js';
+import { tokenProtocols } from './logpane.js';
 import { notify } from './notices.js';
-import { addConsumerLine, addGavageLine, addReading, emit, pushSeries, setGradeCounts, state } from './store.js';
-import { $, $$ } from './util.js';
+import {
+  ACTIVE_STATES, LOTS_SHOWN, addReading, emit, pushDevice, pushLot, pushSeries, setDevices, setGradeCounts, setLots, state,
+} from './store.js';
+import { $, $$, coalesce } from './util.js';
 import * as sqal from './view_sqal.js';
 import * as gavage from './view_gavage.js';
 import * as consumer from './view_consumer.js';
@@ -15,10 +17,12 @@ import * as orchestration from './view_orch.js';
 import * as lot from './view_lot.js';
 
 const VIEWS = { sqal, gavage, consumer, orchestration, lot };
-const FAST_MS = 5000;   // simulators, devices, stats, lots in progress
-const SLOW_MS = 15000;  // every lot, inspected lots' ITM
+const FAST_MS = 5000;          // simulators and statistics: no stream for them
+const SAFETY_S = 60;           // devices and lots are pushed; read again this often all the same
+const LOT_PAGE_MS = 3000;      // an open lot page that changes is read again at most this often
 
 let current = null;
+let openLotId = null;
 
 // ---- token ----
 
@@ -41,8 +45,7 @@ function bindToken() {
   });
   window.addEventListener('sqal:token', () => {
     if (state.readAuth) realtime.restart();
-    startSimLogs(true);
-    if (current && current.onToken) current.onToken();
+    for (const v of Object.values(VIEWS)) if (v.onToken) v.onToken();
     refreshFast();
   });
   showTokenState();
@@ -55,15 +58,33 @@ function route() {
   const m = hash.match(/^#\/lots\/([A-Za-z0-9_]+)$/);
   const name = m ? 'lot' : hash.replace(/^#\//, '');
   const view = VIEWS[name] ? name : 'sqal';
+  openLotId = m ? m[1] : null;
   for (const sec of $$('.view')) sec.hidden = sec.dataset.view !== view;
   for (const a of $$('.tabs a')) {
     const on = a.dataset.tab === view || (view === 'lot' && a.dataset.tab === 'orchestration');
     a.classList.toggle('active', on);
-    if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    if (on) {
+      a.setAttribute('aria-current', 'page');
+      scrollTabIntoView(a);
+    } else {
+      a.removeAttribute('aria-current');
+    }
   }
+  if (document.body.dataset.view !== view || name === 'lot') window.scrollTo(0, 0);  // another page starts at its top
+  document.body.dataset.view = view;
   if (current && current !== VIEWS[view] && current.hide) current.hide();
   current = VIEWS[view];
   if (current.show) current.show(m ? m[1] : undefined);
+}
+
+// On a phone the tabs scroll sideways: keep the current one in sight (not the page, only the strip).
+function scrollTabIntoView(a) {
+  const strip = a.parentElement;
+  if (strip.scrollWidth <= strip.clientWidth) return;
+  const left = a.offsetLeft - strip.offsetLeft;
+  if (left < strip.scrollLeft || left + a.offsetWidth > strip.scrollLeft + strip.clientWidth) {
+    strip.scrollLeft = Math.max(0, left - (strip.clientWidth - a.offsetWidth) / 2);
+  }
 }
 
 // ---- realtime stream (/ws/realtime/) ----
@@ -78,16 +99,36 @@ function liveState(st, detail) {
   el.dataset.state = st;
 }
 
+// The open lot's page is read again (throttled) when a `lot` message is about it.
+const reloadLotPage = coalesce(() => emit('lots'), LOT_PAGE_MS);
+
 function onRealtime(m) {
   if (m.type === 'snapshot' || m.type === 'grade_counts') {
     setGradeCounts(m.grade_counts || {});
     emit('grades');
+    // a snapshot starts every connection, and comes again after lost messages: what was pushed
+    // meanwhile is unknown, so devices and lots are read once more
+    if (m.type === 'snapshot') refreshLists();
   } else if (m.type === 'sample') {
     if (addReading(m)) emit('reading');
   } else if (m.type === 'alert') {
     state.alerts.unshift(m);
     if (state.alerts.length > 50) state.alerts.length = 50;
     emit('alert');
+  } else if (m.type === 'device' && m.device) {
+    pushDevice(m.device);
+    $('#live-state').dataset.devices = String(++state.pushes.devices);
+    emit('devices');
+  } else if (m.type === 'lot' && m.lot) {
+    const wasActive = state.activeLots.some((l) => l.id === m.lot.id);
+    pushLot(m.lot);
+    $('#live-state').dataset.lots = String(++state.pushes.lots);
+    emit('lot-change');
+    const events = m.events || [];
+    if (events.includes('consumer_feedback')) emit('feedback-change');
+    // the feedings list is of the lots in progress: a new feeding, or a lot in or out of progress
+    if (events.includes('gavage_feeding') || wasActive !== ACTIVE_STATES.has(m.lot.state)) emit('feeding-change');
+    if (m.lot_id === openLotId) reloadLotPage();
   }
 }
 
@@ -102,36 +143,7 @@ async function probeReadAuth() {
   }
 }
 
-// ---- background log streams of the gavage and consumer simulators ----
-
-const simLogs = {};
-
-function startSimLogs(force = false) {
-  const orch = state.orch;
-  if (!orch || !getToken()) return;
-  const handlers = { gavage: (e) => addGavageLine(e) && emit('gavage-log'), consumer: (e) => addConsumerLine(e) && emit('feedback') };
-  for (const name of ['gavage', 'consumer']) {
-    const info = orch[name];
-    if (!info || info.status === 'not_found') continue;
-    const s = simLogs[name];
-    const stale = s && (s.runId !== info.run_id || s.state === 'refused');
-    if (s && !stale && !force) continue;
-    if (s) s.close();
-    const stream = new LogStream(name, {
-      tail: 1000,
-      onEntry: handlers[name],
-      onState: (st, detail) => { state[name + 'Log'] = detail ? `${st}: ${detail}` : st; emit('simlog'); },
-    });
-    stream.runId = info.run_id;
-    simLogs[name] = stream;
-  }
-}
-
-export function simLogState(name) {
-  return state[name + 'Log'] || (getToken() ? 'not started' : 'enter the API token to follow it');
-}
-
-// ---- periodic refresh of what has no stream ----
+// ---- simulators and statistics: a light periodic refresh ----
 
 let fastBusy = false;
 let lastFastError = '';
@@ -140,19 +152,11 @@ async function refreshFast() {
   if (fastBusy) return;
   fastBusy = true;
   try {
-    const [orch, stats, devices, active] = await Promise.all([
-      get('/api/control-panel/orchestrate/status'), get('/api/control-panel/stats'), get('/api/devices'),
-      get('/api/lots/active'),
-    ]);
+    const [orch, stats] = await Promise.all([get('/api/control-panel/orchestrate/status'), get('/api/control-panel/stats')]);
     state.orch = orch;
     state.stats = stats;
-    const first = !state.devices.length && devices.devices.length;
-    state.devices = devices.devices;
-    state.activeLots = active;
     pushSeries(state.activeSeries, stats.lots.active_lots);
     if (stats.lots.avg_itm !== null && stats.lots.avg_itm !== undefined) pushSeries(state.itmSeries, stats.lots.avg_itm);
-    startSimLogs();
-    if (first) backfillReadings();
     lastFastError = '';
     emit('status');
   } catch (exc) {
@@ -163,13 +167,40 @@ async function refreshFast() {
   }
 }
 
-async function refreshSlow() {
+// ---- devices and lots: read at start, after each (re)connection, and on the safety refresh ----
+
+let listsBusy = false;
+let listsAgain = false;
+let lastLists = 0;
+
+async function refreshLists() {
+  if (listsBusy) { listsAgain = true; return; }
+  listsBusy = true;
+  lastLists = Date.now();
   try {
-    state.lots = await get('/api/lots?limit=100');
+    const sentAt = Date.now();
+    const [devices, active, lots] = await Promise.all([get('/api/devices'), get('/api/lots/active'),
+      get(`/api/lots?limit=${LOTS_SHOWN}`)]);
+    const first = !state.devices.length && devices.devices.length;
+    setDevices(devices.devices, sentAt);
+    setLots(active, lots, sentAt);
+    if (first) backfillReadings();
+    emit('devices');
+    emit('lot-change');
     emit('lots');
+    emit('safety');
   } catch (exc) {
     notify(exc.message, 'error');
+  } finally {
+    listsBusy = false;
+    if (listsAgain) { listsAgain = false; refreshLists(); }
   }
+}
+
+// The safety refresh: every <body data-safety-refresh-s> seconds (read each time, so it can be changed).
+function safetySeconds() {
+  const s = Number(document.body.dataset.safetyRefreshS);
+  return Number.isFinite(s) && s > 0 ? s : SAFETY_S;
 }
 
 // The readings chart covers the last minutes: fill it from the stored samples once, then the stream.
@@ -185,9 +216,9 @@ async function backfillReadings() {
   emit('reading');
 }
 
+// After a start or stop from the page: the simulators' states now (devices and lots follow by push).
 export function refreshNow() {
   refreshFast();
-  refreshSlow();
 }
 
 // ---- boot ----
@@ -196,6 +227,7 @@ async function boot() {
   bindToken();
   for (const v of Object.values(VIEWS)) if (v.init) v.init({ refreshNow });
   window.addEventListener('hashchange', route);
+  window.addEventListener('resize', () => { const a = $('.tabs a[aria-current=page]'); if (a) scrollTabIntoView(a); });
   route();
   await probeReadAuth();
   realtime = new LiveSocket('/ws/realtime/', {
@@ -203,9 +235,12 @@ async function boot() {
     onMessage: onRealtime,
     onState: liveState,
   });
-  refreshNow();
+  refreshFast();
+  refreshLists();
   setInterval(() => { if (!document.hidden) refreshFast(); }, FAST_MS);
-  setInterval(() => { if (!document.hidden) refreshSlow(); }, SLOW_MS);
+  setInterval(() => {
+    if (!document.hidden && Date.now() - lastLists >= safetySeconds() * 1000) refreshLists();
+  }, 1000);
   setInterval(() => emit('tick'), 30000);  // the per-minute chart moves on even when nothing arrives
 }
 

@@ -47,19 +47,19 @@ export function fmtDuration(seconds) {
   return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
 }
 
-// "2026-11-26T16:52:05.155Z gavage feeding lot=LOT_x day=7/11 ..." -> {at, source, event, lot, day, ...}
-export function parseLogLine(line) {
-  const parts = String(line).trim().split(/\s+/);
-  const out = {};
-  let i = 0;
-  if (parts[0] && /^\d{4}-\d\d-\d\dT/.test(parts[0])) out.at = parts[i++];
-  if (parts[i] && !parts[i].includes('=')) out.source = parts[i++];
-  if (parts[i] && !parts[i].includes('=')) out.event = parts[i++];
-  for (; i < parts.length; i++) {
-    const eq = parts[i].indexOf('=');
-    if (eq > 0) out[parts[i].slice(0, eq)] = parts[i].slice(eq + 1);
-  }
-  return out;
+// Run `fn` at most once every `ms`: a call while it waits is folded into the next run (which
+// happens), so a burst of changes costs one read, and the last change is never left out.
+export function coalesce(fn, ms) {
+  let timer = null;
+  let last = 0;
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = null;
+      last = Date.now();
+      fn();
+    }, Math.max(0, last + ms - Date.now()));
+  };
 }
 
 export const GRADES = ['A+', 'A', 'B', 'C', 'REJECT'];

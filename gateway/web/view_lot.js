@@ -1,7 +1,8 @@
 // One lot (#/lots/LOT_...): its registry record, its timeline from gavage to consumer feedback, its
-// SQAL samples (grade filter, pages of 50) and its consumer feedback.
+// SQAL samples (grade filter, pages of 50) and its consumer feedback; once inspected, links to its
+// printable certificate (HTML and PDF, docs/traceability.md).
 
-import { get } from './api.js';
+import { get, getToken } from './api.js';
 import { notify } from './notices.js';
 import { on } from './store.js';
 import { drawTimeline } from './timeline.js';
@@ -29,6 +30,35 @@ async function allEvents(id) {
     offset += head.events.length;
   } while (head.events.length && offset < head.total && offset < MAX_EVENTS);
   return { head, events };
+}
+
+// The certificate opens in a new tab. Reads need no token unless the gateway runs with
+// SQAL_READ_AUTH: with a token stored, fetch it with the token and open what came back.
+async function openWithToken(ev) {
+  const token = getToken();
+  if (!token) return;
+  ev.preventDefault();
+  const url = ev.currentTarget.href;
+  const win = window.open('', '_blank');
+  try {
+    const res = await fetch(url, { headers: { Authorization: 'Bearer ' + token } });
+    if (!res.ok) throw new Error(`GET ${url} failed (${res.status}): ${(await res.text()).slice(0, 200)}`);
+    const blobUrl = URL.createObjectURL(await res.blob());
+    if (win) win.location = blobUrl; else window.location.assign(blobUrl);
+  } catch (exc) {
+    if (win) win.close();
+    notify(exc.message, 'error');
+  }
+}
+
+function certificateLinks(lot) {
+  if (!lot.inspected_at) return null;
+  const base = `/api/traceability/lots/${encodeURIComponent(lot.id)}/certificate`;
+  const link = (href, text, title) => h('a', { href, text, title, target: '_blank', rel: 'noopener',
+    class: 'cert-link', onclick: openWithToken });
+  return h('span', { id: 'lot-certificate', class: 'muted', style: 'font-size: .75em; font-weight: normal' }, ' ',
+    link(base, 'Certificate', 'The lot certificate, one printable page'), ' · ',
+    link(base + '.pdf', 'PDF', 'The lot certificate as a PDF'));
 }
 
 function dl(el, pairs) {
@@ -138,7 +168,8 @@ async function load() {
     if (id !== lotId) return;
     renderSamples(id, samples);
     renderFeedback(feedback);
-    $('#lot-title').replaceChildren(h('span', { class: 'mono', text: lot.id }), ' ', stateBadge(lot.state));
+    $('#lot-title').replaceChildren(h('span', { class: 'mono', text: lot.id }), ' ', stateBadge(lot.state),
+      certificateLinks(lot));
     const dist = lot.grade_distribution ? Object.entries(lot.grade_distribution).filter(([, n]) => n).map(([g, n]) => `${g} ${n}`).join(' · ') : '—';
     dl($('#lot-summary'), [
       ['Farmer', `${lot.farmer_name} (${lot.farmer_id})`], ['Site', lot.site_code], ['Genetics', lot.genetics],

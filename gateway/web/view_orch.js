@@ -119,7 +119,7 @@ export function init(c) {
   });
   $('#orch-stop-all').addEventListener('click', (ev) => act(ev.target, () => post('/api/control-panel/orchestrate/stop-all'),
     (r) => `Stopped ${r.total_stopped} simulator(s).`).then(ctx.refreshNow));
-  for (const what of ['status', 'lots', 'grades']) on(what, render);
+  for (const what of ['status', 'lots', 'lot-change', 'grades']) on(what, render);
 }
 
 export function show() {

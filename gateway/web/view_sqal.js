@@ -31,11 +31,14 @@ function sqalSims() {
 }
 
 function renderCards() {
-  const st = state.stats;
+  // the devices' own rows (pushed as they change), as /api/control-panel/stats counts them
+  const devs = state.devices;
+  const online = devs.filter((d) => d.state === 'online').length;
+  const stored = devs.reduce((n, d) => n + (Number(d.samples_stored) || 0), 0);
   const sims = sqalSims();
   const cards = [
-    ['Devices online', st ? `${st.devices.online} / ${st.devices.total}` : '—'],
-    ['Samples stored', st ? st.devices.samples_stored : '—'],
+    ['Devices online', `${online} / ${devs.length}`],
+    ['Samples stored', stored],
     ['Simulated devices running', `${sims.filter((x) => x.status === 'running').length} / ${sims.length}`],
     ['Graded samples', state.gradeTotal],
   ];
@@ -114,7 +117,7 @@ export function init(c) {
   });
   $('#sqal-stop-all').addEventListener('click', (ev) => act(ev.target,
     () => post('/api/control-panel/simulators/stop-all'), (r) => `Stopped ${r.total_stopped} SQAL device(s).`).then(ctx.refreshNow));
-  for (const what of ['status', 'reading', 'grades', 'tick']) on(what, render);
+  for (const what of ['status', 'devices', 'reading', 'grades', 'tick']) on(what, render);
 }
 
 export function onToken() {

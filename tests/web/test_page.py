@@ -1,10 +1,15 @@
 """The control panel page end to end: Debian's Chromium (Playwright) against the real gateway
 (child process, real PostgreSQL, embedded MQTT broker, emulated devices running the firmware on
 MicroPython). Start complete_demo from the page, watch devices come online and the grade chart
-move, follow a lot's timeline, its SQAL samples (grade filter, pages, refresh) and its consumer
-feedback until the lot is inspected (about 2 minutes at acceleration 10000), stop everything;
-screenshots at 1280x800 and 390x844 go to test-artifacts/web/. Any browser console error or page error fails the test, except the one 401
-the test provokes on purpose (to check that refusals are shown in words)."""
+move; the gavage lots and feedings; a lot and a device changing on the page with the safety refresh
+pushed out and no read of /api/devices or /api/lots meanwhile (the realtime stream's `lot` and
+`device` messages); follow a lot's timeline, its SQAL samples (grade filter, pages, refresh) and its
+consumer feedback until the lot is inspected (about 2 minutes at acceleration 10000); the Consumer
+tab's feedback from the API; stop everything. The feedback and feedings tables are checked against
+the API, with rows the simulators never logged (written by the test through the API). Screenshots
+at 1280x800 and 390x844 go to test-artifacts/web/, each checked to show the tab its name says.
+Any browser console error or page error fails the test, except the two refusals the test provokes
+on purpose (to check that refusals are shown in words)."""
 
 from __future__ import annotations
 
@@ -131,6 +136,35 @@ def feedback_mismatch(page: Page, gw: WebGateway, lot_id: str) -> str:
     return "; ".join(problems)
 
 
+def feedings_mismatch(page: Page, gw: WebGateway) -> str:
+    """'' when the Gavage tab's feedings table shows the API's latest page, row for row."""
+    api = api_get(gw, "/api/gavage/feedings?limit=50")
+    want = [f"{f['lot_id']}/{f['day']}/{f['moment']}" for f in api["feedings"]]
+    table = page.locator("#feedings-table")
+    shown = table.evaluate("t => [...t.querySelectorAll('tbody tr[data-feeding]')].map((r) => r.dataset.feeding)")
+    if shown != want or table.get_attribute("data-total") != str(api["total"]):
+        return f"rows {shown[:6]}... (total {table.get_attribute('data-total')}) != API {want[:6]}... ({api['total']})"
+    if api["feedings"]:
+        f = api["feedings"][0]
+        cells = [c.strip() for c in table.locator("tbody tr").first.locator("td").all_inner_texts()]
+        expected = [f["lot_id"], f"{f['day']}/{f['planned_duration_days']}", f["moment"],
+                    f"{f['actual_dose_g']:.1f} / {f['planned_dose_g']:.1f} g"]
+        if cells[1:5] != expected:
+            return f"first row {cells} does not show {f}"
+    return ""
+
+
+def consumer_mismatch(page: Page, gw: WebGateway) -> str:
+    """'' when the Consumer tab's feedback table shows the API's latest page, row for row."""
+    api = api_get(gw, "/api/consumer/feedback?limit=50")
+    want = [f["id"] for f in api["feedback"]]
+    table = page.locator("#feedback-table")
+    shown = table.evaluate("t => [...t.querySelectorAll('tbody tr[data-feedback]')].map((r) => Number(r.dataset.feedback))")
+    if shown != want or table.get_attribute("data-total") != str(api["total"]):
+        return f"rows {shown[:6]}... (total {table.get_attribute('data-total')}) != API {want[:6]}... ({api['total']})"
+    return ""
+
+
 def agree(check: Any, timeout: float, what: str, gw: WebGateway) -> None:
     """Wait until the page agrees with the API (both move while the demo runs; each poll reads both)."""
     last = ["never checked"]
@@ -145,8 +179,25 @@ def agree(check: Any, timeout: float, what: str, gw: WebGateway) -> None:
         raise AssertionError(f"{what}: {last[0]}\n{exc}") from None
 
 
-def shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+SHOWN_JS = """() => {
+  const views = [...document.querySelectorAll('section.view')].filter((s) => !s.hidden).map((s) => s.dataset.view);
+  const tab = document.querySelector('.tabs a[aria-current=page]');
+  const strip = document.querySelector('.tabs').getBoundingClientRect();
+  const box = tab ? tab.getBoundingClientRect() : null;
+  return { views, tab: tab ? tab.dataset.tab : null, active: [...document.querySelectorAll('.tabs a.active')].length,
+           tabInSight: box ? box.left >= strip.left - 1 && box.right <= strip.right + 1 : false };
+}"""
+
+
+def shot(page: Page, view: str, size: str) -> None:
+    """A screenshot named `{view}-{size}.png`, taken only once the page shows that view alone, with its
+    tab (the lot page: Orchestration's) marked current and in sight in the tab strip."""
+    expect(page.locator(f"section.view[data-view={view}]")).to_be_visible()
+    shown = page.evaluate(SHOWN_JS)
+    want_tab = "orchestration" if view == "lot" else view
+    assert shown == {"views": [view], "tab": want_tab, "active": 1, "tabInSight": True}, (view, size, shown)
+    page.evaluate("window.scrollTo(0, 0)")  # the test's clicks scrolled it: the whole page, from its top
+    page.screenshot(path=str(ARTIFACTS / f"{view}-{size}.png"), full_page=True)
 
 
 def svg_number(page: Page, selector: str, attr: str) -> float:
@@ -164,12 +215,69 @@ def wait_until(fn: Any, timeout: float, what: str, gw: WebGateway) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\ngateway log:\n{gw.log()}")
 
 
+def post_feedback(gw: WebGateway, product: dict[str, Any], comment: str, rating: int = 4) -> Any:
+    return api_post(gw, "/api/consumer/feedback", {"product_id": product["id"], "qr_code": product["qr_uri"],
+                                                   "overall_rating": rating, "comment": comment})
+
+
+# Every HTTP request of the page: (monotonic time, method, path with query)
+REQUESTS: list[tuple[float, str, str]] = []
+
+
+def push_without_polling(page: Page, gw: WebGateway) -> None:
+    """On the Gavage tab: a lot created, fed and closed through the API by the test, and the demo
+    devices' counters moving, all show on the page while it reads neither /api/devices nor /api/lots
+    (its safety refresh pushed out to an hour): they came as `lot` and `device` messages. The feeding
+    shows in the feedings table, read from /api/gavage/feedings (no simulator ever logged that lot)."""
+    page.evaluate("document.body.dataset.safetyRefreshS = '3600'")
+    page.wait_for_timeout(1500)  # a read of the lists already on its way lands first
+    start = time.monotonic()
+    pushes = page.locator("#live-state")
+    lots_before, devices_before = int(pushes.get_attribute("data-lots") or 0), int(pushes.get_attribute("data-devices") or 0)
+
+    lot = api_post(gw, "/api/lots", {"farmer_id": "W001", "farmer_name": "Web Test", "site_code": "PX",
+                                      "nb_ducks": 42, "planned_duration_days": 12})
+    row = page.locator(f"#gavage-lots tr[data-lot={lot['id']}]")
+    expect(row).to_have_attribute("data-state", "created", timeout=10000)
+    api_post(gw, f"/api/lots/{lot['id']}/feedings", {"day": 1, "moment": "morning", "planned_dose_g": 190,
+                                                     "actual_dose_g": 187.5, "mean_weight_g": 4321,
+                                                     "live_ducks": 41, "mortality_pct": 2.4})
+    expect(row).to_have_attribute("data-state", "gavage", timeout=10000)
+    assert [c.strip() for c in row.locator("td").all_inner_texts()[5:9]] == ["1/12", "4321 g", "41 / 42", "2.4 %"]
+    feeding = page.locator(f"#feedings-table tr[data-feeding='{lot['id']}/1/morning']")
+    expect(feeding).to_have_count(1, timeout=10000)
+    assert [c.strip() for c in feeding.locator("td").all_inner_texts()[1:8]] == \
+        [lot["id"], "1/12", "morning", "187.5 / 190.0 g", "4321 g", "41 / 42", "2.4 %"]
+    agree(lambda: feedings_mismatch(page, gw), 20, "the feedings table to show the API's feedings", gw)
+    api_post(gw, f"/api/lots/{lot['id']}/close", {"reason": "web test"})
+    expect(row).to_have_count(0, timeout=10000)  # no longer in progress
+
+    # a device's counters move with its `device` messages (the SQAL tab reads nothing when shown)
+    page.click("a[data-tab=sqal]")
+    stored = page.locator("#devices-table tr[data-device=ESP32_DEMO_LL_01] td").nth(9)
+    first = int(stored.inner_text())
+    wait_until(lambda: int(stored.inner_text()) >= first + 2, 20, "ESP32_DEMO_LL_01's stored count to move", gw)
+    page.click("a[data-tab=gavage]")
+
+    window = [r for r in REQUESTS if r[0] >= start]
+    polled = [f"{m} {u}" for _, m, u in window if u.startswith(("/api/devices", "/api/lots"))]
+    assert not polled, f"the page read devices or lots during the window: {polled}"
+    assert any(u.startswith("/api/gavage/feedings") for _, _, u in window), window
+    assert int(pushes.get_attribute("data-lots") or 0) >= lots_before + 3  # created, fed, closed
+    assert int(pushes.get_attribute("data-devices") or 0) >= devices_before + 2
+    print(f"\nweb: {len(window)} HTTP requests in the {time.monotonic() - start:.0f} s window, none to "
+          "/api/devices or /api/lots: " + ", ".join(sorted({u.split("?")[0] for _, _, u in window})))
+    page.evaluate("document.body.dataset.safetyRefreshS = '60'")
+
+
 def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> None:
     gw = web_gateway
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     console = ConsoleLog()
     console.attach(page)
+    REQUESTS.clear()
+    page.on("request", lambda r: REQUESTS.append((time.monotonic(), r.method, r.url.removeprefix(gw.base))))
     page.set_default_timeout(20000)
     expect.set_options(timeout=10000)
 
@@ -217,8 +325,12 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
     expect(page.locator(".notice-ok", has_text="complete_demo:")).to_contain_text("complete_demo: running",
                                                                                  timeout=30000)
     expect(page.locator("#orch-last")).to_contain_text("gavage started, 2 SQAL device(s), consumer started")
-    expect(page.locator("#orch-status")).to_have_attribute("data-running", "4", timeout=20000)
-    status = api_get(gw, "/api/control-panel/orchestrate/status")
+    # gavage, consumer, the 2 devices (and whatever else the scenario runs): what the API counts
+    status = wait_until(lambda: (st := api_get(gw, "/api/control-panel/orchestrate/status"))["running_count"] >= 4
+                        and st, 20, "the scenario's simulators to run", gw)
+    expect(page.locator("#orch-status")).to_have_attribute("data-running", str(status["running_count"]),
+                                                           timeout=20000)
+    assert status["gavage"]["status"] == status["consumer"]["status"] == "running", status
     assert status["scenario"] == "complete_demo" and status["options"]["acceleration"] == 10000
     assert [d["device_id"] for d in status["sqal_devices"]] == DEMO_DEVICES
 
@@ -240,23 +352,31 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
     page.select_option("#log-device", "ESP32_DEMO_LL_01")
     expect(page.locator("#log-pane")).to_contain_text("sqal: online", timeout=20000)
     expect(page.locator("#log-state")).to_have_text("live")
-    shot(page, "sqal-1280x800")
+    shot(page, "sqal", "1280x800")
 
-    # Gavage tab: lots in progress with their day, weight, mortality; the gavage log streams
+    # Gavage tab: lots in progress with their day, weight, mortality; the feedings from the API; the
+    # gavage log streams (as a log)
     page.click("a[data-tab=gavage]")
     expect(page.locator("#gavage-lots tbody tr[data-lot]")).to_have_count(2, timeout=20000)
     expect(page.locator("#gavage-log")).to_contain_text("gavage feeding lot=LOT_", timeout=20000)
     day = page.locator("#gavage-lots tbody tr[data-lot] td").nth(5).inner_text()
     assert re.fullmatch(r"\d+/\d+", day), day
-    shot(page, "gavage-1280x800")
+    agree(lambda: feedings_mismatch(page, gw), 30, "the feedings table to show the API's feedings", gw)
+    demo_lots = sorted(x["id"] for x in api_get(gw, "/api/lots"))
+    assert len(demo_lots) == 2, demo_lots
+    push_without_polling(page, gw)
+    shot(page, "gavage", "1280x800")
 
-    # Orchestration: lots listed (the gavage simulator created them); open one lot's timeline
+    # Orchestration: lots listed (the gavage simulator created them, the test one closed); open one
+    # of the demo's lots
     page.click("a[data-tab=orchestration]")
-    expect(page.locator("#lots-table tbody tr[data-lot]")).to_have_count(2, timeout=20000)
+    lots_shown = "() => [...document.querySelectorAll('#lots-table tbody tr[data-lot]')].map((r) => r.dataset.lot)"
+    wait_until(lambda: sorted(page.evaluate(lots_shown)) == sorted(x["id"] for x in api_get(gw, "/api/lots")), 20,
+               "the lots table to list every lot", gw)
     page.reload()  # reloading keeps the token and the tab
     expect(page.locator("#token-state")).to_have_text("token set")
     expect(page.locator("a[data-tab=orchestration]")).to_have_class(re.compile(r"active"))
-    link = page.locator("#lots-table a.lot-link").first
+    link = page.locator(f"#lots-table tr[data-lot={demo_lots[0]}] a.lot-link")
     lot_id = link.inner_text()
     link.click()
     assert page.url.endswith(f"#/lots/{lot_id}")
@@ -277,7 +397,7 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
 
     # wait for a lot to be inspected and to get products (the dispatcher does it once a lot is ready
     # and 3 samples are in); the page is left open: its slow refresh must bring the samples in by itself
-    lot_ids = [lot_id] + [x["id"] for x in api_get(gw, "/api/lots") if x["id"] != lot_id]
+    lot_ids = [lot_id] + [x for x in demo_lots if x != lot_id]
 
     def lot_with_product() -> tuple[str, dict[str, Any]] | None:
         for lid in lot_ids:
@@ -311,9 +431,11 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
     agree(lambda: samples_mismatch(page, gw, lot_id, limit=2), 10, "the first page of 2", gw)
     page.click("#lot-samples-next")
     agree(lambda: samples_mismatch(page, gw, lot_id, offset=2, limit=2), 10, "the second page of 2", gw)
-    # the 15 s refresh keeps the page, then the filter, the user chose
+    # a change of the lot (pushed: here a feedback on its product) reads the page again, keeping the
+    # page, then the filter, the user chose
     renders = panels(page)["samples"]["renders"]
-    wait_until(lambda: panels(page)["samples"]["renders"] > renders, 40, "a refresh of the lot page", gw)
+    post_feedback(gw, product, "refresh 1")
+    wait_until(lambda: panels(page)["samples"]["renders"] > renders, 20, "a refresh of the lot page", gw)
     agree(lambda: samples_mismatch(page, gw, lot_id, offset=2, limit=2), 5, "the second page after a refresh", gw)
     page.click("#lot-samples-prev")
     agree(lambda: samples_mismatch(page, gw, lot_id, limit=2), 10, "back on the first page", gw)
@@ -321,7 +443,8 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
     page.select_option("#lot-samples-grade", kept)
     agree(lambda: samples_mismatch(page, gw, lot_id, kept, limit=2), 10, f"the filter {kept}", gw)
     renders = panels(page)["samples"]["renders"]
-    wait_until(lambda: panels(page)["samples"]["renders"] > renders, 40, "a refresh of the lot page", gw)
+    post_feedback(gw, product, "refresh 2")
+    wait_until(lambda: panels(page)["samples"]["renders"] > renders, 20, "a refresh of the lot page", gw)
     agree(lambda: samples_mismatch(page, gw, lot_id, kept, limit=2), 5, f"the filter {kept} after a refresh", gw)
     page.evaluate("document.querySelector('#lot-samples').dataset.pageSize = '50'")
     page.select_option("#lot-samples-grade", label="all")
@@ -333,35 +456,58 @@ def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> 
         "product_id": product["id"], "qr_code": product["qr_uri"], "overall_rating": 4, "texture_rating": 5,
         "flavor_rating": 3, "consumption_context": "gift", "comment": XSS_COMMENT})
     row = page.locator(f"#lot-feedback-table tr[data-feedback='{posted['id']}']")
-    expect(row).to_have_count(1, timeout=40000)  # brought by the slow refresh
+    expect(row).to_have_count(1, timeout=20000)  # brought by the lot's `lot` message
     agree(lambda: feedback_mismatch(page, gw, lot_id), 40, "the feedback panel to include the new feedback", gw)
     assert row.locator("td.comment").inner_text() == XSS_COMMENT
     assert row.locator("td.comment *").count() == 0  # no element parsed out of the comment
     assert page.evaluate("window.__sqalXss") is None
     assert [c.strip() for c in row.locator("td").all_inner_texts()[1:7]] == \
         ["★★★★☆ 4/5", "5/5", "3/5", "—", "gift", f"#{product['id']}"]
-    shot(page, "lot-1280x800")
+    shot(page, "lot", "1280x800")
 
-    # phone width: the same page, one column, no horizontal page scroll
+    # Consumer tab: the recent feedback is the registry's (the API's page), the test's own feedback
+    # included (posted through the API, never in the consumer simulator's log): shown as text
+    page.click("a[data-tab=consumer]")
+    crow = page.locator(f"#feedback-table tr[data-feedback='{posted['id']}']")
+    expect(crow).to_have_count(1, timeout=20000)
+    agree(lambda: consumer_mismatch(page, gw), 30, "the feedback table to show the API's feedback", gw)
+    assert crow.locator("td.comment").inner_text() == XSS_COMMENT and crow.locator("td.comment *").count() == 0
+    assert page.evaluate("window.__sqalXss") is None
+    api_row = next(f for f in api_get(gw, f"/api/consumer/feedback?lot_id={lot_id}&limit=1000")["feedback"]
+                   if f["id"] == posted["id"])
+    assert [c.strip() for c in crow.locator("td").all_inner_texts()[1:9]] == \
+        [lot_id, f"#{product['id']}", api_row["sqal_grade"] or "—", "★★★★☆ 4/5", "5/5", "3/5", "—", "gift"]
+    expect(page.locator("#consumer-log")).to_contain_text("consumer feedback lot=LOT_", timeout=60000)
+    agree(lambda: consumer_mismatch(page, gw), 20, "the feedback table to show the simulator's feedback too", gw)
+    shot(page, "consumer", "1280x800")
+
+    # phone width: the same pages, one column, no horizontal page scroll
     page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate(f"location.hash = '#/lots/{lot_id}'")
+    expect(page.locator("#lot-title")).to_contain_text(lot_id)
     page.wait_for_timeout(300)
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 1, f"lot: the page is {overflow}px wider than a 390px screen"
-    shot(page, "lot-390x844")
-    for tab in ("sqal", "orchestration", "consumer"):
+    shot(page, "lot", "390x844")
+    for tab in ("sqal", "gavage", "orchestration", "consumer"):
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
         page.click(f"a[data-tab={tab}]")
         page.wait_for_timeout(300)
+        assert page.evaluate("window.scrollY") == 0, f"{tab}: another tab does not start at its top"
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 1, f"{tab}: the page is {overflow}px wider than a 390px screen"
-        shot(page, f"{tab}-390x844")
+        shot(page, tab, "390x844")
     page.set_viewport_size({"width": 1280, "height": 800})
     page.click("a[data-tab=orchestration]")
     expect(page.locator("a[data-tab=orchestration]")).to_have_attribute("aria-current", "page")
-    shot(page, "orchestration-1280x800")
+    shot(page, "orchestration", "1280x800")
 
     # stop everything from the page
+    running = api_get(gw, "/api/control-panel/orchestrate/status")["running_count"]
+    assert running >= 4, running
     page.click("#orch-stop-all")
-    expect(page.locator(".notice-ok", has_text="Stopped")).to_contain_text("Stopped 4 simulator(s)", timeout=30000)
+    expect(page.locator(".notice-ok", has_text="Stopped")).to_contain_text(f"Stopped {running} simulator(s)",
+                                                                          timeout=30000)
     expect(page.locator("#orch-status")).to_have_attribute("data-running", "0", timeout=20000)
     after = api_get(gw, "/api/control-panel/orchestrate/status")
     assert after["running_count"] == 0, after
