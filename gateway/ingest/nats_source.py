@@ -1,16 +1,23 @@
 """The ingest's source of board messages: JetStream's durable pull consumers (gateway/nats/streams.py).
 
-Each replica fetches batches from the shared durable consumers (each message goes to one replica),
-hands them to the pipeline and acknowledges each message once its batch is committed and answered
-(`done`, in receive order). A replica that dies with messages in hand never acknowledges them: the
-engine hands them out again after `ack_wait`, and the dedupe key makes the second copy a duplicate.
+Each replica pulls messages from the shared durable consumers (each message goes to one replica)
+through core NATS (gateway/nats/pull.py: one inbox subscription per consumer, pull requests
+published to `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, the engine's statuses handled there),
+hands each burst to the pipeline and acknowledges each message, by a publish to its reply subject,
+once its batch is committed and answered (`done`, in receive order). A replica that dies with
+messages in hand never acknowledges them: the engine hands them out again after `ack_wait`, and the
+dedupe key makes the second copy a duplicate.
 
-Backpressure: at most `capacity` messages fetched and not yet acknowledged in this replica (a fetch
-asks for no more than the room left), and `max_ack_pending` on the consumer across all replicas;
-beyond that the messages wait in the stream, on disk.
+Backpressure: a pull request asks for no more than the room left (`capacity` minus what this replica
+holds, fetched and not yet acknowledged, minus what that consumer has asked for and not yet
+received), and `max_ack_pending` on the consumer bounds what all replicas hold; beyond that the
+messages wait in the stream, on disk. (The two consumers, boards' messages and telemetry, each
+count the other's held messages but not its outstanding requests, as the fetches did: together they
+can exceed `capacity` by at most one request.)
 
 Only nats-py's public API is used. The connection reconnects by itself (to any server of the list);
-a fetch that fails while it is down is retried after a short pause.
+the pull consumers then forget their requests and ask again; a connection closed for good is
+replaced by a new one.
 """
 
 from __future__ import annotations
@@ -27,19 +34,19 @@ from urllib.parse import unquote, urlsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from sqalfw import codec
+from sqalfw.urls import hide_password as redact
 
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline
 from gateway.ingest.rejects import truncate
-from sqalfw.urls import hide_password as redact
 from gateway.nats import streams, subjects
+from gateway.nats.pull import PullConsumer, PullSettings, delivered_count
 
 log = logging.getLogger(__name__)
 
-FETCH_WAIT_S = 2.0      # a fetch waits this long for the first message when the stream is empty
-RETRY_PAUSE_S = 0.5     # after a failed fetch (the connection is down, a server restarting)
+RETRY_PAUSE_S = 0.5     # before connecting again after the connection was closed for good (doubled up to 10 s)
+RECOVER_TIMEOUT_S = 30.0  # re-creating a deleted consumer: how long JetStream may take to answer
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,10 @@ class NatsConfig:
     cert_file: str | None = None   # a client certificate, for servers that verify clients
     key_file: str | None = None
     limits: streams.StreamLimits = field(default_factory=streams.StreamLimits)
-    fetch_batch: int = 500
+    fetch_batch: int = 500         # messages a pull request asks for, at most
     capacity: int = 5000           # fetched and not yet acknowledged, in this replica
     name: str = "sqal-gateway"
+    pull: PullSettings | None = None  # the pull requests' expiry, heartbeat... (None: PullSettings's, batch fetch_batch)
 
 
 class NatsTlsError(ValueError):
@@ -109,6 +117,17 @@ def strip_credentials(url: str) -> str:
     return p._replace(netloc=p.netloc.rpartition("@")[2]).geturl()
 
 
+def message_topic(stream_subject: str) -> str:
+    """The MQTT topic a board published on, from the subject of its message in either stream:
+    subjects.subject_to_topic(streams.message_subject(...)), with a fast path for the subjects of
+    every ordinary topic (no '/' in the subject: each '.' is a level separator), which otherwise
+    took a few us a message in a Python loop over the characters."""
+    subject = streams.message_subject(stream_subject)
+    if "/" in subject:
+        return subjects.subject_to_topic(subject)
+    return subject.replace(".", "/")
+
+
 class NatsSource:
     def __init__(self, cfg: NatsConfig, pipeline: Pipeline) -> None:
         self.cfg = cfg
@@ -120,10 +139,9 @@ class NatsSource:
         self.last_error: str | None = None
         self.in_flight = 0           # fetched, not yet acknowledged
         self.redelivered = 0
-        self._room = asyncio.Event()
-        self._acks: collections.deque[Msg] = collections.deque()
+        self.pulls: list[PullConsumer] = []  # one per stream, on the current connection
+        self._acks: collections.deque[str] = collections.deque()  # reply subjects to acknowledge
         self._ack_ready = asyncio.Event()
-        self._fetchers: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []  # the ack loop and the connection watch
         self._fetching = True
         self._closing = False
@@ -148,9 +166,7 @@ class NatsSource:
             if self._closing:
                 return
             log.warning("ingest: the message engine closed the connection (%s); connecting again", self.last_error)
-            for t in self._fetchers:
-                t.cancel()
-            self._fetchers = []
+            self._abandon_pulls()
             while not self._closing:
                 try:
                     await self._connect()
@@ -162,6 +178,11 @@ class NatsSource:
                     await self._on_error(exc)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 10.0)
+
+    def _abandon_pulls(self) -> None:
+        for p in self.pulls:
+            p.abandon()  # what they received is still handed over; its acks go through the next connection
+        self.pulls = []
 
     async def _on_closed(self) -> None:
         self.connected.clear()
@@ -205,24 +226,35 @@ class NatsSource:
         refused.cancel()
         connecting.result()
         self.connected.set()
-        js = self.nc.jetstream()
+        js = nc.jetstream()
         await streams.ensure(js, cfg.limits)
-        subs = [await js.pull_subscribe_bind(streams.DURABLE, stream=name) for name in streams.STREAMS]
+
+        async def recover() -> None:  # a consumer deleted (or missing): created again, as at start
+            await streams.ensure(nc.jetstream(), cfg.limits, timeout=RECOVER_TIMEOUT_S)
+
+        settings = cfg.pull or PullSettings(batch=cfg.fetch_batch)
+        pulls = [PullConsumer(nc, name, streams.DURABLE, self._hand_over, self._room, settings,
+                              recover=recover, on_problem=self._on_problem)
+                 for name in (streams.STREAMS if self._fetching else ())]
+        try:
+            for p in pulls:
+                await p.start()
+        except BaseException:
+            for p in pulls:
+                p.abandon()
+            raise
+        self.pulls = pulls
         self.subscribed.set()
-        self._fetchers = [asyncio.create_task(self._fetch_loop(s), name=f"nats-fetch-{i}") for i, s in enumerate(subs)]
         log.info("ingest: reading the boards' messages from %s (streams %s, %s; consumer %s)",
                  ", ".join(redact(s) for s in cfg.servers), *streams.STREAMS, streams.DURABLE)
 
     async def stop_fetching(self) -> None:
-        """No more fetches; what is in the pipeline still gets committed and acknowledged."""
+        """No more pull requests; what arrives before the engine drops ours is still handed over,
+        and what is in the pipeline still gets committed and acknowledged."""
         self._fetching = False
-        self._room.set()
-        for t in self._fetchers:
-            t.cancel()
-        for t in self._fetchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._fetchers = []
+        pulls, self.pulls = self.pulls, []
+        for p in pulls:
+            await p.stop()
 
     async def close(self) -> None:
         """After the pipeline drained: send the last acks, then close the connection."""
@@ -237,9 +269,10 @@ class NatsSource:
         self._tasks = []
         if self.nc is not None:
             # flush (a PING/PONG round trip: the server has every ack), then close. Not drain():
-            # nats-py's drain waits for each pull subscription's queue to be marked done, which its
-            # fetch does not always do (a message left from a cancelled fetch), and then the stop
-            # hung for the whole drain timeout, 30 s (tests/gateway/test_nats_source.py).
+            # nats-py's drain waited for each of its pull subscriptions' queues to be marked done,
+            # which its fetch did not always do, and then the stop hung for the whole drain timeout,
+            # 30 s (tests/gateway/test_nats_source.py); the inbox subscriptions are drained by
+            # stop_fetching.
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=5)
             with contextlib.suppress(Exception):
@@ -250,7 +283,9 @@ class NatsSource:
     # ---- connection callbacks ----
 
     async def _on_error(self, exc: Exception) -> None:
-        why = f"{type(exc).__name__}: {exc}"
+        self._on_problem(f"{type(exc).__name__}: {exc}")
+
+    def _on_problem(self, why: str) -> None:
         if why != self.last_error:  # once per cause, not once per retry
             log.warning("ingest: message engine: %s", why)
         self.last_error = why
@@ -263,30 +298,15 @@ class NatsSource:
     async def _on_reconnected(self) -> None:
         self.connected.set()
         self.last_error = None
+        for p in self.pulls:
+            p.reconnected()
         log.info("ingest: reconnected to the message engine (%s)", self.nc.connected_url if self.nc else "?")
 
-    # ---- fetching ----
+    # ---- receiving ----
 
-    async def _fetch_loop(self, sub: Any) -> None:
-        cfg = self.cfg
-        while self._fetching:
-            room = cfg.capacity - self.in_flight
-            if room <= 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            try:
-                msgs = await sub.fetch(min(cfg.fetch_batch, room), timeout=FETCH_WAIT_S)
-            except (NatsTimeoutError, asyncio.TimeoutError):  # nats-py raises either when nothing came
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - connection down, server restarting: try again
-                await self._on_error(exc)
-                await asyncio.sleep(RETRY_PAUSE_S)
-                continue
-            if msgs:
-                self._hand_over(msgs)
+    def _room(self) -> int:
+        """Messages this replica can still take in."""
+        return self.cfg.capacity - self.in_flight
 
     def _hand_over(self, msgs: list[Msg]) -> None:
         received_at = datetime.now(UTC)
@@ -302,24 +322,24 @@ class NatsSource:
                 except codec.ContractError as exc:
                     pre = str(exc)
                 else:
-                    pre = "size: payload is %d bytes" % size
+                    pre = f"size: payload is {size} bytes"
                 payload = truncate(payload, self.pipeline.config.payload_limit)
-            if m.metadata.num_delivered > 1:
+            if delivered_count(m.reply) > 1:
                 redelivered += 1
-            envs.append(Envelope("mqtt", subjects.subject_to_topic(streams.message_subject(m.subject)), payload,
-                                 received_at, size=size,
-                                 pre_reject=pre, done=self._done_for(m)))
+            envs.append(Envelope("mqtt", message_topic(m.subject), payload, received_at, size=size, pre_reject=pre,
+                                 done=self._done_for(m.reply)))
         self.in_flight += len(envs)
         if redelivered:
             self.redelivered += redelivered
             self.metrics.redelivered.inc(redelivered)
         self.pipeline.put(envs)
 
-    def _done_for(self, msg: Msg) -> Any:
+    def _done_for(self, reply: str) -> Any:
         def done(outcome: Outcome) -> None:
-            self._acks.append(msg)
+            self._acks.append(reply)
             self.in_flight -= 1
-            self._room.set()
+            for p in self.pulls:
+                p.wake()
             self._ack_ready.set()
 
         return done
@@ -333,10 +353,16 @@ class NatsSource:
             await self._flush_acks()
 
     async def _flush_acks(self) -> None:
+        """Each acknowledgement is a publish to the message's reply subject (buffered and flushed by
+        the client), on the current connection: a message received on a connection since replaced
+        is acknowledged through its successor."""
         acks = self._acks
         while acks:
-            m = acks.popleft()
+            reply = acks.popleft()
+            nc = self.nc
             try:
-                await m.ack()  # a publish to the reply subject, buffered and flushed by the client
+                if nc is None:
+                    raise ConnectionError("no connection")
+                await nc.publish(reply)
             except Exception as exc:  # noqa: BLE001 - connection lost: the engine redelivers it later
                 await self._on_error(exc)

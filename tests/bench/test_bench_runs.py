@@ -27,7 +27,8 @@ def run_bench(*argv: str, timeout: float = 280) -> str:
 @pytest.mark.slow
 def test_ingest_bench_prints_every_figure_and_the_bars() -> None:
     out = run_bench("bench/ingest.py", "--n", "600", "--naive-n", "150", "--repeat", "1")
-    assert re.search(r"round 1: raw [\d,]+ msg/s, naive [\d,]+/s, SQAL [\d,]+/s = [\d.]+ raw; CPU per stored "
+    assert re.search(r"round 1: raw [\d,]+ msg/s \(nats-py fetch [\d,]+\), naive [\d,]+/s, SQAL [\d,]+/s = [\d.]+ raw "
+                     r"\([\d.]+ fetch raw\); CPU per stored "
                      r"reading SQAL [\d.]+ ms, naive [\d.]+ ms: SQAL / naive [\d.]+", out), out
     for group in ("gateway process", "grading workers", "nats-server", "postgresql", "naive consumer"):
         assert group in out, out

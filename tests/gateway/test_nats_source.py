@@ -8,7 +8,8 @@ its MQTT listener for the publishing boards) and real PostgreSQL:
   counted as duplicates, all of them in `sqal_ingest_redelivered_total`;
 - backpressure: a source never holds more than its capacity; the rest waits in the stream;
 - a stop is prompt and acknowledges everything it committed;
-- MQTT topics <-> NATS subjects exactly as the engine maps them, odd ones included.
+- MQTT topics <-> NATS subjects exactly as the engine maps them, odd ones included (and the
+  source's own reading of a message's subject the same).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import pytest
 from sqalfw import codec
 
 from gateway.ingest.envelope import Envelope
+from gateway.ingest.nats_source import message_topic
 from gateway.ingest.service import IngestService, IngestSettings
-from gateway.nats import subjects
+from gateway.nats import streams, subjects
 from gateway.nats.streams import StreamLimits
 from tests.fixtures.mqtt import NatsBroker
 from tests.gateway.ingest_support import (
@@ -262,6 +264,21 @@ ODD_TOPICS = [
 @pytest.mark.parametrize("topic", ODD_TOPICS)
 def test_a_topic_survives_the_round_trip(topic: str) -> None:
     assert subjects.subject_to_topic(subjects.topic_to_subject(topic)) == topic
+
+
+@pytest.mark.parametrize("topic", ODD_TOPICS)
+def test_the_source_reads_the_topic_of_a_message_of_either_stream(topic: str) -> None:
+    """The source's fast path (no '/' in the subject) gives what subject_to_topic gives."""
+    subject = subjects.topic_to_subject(topic)
+    assert message_topic(streams.MQTT_PREFIX + subject) == topic  # the boards' QoS 1 messages
+    assert message_topic(subject) == topic  # telemetry
+
+
+def test_the_source_reads_any_subject_as_the_engine_does() -> None:
+    for subject in ["sqal.v1.a//b.sample", "sqal.v1./.sample", "/.sqal.v1", "a./", "a.////.b", "a.///.b",
+                    "a././.b", "sqal.v1.X\x00.sample", "a..b", ".a", "a.", "..", "sqal.v1.é.sample"]:
+        assert message_topic(subject) == subjects.subject_to_topic(subject), subject
+        assert message_topic(streams.MQTT_PREFIX + subject) == subjects.subject_to_topic(subject), subject
 
 
 async def test_topics_and_subjects_map_as_the_engine_maps_them(nats_broker: NatsBroker) -> None:
