@@ -54,7 +54,7 @@ def _extension(name: str, source: Path, pxd: Path, tail: bytes) -> list[Extensio
     for init in (GEN / "gateway" / "__init__.py", pkg / "__init__.py"):
         init.write_bytes(b"")
     py = pkg / f"{name}.py"
-    py.write_bytes(text + tail + ("\n_SOURCE_SHA256 = %r\n" % digest).encode())
+    py.write_bytes(text + tail + (f"\n_SOURCE_SHA256 = {digest!r}\n").encode())
     shutil.copyfile(pxd, pkg / f"{name}.pxd")
     ext = Extension(f"gateway.ingest.{name}", [str(py.relative_to(HERE))], optional=True,
                     # no fused multiply-add: every float operation rounds as CPython's does

@@ -70,7 +70,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        too_big = "request body too large: limit is %d bytes" % limit
+        too_big = f"request body too large: limit is {limit} bytes"
         for k, v in scope.get("headers") or ():
             if k.lower() == b"content-length":
                 if not v.isdigit() or len(v) > 18:

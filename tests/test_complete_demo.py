@@ -39,11 +39,9 @@ TOKEN = "complete-demo-test-token"
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    monkeypatch.setenv("SQAL_INSPECTION_SAMPLES", str(INSPECTION_SAMPLES))
-    monkeypatch.setenv("SQAL_DISPATCH_POLL_S", "0.5")
+async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     settings = Settings(database_url=database_url, data_dir=tmp_path, mqtt_embedded_port=0, api_token=TOKEN,
-                        mqtt_client_id=f"sqal-gw-{tmp_path.name}")
+                        inspection_samples=INSPECTION_SAMPLES, dispatch_poll_s=0.5)
     app = create_app(settings)
     async with app.router.lifespan_context(app), serve(app):
         yield app

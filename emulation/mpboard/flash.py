@@ -102,14 +102,16 @@ def mount(image_path, size, mount_point="/flash"):
     and nothing is formatted over it (FlashCorrupted). Returns the block device (wear counters)."""
     bdev = FileFlash(image_path, size)
     try:
-        fs = vfs.VfsLfs2(bdev)
+        # the stubs want a subclass of AbstractBlockDev, which MicroPython does not have: littlefs
+        # takes any object with readblocks/writeblocks/ioctl
+        fs = vfs.VfsLfs2(bdev)  # type: ignore[abstract, arg-type]
     except OSError:
         first = bytearray(bdev.block_size)
         bdev.readblocks(0, first)
         if first != b"\xff" * len(first):
             raise FlashCorrupted("flash: the filesystem is corrupted (not blank, does not mount)")
         print("flash: blank, formatting %d KiB as littlefs2" % (size // 1024))
-        vfs.VfsLfs2.mkfs(bdev)
-        fs = vfs.VfsLfs2(bdev)
+        vfs.VfsLfs2.mkfs(bdev)  # type: ignore[arg-type]
+        fs = vfs.VfsLfs2(bdev)  # type: ignore[abstract, arg-type]
     vfs.mount(fs, mount_point)
     return bdev

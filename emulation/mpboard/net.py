@@ -11,7 +11,7 @@ import asyncio
 import errno
 import socket
 import time
-from asyncio import core
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's asyncio has its core module; the stubs do not
 
 from sqalfw.link import is_ip
 
@@ -25,7 +25,7 @@ class Link:
         self.wanted = False     # the firmware called wlan.connect()
         self._streams = []
         self.cuts = 0
-        self.dns_fail_s = 0     # >0: a lookup of a name blocks this long, then fails
+        self.dns_fail_s = 0.0   # >0: a lookup of a name blocks this long, then fails
         self.lookups = 0        # lookups that reached the (emulated) DNS servers
 
     def getaddrinfo(self, host, port):

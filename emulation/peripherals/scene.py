@@ -139,12 +139,12 @@ class Scene:
         # 0.5-0.9 ms a frame, most of it per point. Floats remain once per liver (_params).
         geo = _geo(res)
         zs = array("i", bytes(4 * res * res))  # per zone: sum of the heights of its points
-        _heights(zs, geo[4], _SQRT, _SIN, _EXP, self._params(res))
+        _heights(zs, geo[4], _SQRT, _SIN, _EXP, self._params(res))  # type: ignore[arg-type]  # viper takes arrays as ptr32/ptr16
         if _fast is not None and not self._optical:  # _frame's integers as machine code
             nz = res * res
             dist = array("i", bytes(4 * nz))
             st = bytearray(nz)
-            self.rng.s = _fast.ranges(zs, dist, st, nz, self.rng.s)
+            self.rng.s = _fast.ranges(zs, dist, st, nz, self.rng.s)  # type: ignore[arg-type]  # viper pointers
             return list(dist), list(st)
         return self._frame(res, zs, geo[2], geo[3])
 

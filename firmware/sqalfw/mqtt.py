@@ -18,7 +18,6 @@ import asyncio
 import socket
 
 from sqalfw.backoff import Backoff
-
 from sqalfw.link import Resolver, keep_connected, open_stream, print_log, ticks_diff, ticks_ms, wait_up
 
 

@@ -118,7 +118,7 @@ def fresh_seed(seed: int | None, salt: str = "") -> int:
     return (secrets.randbelow(2**31) ^ zlib.crc32(salt.encode())) % 2**31
 
 
-# ---- answers in the original's shapes (gateway/api/models_control.py) ----
+# ---- answers in v1's shapes (gateway/api/models_control.py) ----
 
 LABELS = {"gavage": "Gavage simulator", "consumer": "Consumer simulator"}
 RUNNING_STATES = ("running", "stopping")  # a live process (what running_count counts)
@@ -129,7 +129,7 @@ def label(name: str) -> str:
 
 
 def process_status(info: dict[str, Any]) -> dict[str, Any]:
-    """A supervisor status (Child.info) with the original's SimulatorStatus fields added:
+    """A supervisor status (Child.info) with v1's SimulatorStatus fields added:
     container_name, created_at, whole uptime_seconds, location, interval, config_profile."""
     name = str(info.get("name") or info.get("device_id"))
     if info.get("status") == "not_found":
@@ -162,7 +162,7 @@ def stop_answer(info: dict[str, Any]) -> dict[str, Any]:
 
 def step_answer(name: str, step: dict[str, Any]) -> dict[str, Any]:
     """A scenario step (orchestrator entry: status, run_id, pid, started_at | error) with the
-    original's container_name, container_id and message."""
+    v1's container_name, container_id and message."""
     status = step.get("status")
     message = {"started": f"{label(name)} started", "already_running": f"{label(name)} is already running"}.get(
         str(status), f"{label(name)} failed to start: {step.get('error')}")

@@ -2,7 +2,7 @@
 live WebSocket), the SQAL-only scenarios. Gavage, consumer and orchestration are in control_sims.py;
 `routers()` returns both.
 
-Answers carry the original's fields with the original's JSON types (gateway/api/models_control.py,
+Answers carry v1's fields with v1's JSON types (gateway/api/models_control.py,
 checked by tests/gateway/test_api_shapes.py). Docker-only fields keep their names with process
 equivalents: `container_name` = the simulator's name, `container_id` = `run_id` (one id per
 start), `docker_available` = the supervisor can start simulators.
@@ -99,7 +99,7 @@ async def health(request: Request) -> dict[str, Any]:
 
 
 @router.get("/stats", tags=[TAG_SQAL], response_model=ControlStats,
-            summary="SQAL simulators by state (the original's counts), all simulators, devices, lot stats")
+            summary="SQAL simulators by state (v1's counts), all simulators, devices, lot stats")
 async def stats(request: Request) -> dict[str, Any]:
     sup = supervisor(request)
     pool = request.app.state.pool
@@ -156,7 +156,7 @@ async def stop_all_simulators(request: Request) -> dict[str, Any]:
 
 
 @router.get("/simulators/list", tags=[TAG_SQAL], response_model=list[SimulatorStatus],
-            summary="Every SQAL device started since the gateway started (a list, as the original)")
+            summary="Every SQAL device started since the gateway started (a list, as in v1)")
 async def list_simulators(request: Request) -> list[dict[str, Any]]:
     return [process_status(s) for s in supervisor(request).list_status("sqal_device")]
 
@@ -182,7 +182,7 @@ async def simulator_status(device_id: str, request: Request) -> dict[str, Any]:
             responses={404: {"description": "No simulator of that name was started"}},
             summary="Recent log lines of a simulator (SQAL device id, or 'gavage' / 'consumer')")
 async def simulator_logs(device_id: str, request: Request,
-                         tail: int = Query(100, ge=1, le=5000, description="Last N lines (the original's "
+                         tail: int = Query(100, ge=1, le=5000, description="Last N lines (v1's "
                                                                             "default, 100)")) -> dict[str, Any]:
     child = _child(request, device_id)
     entries = child.logs.tail(tail)
@@ -209,7 +209,7 @@ assert set(SQAL_SCENARIOS) == set(SqalScenarioStart.model_fields["scenario_name"
 
 
 def _log_message(device_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """A log line as sent on the WebSocket: the original's {type, device_id, message} and ours."""
+    """A log line as sent on the WebSocket: v1's {type, device_id, message} and ours."""
     return {"type": "log", "device_id": device_id, "message": entry["line"], **entry}
 
 
@@ -218,7 +218,7 @@ async def ws_logs(websocket: WebSocket, device_id: str,
                   tail: int = Query(50, ge=0, le=1000)) -> None:
     """Live log lines of a simulator: first the last `tail` lines, then each new line as printed.
     Messages: {"type": "log", "device_id", "message", "n", "at", "run_id", "line"} (`message` is the
-    original's field, the same text as `line`). Unknown simulator: an {"type": "error", "detail",
+    v1's field, the same text as `line`). Unknown simulator: an {"type": "error", "detail",
     "message"} message, then close code 4404."""
     await websocket.accept()
     sup = getattr(websocket.app.state, "supervisor", None)

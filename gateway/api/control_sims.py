@@ -1,12 +1,12 @@
 """Control panel API: gavage simulator, consumer simulator, orchestrated scenarios.
 
-Fields, defaults and ranges are the original's (seed document): gavage nb_lots 1-10 (3),
+Fields, defaults and ranges are control-panel API v1's, which existing clients rely on: gavage nb_lots 1-10 (3),
 acceleration 1-10000 (1440), duration 0 = until stopped; consumer feedbacks_per_hour 1-100 (10),
 min_rating 3 / max_rating 5 (1-5, min <= max), duration, use_active_lots (true); orchestration
 scenario_name, duration, acceleration, nb_lots, nb_sqal_devices, feedbacks_per_hour. Additions are
-documented in docs/control-panel.md (seed, interval, profile, rating bounds for scenarios). The
-original's `backend_url` is gone: the supervisor always points the simulators at this gateway.
-Answers: the original's fields and JSON types, plus ours (gateway/api/models_control.py).
+documented in docs/control-panel.md (seed, interval, profile, rating bounds for scenarios). v1's
+`backend_url` is gone: the supervisor always points the simulators at this gateway.
+Answers: v1's fields and JSON types, plus ours (gateway/api/models_control.py).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def _stop(request: Request, name: str) -> dict[str, Any]:
 
 
 async def _active_lots(request: Request, use_active_lots: bool) -> int:
-    """The original's active_lots_count: lots in progress, or 0 when the consumer does not use them."""
+    """v1's active_lots_count: lots in progress, or 0 when the consumer does not use them."""
     return len(await reg_lots.active_lots(request.app.state.pool)) if use_active_lots else 0
 
 

@@ -9,7 +9,7 @@ Modules, one concern each:
     rejects      reason keys and payload truncation for rejected messages
     pipeline     bounded intake, batches flushed on size or time, one transaction per batch, acks after commit
     nats_source  the engine's durable pull consumers: fetch batches, acknowledge after the commit
-    ws_source    /ws/sensors/ (the original WebSocket protocol)
+    ws_source    /ws/sensors/ (the v1 WebSocket protocol)
     realtime     /ws/realtime/ sample summaries and grade counts for dashboards
     metrics      Prometheus metrics (/metrics)
     service      wires the above (and the embedded engine, gateway/nats/) into the gateway app

@@ -8,8 +8,8 @@ and the pipe would cost more than the grading), and results come back in input o
 
 What crosses the process boundary is plain data: the message fields in, (kind, device id, row,
 data, reject, clock flags) out. A sample row comes back with its whole PostgreSQL COPY line already
-made (`registry.samples.encode_row`: escaping, float32 reals, timestamps, JSON columns by orjson),
-so the event loop only numbers the lines and sends them; the row keeps the small columns the
+made (`registry.samples.encode_row`: escaping, float32 reals, timestamps, features and raw as
+compact blobs), so the event loop only numbers the lines and sends them; the row keeps the small columns the
 gateway answers and counts from, not `features` and `raw`. Pickling is kept cheap (it runs in the
 gateway too): times cross as integer microseconds, the line as bytes (a datetime or a str subclass
 pickles through __reduce__, which made a result row cost 49 us to pickle instead of 15);
@@ -55,8 +55,9 @@ from sqalfw import codec
 
 from gateway.ingest import model
 from gateway.ingest.envelope import Envelope
-from gateway.ingest.prepare import ClockPolicy, Prepared, prepare, reject_of
-from registry.samples import ENCODED, JsonText, encode_row
+from gateway.ingest.prepare import DEFAULT_CLOCK, ClockPolicy, Prepared, prepare, reject_of
+from registry import blobs
+from registry.samples import ENCODED, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,28 @@ def _dumps(v: Any) -> str:
         return json.dumps(v, default=str)
 
 
+def _raw_blob(sample: dict[str, Any]) -> bytes:
+    """The raw sample as stored: its contract binary form (the compiled codec when built), deflated
+    (registry/blobs.py); a sample the binary form refuses keeps its JSON."""
+    try:
+        return blobs.pack_raw(model.codec.encode_sample_bin(sample))
+    except Exception:  # noqa: BLE001 -- decoded samples always encode; this only keeps a bug from costing the row
+        return blobs.pack_raw(_dumps(sample).encode())
+
+
 def _pack_row(row: dict[str, Any]) -> dict[str, Any]:
-    """In the worker: the row's COPY line made here (`registry.samples.encode_row`, JSON columns by
-    orjson), so the event loop only numbers it; the row keeps the small columns the gateway answers
-    and counts from (not features, raw or received_at, which the gateway has), measured_at as
-    microseconds. A row the registry would refuse goes back unencoded (JSON columns as plain str):
-    store_samples then refuses it on the event loop and the pipeline stores it as a reject."""
-    row["features"] = JsonText(_dumps(row["features"]))
-    row["raw"] = JsonText(_dumps(row["raw"]))
+    """In the worker: the row's COPY line made here (`registry.samples.encode_row`, features and raw
+    packed as blobs: features as orjson text deflated, raw in its binary form deflated), so the event
+    loop only numbers it; the row keeps the small columns the gateway answers and counts from (not
+    features, raw or received_at, which the gateway has), measured_at as microseconds. A row the
+    registry would refuse goes back unencoded (blobs as bytes): store_samples then refuses it on the
+    event loop and the pipeline stores it as a reject."""
+    row["features"] = blobs.pack_features(_dumps(row["features"]))
+    row["raw"] = _raw_blob(row["raw"])
     try:
         row[ENCODED] = encode_row(row)
-    except Exception:  # noqa: BLE001 -- refused again, with its reason, at commit
-        row["features"], row["raw"] = str(row["features"]), str(row["raw"])  # plain str pickles cheaply
+    except Exception:  # noqa: BLE001, S110 -- refused again, with its reason, at commit
+        pass
     else:
         del row["features"], row["raw"]
     del row["received_at"]
@@ -118,11 +129,8 @@ def _pack_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unpack_row(row: dict[str, Any], env: Envelope) -> dict[str, Any]:
-    """In the gateway: the row as prepare() made it, minus the JSON columns when its COPY line came
-    along (else they are marked as already encoded)."""
-    if ENCODED not in row:
-        row["features"] = JsonText(row["features"])
-        row["raw"] = JsonText(row["raw"])
+    """In the gateway: the row as prepare() made it, minus features and raw when its COPY line came
+    along (else they are the blobs, which store_samples keeps as they are)."""
     row["received_at"] = env.received_at
     ma = row["measured_at"]
     if ma is not None:
@@ -159,7 +167,7 @@ def run_spilled(fn: WorkFn, spill_dir: str, wires: Sequence[Wire], policy: Clock
     data = pickle.dumps(fn(wires, policy, limit), protocol=pickle.HIGHEST_PROTOCOL)
     if len(data) <= INLINE_MAX:
         return ("inline", data)
-    path = os.path.join(spill_dir, "%d-%d.pickle" % (os.getpid(), next(_spills)))
+    path = os.path.join(spill_dir, f"{os.getpid()}-{next(_spills)}.pickle")
     with open(path, "wb") as f:
         f.write(data)
     return ("file", path)
@@ -204,7 +212,7 @@ def _watch_lifeline(lifeline: Any) -> None:
 class Grader:
     """`await grader.prepare(envelopes) -> [Prepared]`, same order, never raises for a message."""
 
-    def __init__(self, workers: int, policy: ClockPolicy = ClockPolicy(), payload_limit: int = 4096,
+    def __init__(self, workers: int, policy: ClockPolicy = DEFAULT_CLOCK, payload_limit: int = 4096,
                  fn: WorkFn = prepare_wire) -> None:
         self.workers = max(0, workers)
         self.policy = policy
@@ -321,7 +329,7 @@ class Grader:
         if device_id is None and w[6] is None:
             try:
                 device_id = codec.parse_topic(w[1])[0]
-            except Exception:
+            except Exception:  # noqa: BLE001 - any topic the parser refuses: the reject has no device
                 device_id = None
         env = Envelope(w[0], w[1], w[2], _from_us(w[3]), size=w[4], kind_hint=w[6], path_device_id=w[7])
         reason = "internal: grading worker died on this message (twice, in a fresh worker each time)"

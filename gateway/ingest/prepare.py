@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,6 +30,9 @@ class ClockPolicy:
 
     future_s: float = 60.0  # measured later than received by more than this: the clock is wrong
     late_s: float = 3600.0  # measured earlier by more than this: a replay from the spool (informational)
+
+
+DEFAULT_CLOCK = ClockPolicy()
 
 
 @dataclass(slots=True)
@@ -69,7 +72,7 @@ def clock_of(sample: dict[str, Any], received_at: datetime, policy: ClockPolicy)
         flags.append("future")
     elif skew_ms > policy.late_s * 1000:
         flags.append("late")
-    measured = None if flags and flags[0] in ("unsynced", "future") else datetime.fromtimestamp(ts / 1000, timezone.utc)
+    measured = None if flags and flags[0] in ("unsynced", "future") else datetime.fromtimestamp(ts / 1000, UTC)
     return measured, {"device_ts": ts, "skew_ms": skew_ms, "flags": flags}
 
 
@@ -119,7 +122,7 @@ def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def prepare(env: Envelope, policy: ClockPolicy = ClockPolicy(), payload_limit: int = 4096) -> Prepared:
+def prepare(env: Envelope, policy: ClockPolicy = DEFAULT_CLOCK, payload_limit: int = 4096) -> Prepared:
     device_id: str | None = env.path_device_id
     try:
         if env.kind_hint is None:
@@ -145,8 +148,8 @@ def prepare(env: Envelope, policy: ClockPolicy = ClockPolicy(), payload_limit: i
         if kind == "cmd/result":
             res = codec.decode_result(env.payload)
             return Prepared(env, "result", device_id=device_id, data=res)
-        return reject_of(env, "topic: the gateway does not ingest '%s' messages" % kind, device_id, payload_limit)
+        return reject_of(env, f"topic: the gateway does not ingest '{kind}' messages", device_id, payload_limit)
     except codec.ContractError as exc:
         return reject_of(env, str(exc), device_id, payload_limit)
-    except Exception as exc:  # a decoder or model bug must cost one message, never the batch
-        return reject_of(env, "internal: %s: %s" % (type(exc).__name__, exc), device_id, payload_limit)
+    except Exception as exc:  # noqa: BLE001 - a decoder or model bug must cost one message, never the batch
+        return reject_of(env, f"internal: {type(exc).__name__}: {exc}", device_id, payload_limit)

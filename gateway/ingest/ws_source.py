@@ -1,4 +1,4 @@
-"""WebSocket ingest at /ws/sensors/ and /ws/sensors/{device_id}: the original protocol
+"""WebSocket ingest at /ws/sensors/ and /ws/sensors/{device_id}: v1 protocol
 (docs/contract.md section 8), through the same pipeline as MQTT.
 
 Every client message gets exactly one answer, sent once the outcome is committed: an `ack` means
@@ -53,7 +53,7 @@ async def _refuse(pipeline: Pipeline, path: str, raw: bytes, reason: str, device
 
 async def _handle_text(pipeline: Pipeline, path: str, raw: bytes, device_id: str | None) -> dict[str, Any]:
     if len(raw) > FRAME_LIMIT:
-        return await _refuse(pipeline, path, raw, "size: frame is %d bytes, limit is %d" % (len(raw), FRAME_LIMIT),
+        return await _refuse(pipeline, path, raw, f"size: frame is {len(raw)} bytes, limit is {FRAME_LIMIT}",
                              device_id)
     try:
         msg = json.loads(raw)
@@ -75,14 +75,14 @@ async def _handle_text(pipeline: Pipeline, path: str, raw: bytes, device_id: str
     if kind == "hello":
         dev = msg.get("device_id")
         if not (isinstance(dev, str) and codec.valid_device_id(dev)):
-            return await _refuse(pipeline, path, raw, "device_id: %r is not a valid device id" % (dev,)[:120],
+            return await _refuse(pipeline, path, raw, f"device_id: {dev!r:.120} is not a valid device id",
                                  device_id)
         if device_id is not None and dev != device_id:
             return await _refuse(pipeline, path, raw,
-                                 "device_id: hello says '%s' but path says '%s'" % (dev, device_id), device_id)
+                                 f"device_id: hello says '{dev}' but path says '{device_id}'", device_id)
         return {"type": "hello_ack", "device_id": dev, "server_time": _now_ms()}
     shown = kind if isinstance(kind, str) else json.dumps(kind)
-    return await _refuse(pipeline, path, raw, "type: unknown message type '%s'" % shown[:64], device_id)
+    return await _refuse(pipeline, path, raw, f"type: unknown message type '{shown[:64]}'", device_id)
 
 
 @router.websocket("/ws/sensors")
@@ -108,8 +108,8 @@ async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
     await ws.accept()
     path = ws.url.path[:256]
     if device_id is not None and not codec.valid_device_id(device_id):
-        await ws.send_json({"type": "error", "reason": "device_id: %r in the path is not a valid device id"
-                            % device_id[:64]})
+        await ws.send_json({"type": "error",
+                            "reason": f"device_id: {device_id[:64]!r} in the path is not a valid device id"})
         await ws.close(code=1008)
         return
     await ws.send_json({"type": "connection_established", "device_id": device_id, "contract": codec.VERSION,
@@ -123,15 +123,15 @@ async def sensors(ws: WebSocket, device_id: str | None = None) -> None:
             if size > max_bytes:  # answer, keep it as a reject, and drop THIS connection only
                 metrics.reject("ws_frame_too_large")
                 raw = frame.get("bytes") or (frame.get("text") or "")[:8192].encode()
-                answer = await _refuse(pipeline, path, raw, "size: message is %d bytes, limit is %d" % (size, max_bytes),
+                answer = await _refuse(pipeline, path, raw, f"size: message is {size} bytes, limit is {max_bytes}",
                                        device_id)
                 await ws.send_json(answer)
                 await ws.close(code=1009, reason="message too big")
                 return
             if not bucket.take():  # refused unparsed and unstored: a flood must not cost a DB write each
                 metrics.reject("ws_rate")
-                await ws.send_json({"type": "error", "reason": "rate: more than %g messages/s on this connection"
-                                    % settings.ws_rate_per_s})
+                await ws.send_json({"type": "error",
+                                    "reason": f"rate: more than {settings.ws_rate_per_s:g} messages/s on this connection"})
                 continue
             if frame.get("bytes") is not None:
                 env = Envelope("ws", path, frame["bytes"], datetime.now(UTC), kind_hint="sample",
@@ -155,6 +155,6 @@ def _device_login(ws: WebSocket, settings: object, path_device_id: str | None) -
     if not codec.valid_device_id(user) or not DeviceCredentials(credentials_dir(settings)).check_device(user, password):
         return AuthError("unknown device or wrong password", "ws_device_auth", challenge=DEVICE_REALM)
     if path_device_id is not None and path_device_id != user:
-        return AuthError("device %s may not send as %s" % (user, path_device_id[:64]), "ws_device_auth",
+        return AuthError(f"device {user} may not send as {path_device_id[:64]}", "ws_device_auth",
                          challenge=DEVICE_REALM)
     return user

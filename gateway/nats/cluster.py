@@ -60,15 +60,15 @@ class NodeConfig:
             f"listen: {_q(f'{self.client_host}:{self.client_port}')}",
             "max_payload: 65536",
             f"jetstream {{ {', '.join(js)} }}",
-            f"mqtt {{ listen: {_q(f'{self.mqtt_host}:{self.mqtt_port}')}, "
-            f"stream_replicas: {self.mqtt_stream_replicas} }}",
+            (f"mqtt {{ listen: {_q(f'{self.mqtt_host}:{self.mqtt_port}')}, "
+            f"stream_replicas: {self.mqtt_stream_replicas} }}"),
             "accounts {",
-            f"  SQAL {{ jetstream: enabled, users: [ {{user: {_q(self.gateway_user)}, "
+            (f"  SQAL {{ jetstream: enabled, users: [ {{user: {_q(self.gateway_user)}, "
             f"password: {_q(self.gateway_password)}}}, {{user: {_q(self.device_user)}, "
             f"password: {_q(self.device_password)}, permissions: {perms}, "
             # the boards' user is for MQTT only: a NATS client cannot log in as it (nor, with
             # anonymous_devices, as nobody)
-            'allowed_connection_types: ["MQTT"]} ] }',
+            'allowed_connection_types: ["MQTT"]} ] }'),
             "  SYS { users: [] }",
             "}",
             "system_account: SYS",

@@ -188,13 +188,7 @@ class EmbeddedNats:
         self.mqtt_bound = mqtt_port or _free_port(self.mqtt_host)
         self.client_port = self.nats_port or _free_port("127.0.0.1")
         self._write_config()
-        log_file = open(self.dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self._proc = subprocess.Popen(
-                [nats_server_binary(), "-c", str(self.conf)], stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True, cwd=str(self.dir))
-        finally:
-            log_file.close()
+        self._proc = self._spawn()
         self.pid = self._proc.pid
         self.adopted = False
         _write_private(self.state_path, json.dumps({"pid": self.pid, "client_port": self.client_port,
@@ -223,6 +217,14 @@ class EmbeddedNats:
         self.adopted = True
         return True
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """The server in its own session (it outlives a crashed gateway), its output to nats.log.
+        Starting a process does not wait for it: called from the event loop."""
+        with open(self.dir / "nats.log", "ab") as log_file:  # the child keeps its own descriptor
+            return subprocess.Popen([nats_server_binary(), "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=str(self.dir))
+
     def _write_config(self, closing: bool = False) -> None:
         """The engine's configuration; `closing`: the same with nobody but the gateway allowed in,
         loaded (SIGHUP) just before a clean stop (see stop())."""
@@ -241,12 +243,12 @@ class EmbeddedNats:
             # it): MQTT clients without credentials share one user, with the contract's subjects
             # for any device id (emulated boards, `sqal fleet`'s monitor, tools)
             users = [f"{{user: {_quote(user)}, password: {_quote(password)}{gw_perms}}}",
-                     f"{{user: {_quote(DEVICES_USER)}, password: {_quote(secrets.token_urlsafe(24))}, "
+                     (f"{{user: {_quote(DEVICES_USER)}, password: {_quote(secrets.token_urlsafe(24))}, "
                      "permissions: {publish: [\"sqal.v1.>\"], subscribe: [\"sqal.v1.>\"]}, "
                      # MQTT only: a NATS client without credentials could publish subjects no MQTT
                      # topic maps to (invalid UTF-8: nats-py cannot read them, the gateway's reader
                      # stopped for good; tests/gateway/test_nats_embedded.py)
-                     "allowed_connection_types: [\"MQTT\"]}"]
+                     "allowed_connection_types: [\"MQTT\"]}")]
             auth = f"no_auth_user: {_quote(DEVICES_USER)}\n"
         else:
             users = [f"{{user: {_quote(user)}, password: {_quote(password)}}}"]

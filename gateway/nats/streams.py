@@ -94,7 +94,7 @@ def consumer_config(limits: StreamLimits, filters: list[str]) -> ConsumerConfig:
 
 def message_subject(stream_subject: str) -> str:
     """The board's subject of a message of either stream (`$MQTT.msgs.` stripped)."""
-    return stream_subject[len(MQTT_PREFIX):] if stream_subject.startswith(MQTT_PREFIX) else stream_subject
+    return stream_subject.removeprefix(MQTT_PREFIX)
 
 
 async def ensure(js: JetStreamContext, limits: StreamLimits, timeout: float = 60.0) -> None:
@@ -107,7 +107,7 @@ async def ensure(js: JetStreamContext, limits: StreamLimits, timeout: float = 60
         try:
             await _ensure_once(js, limits)
             return
-        except (NatsTimeoutError, ServiceUnavailableError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, NatsTimeoutError, ServiceUnavailableError) as exc:
             if time.monotonic() >= deadline:
                 raise
             log.info("message engine: JetStream not ready yet (%r); trying again", exc)

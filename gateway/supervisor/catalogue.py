@@ -70,7 +70,7 @@ class GavageParams:
     def __post_init__(self) -> None:
         if not 1 <= self.nb_lots <= 10:
             raise ValueError(f"nb_lots must be between 1 and 10, got {self.nb_lots}")
-        # the HTTP API keeps the original's 1-10000; the demo and tests may go faster through Python
+        # the HTTP API keeps v1's 1-10000; the demo and tests may go faster through Python
         if not 1 <= self.acceleration <= 1_000_000:
             raise ValueError(f"acceleration must be between 1 and 1000000, got {self.acceleration}")
         if self.duration < 0:
@@ -87,7 +87,7 @@ class ConsumerParams:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        # the HTTP API keeps the original's 1-100; the demo and tests may go faster through Python
+        # the HTTP API keeps v1's 1-100; the demo and tests may go faster through Python
         if not 1 <= self.feedbacks_per_hour <= 36000:
             raise ValueError(f"feedbacks_per_hour must be between 1 and 36000, got {self.feedbacks_per_hour}")
         if not 1 <= self.min_rating <= self.max_rating <= 5:

@@ -19,6 +19,7 @@ sys.path[0] = ""  # the flash root (cwd) first, as on a board; not this script's
 FROZEN = os.getenv("FAKEBOARD_FROZEN")
 if FROZEN:
     _import = builtins.__import__
+    _frozen = FROZEN
 
     def _import_with_frozen(*args):
         saved = list(sys.path)
@@ -26,7 +27,7 @@ if FROZEN:
         for p in saved:
             sys.path.append(p)
             if p == ".frozen":
-                sys.path.append(FROZEN)
+                sys.path.append(_frozen)
         try:
             return _import(*args)
         finally:
@@ -46,7 +47,7 @@ def run(code, kind):
         exec(code, g)  # noqa: S102 - executing what the host sends is what a REPL does
     except BaseException as e:  # noqa: BLE001 - a REPL reports every exception, even Ctrl-C
         s = io.StringIO()
-        sys.print_exception(e, s)
+        sys.print_exception(e, s)  # type: ignore[attr-defined]  # MicroPython's sys
         err = s.getvalue()
     if raw:
         out.write(b"\x04")

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 from typer.testing import CliRunner
 
-from gateway.credentials import DeviceCredentials, password_hash, password_verify
 from gateway.boards.cli import board_app
 from gateway.boards.provision import CredentialStore, ProvisionError
+from gateway.credentials import DeviceCredentials, password_hash, password_verify
 from tests.fixtures.mqtt import MOSQUITTO_PASSWD_BIN
 from tests.security.engine_support import NOT_AUTHORIZED, AuthEngine
 

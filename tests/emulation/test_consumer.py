@@ -106,10 +106,11 @@ async def test_cli_sigterm_and_bad_arguments(live: tuple[str, asyncpg.Pool]) -> 
     api, pool = live
     await _two_lots(pool)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "emulation.consumer", "--api", api, "--feedbacks-per-hour", "1",
-                             "--min-rating", "3", "--max-rating", "5", "--duration", "0", "--no-use-active-lots",
-                             "--seed", "8"], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    argv = [sys.executable, "-m", "emulation.consumer", "--api", api, "--feedbacks-per-hour", "1", "--min-rating", "3",
+            "--max-rating", "5", "--duration", "0", "--no-use-active-lots", "--seed", "8"]
+    # the gateway under test serves from this event loop: nothing here may block it
+    proc = await asyncio.to_thread(subprocess.Popen, argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         first = await asyncio.to_thread(proc.stdout.readline)
@@ -126,6 +127,6 @@ async def test_cli_sigterm_and_bad_arguments(live: tuple[str, asyncpg.Pool]) -> 
     for args, words in ((["--min-rating", "4", "--max-rating", "2"], "--min-rating (4) must not exceed"),
                         (["--min-rating", "0"], "--min-rating must be between 1 and 5"),
                         (["--feedbacks-per-hour", "0"], "--feedbacks-per-hour must be between")):
-        r = subprocess.run([sys.executable, "-m", "emulation.consumer", "--api", api, *args], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=60, check=False)
+        r = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "emulation.consumer", "--api", api, *args],
+                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 2 and words in r.stderr, r.stderr

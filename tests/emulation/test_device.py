@@ -105,7 +105,7 @@ def test_device_publishes_samples_a_subscriber_decodes(make_device: DeviceFactor
         online = [s for s in _statuses(col, dev) if s["state"] == "online"]
         assert online and online[-1].get("degraded") is None and online[-1]["location"] == "Ligne A - Landes"
         # the line `sqal board deploy` waits for on the serial console
-        assert dev.wait_for_log("sqal: online (broker 127.0.0.1:%d)" % mosquitto_broker.port, 5), dev.log()
+        assert dev.wait_for_log(f"sqal: online (broker 127.0.0.1:{mosquitto_broker.port})", 5), dev.log()
         assert col.wait_for(lambda m: any(t.endswith("/telemetry") for t, _p, _r in m), 10)
         tele = codec.decode_telemetry(col.payloads(codec.topic(dev.device_id, "telemetry"))[-1], dev.device_id)
         assert tele["counters"]["sampled"] >= 1 and tele["mem_free"] > 0 and tele["boot"] == 1

@@ -18,6 +18,7 @@ def dump(profile: str, seed: int, n: int) -> list:
         d, st = s.tof_zone(8)
         d4, st4 = s.tof_zone(4)
         f = s.spectral_factors()
+        assert s.product is not None
         out.append([s.product["profile"], [x["kind"] for x in s.product["defects"]], d, st, d4, st4,
                     [int(f[k] * 1e6 + 0.5) for k in sorted(f)]])
     return json.loads(json.dumps(out))
@@ -43,6 +44,7 @@ def test_liver_on_tray_geometry() -> None:
     # the liver is up to ~80 mm high: the closest zone is well above the tray
     assert min(d) < 60
     assert all(x in (5, 9) for x in st)  # premium with no optical defect at this seed
+    assert s.product is not None
     assert s.product["defects"] == []
 
 
@@ -147,6 +149,7 @@ def _plain_tof_zone(s: Scene, res: int) -> tuple[list[int], list[int]]:
 
     r = s.rng
     zw, zh = sc.TRAY_W / res, sc.TRAY_H / res
+    assert s.product is not None
     optical = [d for d in s.product["defects"] if d["kind"] == "optical"]
     dist, st = [0] * (res * res), [5] * (res * res)
     for row in range(res):

@@ -39,8 +39,8 @@ BAD: list[tuple[dict[str, object], str]] = [
     ({"spool_capacity": 1e300}, "config.json: spool_capacity must be an integer"),
     # the watchdog must outlast an uncached DNS lookup that gets no answer (14 s on an ESP32)
     ({"watchdog_s": 2}, "config.json: watchdog_s must be a number between 20 and 3600, got 2"),
-    ({"ntp_hosts": []}, "config.json: ntp_hosts must be a list of 1 to 4 host names (1-64 characters each, "
-                        "no spaces), got []"),
+    ({"ntp_hosts": []}, ("config.json: ntp_hosts must be a list of 1 to 4 host names (1-64 characters each, "
+                         "no spaces), got []")),
     ({"ntp_hosts": "pool.ntp.org"}, "config.json: ntp_hosts must be a list of 1 to 4 host names"),
     ({"ntp_hosts": ["a", "b", "c", "d", "e"]}, "config.json: ntp_hosts must be a list of 1 to 4 host names"),
     ({"ntp_hosts": ["pool ntp org"]}, "config.json: ntp_hosts must be a list of 1 to 4 host names"),

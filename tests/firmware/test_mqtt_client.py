@@ -1,4 +1,4 @@
-"""sqalfw.mqtt against real brokers (mosquitto and amqtt).
+"""sqalfw.mqtt against real brokers (Mosquitto and NATS's MQTT listener).
 
 Device-side behaviour runs the client on the real MicroPython interpreter in a child process
 (the way it runs in the emulated fleet); argument checks, bounds and backoff maths also run
@@ -368,7 +368,7 @@ async def test_no_attempt_while_held_and_the_reason_logged_once() -> None:
         attempts.append((host, port))
         raise OSError(111, "refused")
 
-    why = {"now": "TLS: waiting for the clock to be set (NTP) before connecting"}
+    why: dict[str, str | None] = {"now": "TLS: waiting for the clock to be set (NTP) before connecting"}
     c = MQTTClient("dev-hold", "192.0.2.7", 8883, link_poll_s=0.02, backoff=Backoff(0.02, 0.05, seed=3),
                    open_connection=refused, log=logged.append, hold=lambda: why["now"])
     task = asyncio.create_task(c.run())
@@ -463,7 +463,7 @@ b = Backoff(0.5, 30, seed=12345)
 print(" ".join("%.6f" % b.next() for _ in range(10)))
 """).stdout.split()
     b = Backoff(0.5, 30, seed=12345)
-    assert out == ["%.6f" % b.next() for _ in range(10)]
+    assert out == [f"{b.next():.6f}" for _ in range(10)]
 
 
 def test_fails_over_to_the_next_broker_of_the_list_and_back(mosquitto_factory: Any, devices: Any) -> None:

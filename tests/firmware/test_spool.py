@@ -101,7 +101,7 @@ except ValueError as e:
     assert n == min(30, 1000 // size) == 30
     assert dropped == 200 - n and used == n * size
     assert out[1].split() == [str(n), str(200 - n)]  # the counter is persisted
-    assert out[2].split() == ["%04d" % i for i in range(200 - n, 200)]  # newest kept, in order
+    assert out[2].split() == [f"{i:04d}" for i in range(200 - n, 200)]  # newest kept, in order
     assert out[3].startswith("ERR spool: record of 1000 bytes does not fit")
 
 
@@ -164,13 +164,13 @@ def test_power_loss_at_every_byte_of_the_last_record(tmp_path: Path) -> None:
     for i in range(10):
         s.append(_payload(i))
     s.close()
-    seg = sorted(base.glob("*.seg"))[-1]
+    seg = max(base.glob("*.seg"))
     full = seg.read_bytes()
     last = _payload(10)
     s = Spool(str(base), capacity=100000, segment_size=4096)
     s.append(last)
     s.close()
-    after = sorted(base.glob("*.seg"))[-1]
+    after = max(base.glob("*.seg"))
     assert after == seg, "test needs the last record in the same segment"
     torn_record = bytearray(after.read_bytes()[len(full):])
     assert len(torn_record) == len(last) + OVERHEAD

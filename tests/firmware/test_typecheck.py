@@ -16,7 +16,9 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TARGETS = ["firmware/sqalfw", "firmware/main.py", "firmware/boot.py"]
+# the firmware, and the emulation's code that runs inside the device's MicroPython interpreter
+TARGETS = ["firmware/sqalfw", "firmware/main.py", "firmware/boot.py", "emulation/mpboard", "emulation/peripherals",
+           "emulation/device_main.py", "emulation/host_main.py"]
 
 
 def esp32_stub_dir(dest: Path) -> Path:
@@ -40,7 +42,7 @@ def esp32_stub_dir(dest: Path) -> Path:
 def run_mypy(work: Path) -> subprocess.CompletedProcess[str]:
     site = sysconfig.get_paths()["purelib"]
     stubs = esp32_stub_dir(work / "esp32-stubs")
-    env = dict(os.environ, MYPYPATH=f"{REPO / 'firmware'}:{stubs}")
+    env = dict(os.environ, MYPYPATH=f"{REPO / 'firmware'}:{REPO}:{stubs}")
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(REPO / "firmware" / "mypy.ini"),
          "--custom-typeshed-dir", site, "--cache-dir", str(work / "mypy-cache"), *TARGETS],

@@ -13,15 +13,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import websockets
 from sqalfw import wsclient
 
 from tests.fixtures.gateway import GatewayProcess, stored_keys
-from tests.fixtures.mqtt import free_port
 from tests.fixtures.micropython import MicroPythonRunner
+from tests.fixtures.mqtt import free_port
 from tests.gateway.ingest_support import sample
+
 
 def uid() -> str:
     return f"ESP32_WS_{uuid.uuid4().hex[:8].upper()}"
@@ -166,7 +167,7 @@ class LibServer:
 
         self.loop.run_until_complete(main())
 
-    def __enter__(self) -> LibServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         assert self.ready.wait(10)
         return self

@@ -121,9 +121,9 @@ async def test_app_on_embedded_database_persists_and_stops_it() -> None:
                 lot_id = (await c.post("/api/lots", json=NEW_LOT)).json()["id"]
         assert not embedded.running and pid is not None
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-                assert (await c.get(f"/api/lots/{lot_id}")).json()["farmer_name"] == NEW_LOT["farmer_name"]
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c):
+            assert (await c.get(f"/api/lots/{lot_id}")).json()["farmer_name"] == NEW_LOT["farmer_name"]
     finally:
         from registry.embedded import EmbeddedPostgres
 

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from registry.gs1 import make_gtin
 from registry import assignments, feedback, gavage, inspection, lots, samples
+from registry.gs1 import make_gtin
 from tests.registry.helpers import new_lot
 
 

@@ -4,17 +4,17 @@ nats-server: MQTT listener -> JetStream); /api/devices."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqalfw import codec
 
 from gateway.app import create_app
 from gateway.config import Settings
 from registry.devices import site_of
-from sqalfw import codec
 from tests.fixtures.mqtt import NatsBroker
 from tests.gateway.ingest_support import Publisher, metric, sample_bytes, uid, wait_until
 

@@ -25,12 +25,12 @@ from gateway.ingest.prepare import ClockPolicy, prepare
 from gateway.ingest.rejects import reason_key
 from tests.firmware.test_codec import (
     DELETE,
-    set_path,
     REJECTIONS,
     make_sample,
     make_status,
     make_telemetry,
     mutate,
+    set_path,
     worst_case_sample,
 )
 from tests.gateway.compiled_support import REQUIRED, import_compiled

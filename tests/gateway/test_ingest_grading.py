@@ -242,10 +242,12 @@ def test_large_chunk_results_come_back_through_a_file_small_ones_inline(tmp_path
     def fn(wires: Any, policy: Any, limit: int) -> list[Any]:
         return [("x" * n,) for n in wires]
 
-    kind, value = run_spilled(fn, str(tmp_path), [10], ClockPolicy(), 0)
+    sizes: Any = [10]  # fn's stand-in wires: the sizes of the results to make
+    kind, value = run_spilled(fn, str(tmp_path), sizes, ClockPolicy(), 0)
     assert kind == "inline" and len(value) <= INLINE_MAX  # one pipe write of at most PIPE_BUF: atomic
     assert _unspill(kind, value) == [("x" * 10,)]
-    kind, value = run_spilled(fn, str(tmp_path), [200_000, 5], ClockPolicy(), 0)
+    sizes = [200_000, 5]
+    kind, value = run_spilled(fn, str(tmp_path), sizes, ClockPolicy(), 0)
     assert kind == "file" and len(value) < 200  # only the file's name crosses the shared pipe
     assert _unspill(kind, value) == [("x" * 200_000,), ("x" * 5,)]
     assert list(tmp_path.iterdir()) == []  # read once, then gone

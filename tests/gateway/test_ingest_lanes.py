@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -23,7 +23,7 @@ def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
     def done(o: Outcome) -> None:
         answered.append(f"{o.device_id}/{o.seq}/{o.status}")
 
-    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=i), datetime.now(timezone.utc),
+    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=i), datetime.now(UTC),
                      done=done) for i in range(n)]
 
 
@@ -39,6 +39,10 @@ async def running_with_key_held(pipe: Pipeline, pool: asyncpg.Pool, dev: str,
     """The pipeline started, and (dev, 1, seq) inserted by another transaction and not committed:
     a batch with that key waits on it until the yielded transaction is rolled back."""
     await pipe.start()
+    # The key's span (registry/samples.py, SPAN_SHIFT) committed beforehand: batches then wait on the
+    # held key itself, not on the blocker's first insert of the span (which would serialise them).
+    await pool.execute("""INSERT INTO sqal_sample_spans (device_id, boot, span, day)
+                          VALUES ($1, 1, $2 >> 12, (now() AT TIME ZONE 'UTC')::date)""", dev, seq)
     blocker = await pool.acquire()
     tx = blocker.transaction()
     await tx.start()
@@ -96,7 +100,7 @@ def seq_envelopes(dev: str, seqs: list[int], answered: list[str]) -> list[Envelo
     def done(o: Outcome) -> None:
         answered.append(f"{o.seq}/{o.status}")
 
-    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=s), datetime.now(timezone.utc),
+    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=s), datetime.now(UTC),
                      done=done) for s in seqs]
 
 

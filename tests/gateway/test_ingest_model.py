@@ -19,7 +19,6 @@ from tests.firmware.test_quality import REF, block, cross_cases, scene
 from tests.gateway.compiled_support import REQUIRED, import_compiled
 
 
-
 def compiled_module() -> ModuleType:
     return import_compiled("_quality_c", "model")
 

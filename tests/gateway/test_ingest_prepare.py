@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqalfw import codec
 
 from gateway.ingest.envelope import Envelope
 from gateway.ingest.prepare import ClockPolicy, decode_sample, prepare
 from gateway.ingest.rejects import reason_key
-from sqalfw import codec
 from tests.gateway.ingest_support import sample
 
-NOW = datetime(2025, 1, 14, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 14, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 DEV = "ESP32_DEMO_LL_01"
 

@@ -57,10 +57,10 @@ class Stream:
                     time.sleep(ahead)
             pub.wait_all(timeout=120)
             pub.close()
-        except BaseException as exc:  # reported by join()
+        except BaseException as exc:  # noqa: BLE001 - the thread's failure, whatever it is, is reported by join()
             self.error = exc
 
-    def start(self) -> "Stream":
+    def start(self) -> Stream:
         self.thread.start()
         return self
 

@@ -11,9 +11,9 @@ import socket
 import asyncpg
 import pytest
 from sqalfw import codec
+from sqalfw.urls import hide_password as redact
 
 from gateway.ingest.service import IngestService, IngestSettings
-from sqalfw.urls import hide_password as redact
 from gateway.nats.streams import StreamLimits
 from tests.fixtures.mqtt import NatsBroker
 from tests.gateway.ingest_support import Publisher, count, sample_bytes, uid, wait_until

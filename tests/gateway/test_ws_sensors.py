@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import asyncpg
 import pytest
+from sqalfw import codec, quality
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Settings
-from sqalfw import codec, quality
 from tests.gateway.ingest_support import sample, uid
 
 

@@ -9,8 +9,8 @@ import asyncpg
 
 from registry import assignments, gavage, inspection, lots, samples
 
-LOT_ARGS: dict[str, Any] = dict(farmer_id="G042", farmer_name="Jean Dupont", site_code="LL", genetics="Mulard",
-                                nb_ducks=50, planned_duration_days=12)
+LOT_ARGS: dict[str, Any] = {"farmer_id": "G042", "farmer_name": "Jean Dupont", "site_code": "LL", "genetics": "Mulard",
+                                "nb_ducks": 50, "planned_duration_days": 12}
 
 
 async def new_lot(pool: asyncpg.Pool, **over: Any) -> str:

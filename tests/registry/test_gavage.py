@@ -14,8 +14,8 @@ from tests.registry.helpers import new_lot
 
 async def test_resent_feeding_changes_nothing(db_pool: asyncpg.Pool) -> None:
     lot_id = await new_lot(db_pool)
-    kw = dict(day=1, moment="morning", planned_dose_g=200.0, actual_dose_g=205.5, mean_weight_g=4510.0,
-              live_ducks=50, mortality_pct=0.0)
+    kw = {"day": 1, "moment": "morning", "planned_dose_g": 200.0, "actual_dose_g": 205.5, "mean_weight_g": 4510.0,
+              "live_ducks": 50, "mortality_pct": 0.0}
     first = await gavage.record_feeding(db_pool, lot_id, **kw)  # type: ignore[arg-type]
     events = await db_pool.fetchval("SELECT count(*) FROM lot_events WHERE lot_id = $1", lot_id)
     again = await gavage.record_feeding(db_pool, lot_id, **kw)  # type: ignore[arg-type]

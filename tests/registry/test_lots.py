@@ -74,8 +74,8 @@ async def test_lifecycle_end_to_end(db_pool: asyncpg.Pool) -> None:
     await assignments.assign_device(db_pool, lot_id, "ESP32_DEMO_LL_01", line="Ligne A", valid_from=start)
     rows = [{"device_id": "ESP32_DEMO_LL_01", "boot": 3, "seq": s, "measured_at": start + timedelta(seconds=s),
              "grade": "A", "score": 0.8, "weight_g": w} for s, w in ((1, 80.0), (2, 90.0))]
-    res = await samples.store_samples(db_pool, rows)
-    assert res.lot_ids == [lot_id, lot_id]
+    stored = await samples.store_samples(db_pool, rows)
+    assert stored.lot_ids == [lot_id, lot_id]
     lot = await inspection.close_inspection(db_pool, lot_id)
     assert lot["state"] == "inspected" and lot["sample_count"] == 2
     assert lot["mean_liver_weight_g"] == 85.0 and lot["itm"] == 16.0 and lot["itm_grade"] == "A"

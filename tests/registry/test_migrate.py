@@ -46,7 +46,7 @@ async def test_edited_migration_is_refused(empty_db: str, tmp_path: Path) -> Non
     d = tmp_path / "migrations"
     shutil.copytree(default_migrations_dir(), d)
     await migrate_dsn(empty_db, d)
-    first = sorted(d.glob("*.sql"))[0]
+    first = min(d.glob("*.sql"))
     first.write_text(first.read_text() + "\n-- edited\n")
     with pytest.raises(MigrationError, match=f"{first.name} changed after it was applied"):
         await migrate_dsn(empty_db, d)
@@ -75,9 +75,9 @@ async def test_concurrent_tasks_apply_once(empty_db: str) -> None:
 
 async def test_concurrent_processes_apply_once(empty_db: str) -> None:
     code = "import asyncio, sys; from registry.migrate import migrate_dsn; print(len(asyncio.run(migrate_dsn(sys.argv[1]))))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, empty_db], stdout=subprocess.PIPE, text=True)
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", code, empty_db, stdout=subprocess.PIPE)
              for _ in range(2)]
-    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    outs = [(await asyncio.wait_for(p.communicate(), 60))[0].decode().strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert sorted(outs) == ["0", str(len(load_migrations()))]
     conn = await asyncpg.connect(empty_db)

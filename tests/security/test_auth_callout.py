@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from nacl.signing import VerifyKey
 
-from gateway.credentials import DeviceCredentials
 from gateway.boards.provision import CredentialStore
+from gateway.credentials import DeviceCredentials
 from gateway.nats import auth_callout as ac
 from gateway.nats.subjects import device_subjects
 from tests.fixtures.mqtt import free_port
