@@ -18,14 +18,13 @@ import argparse
 import asyncio
 import random
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from emulation.sim_common import ActionLog, api_url, auth_headers, bounded, install_stop, sleep_or_stop, token
+from emulation.sim_common import ActionLog, api_url, auth_headers, bounded, install_stop, paced, token
 
 # (name, share, rating range)
 CONSUMER_MIX = (("enthusiastic", 0.15, (4, 5)), ("satisfied", 0.45, (3, 4)), ("neutral", 0.25, (3, 3)),
@@ -102,23 +101,8 @@ class ConsumerSimulator:
         self.log("start", api=c.api, feedbacks_per_hour=c.feedbacks_per_hour, interval=f"{c.interval_s:.3f}s",
                  min_rating=c.min_rating, max_rating=c.max_rating, duration=c.duration,
                  use_active_lots=c.use_active_lots, seed=c.seed)
-        start = time.monotonic()
-        deadline = start + c.duration if c.duration > 0 else None
-        slot = start
         async with httpx.AsyncClient(base_url=c.api, headers=auth_headers(c.token), timeout=10.0) as http:
-            while not stop.is_set():
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    self.log("duration_reached", seconds=c.duration)
-                    break
-                wait = slot - now if deadline is None else min(slot - now, deadline - now)
-                if await sleep_or_stop(stop, wait):
-                    break
-                if time.monotonic() < slot:
-                    continue  # woke for the deadline
-                await self.one_feedback(http)
-                # late: skip the missed slots rather than burst
-                slot = max(slot + c.interval_s, time.monotonic())
+            await paced(stop, c.interval_s, c.duration, self.log, lambda: self.one_feedback(http))
         self.log("stopped", **{k: v for k, v in asdict(self.stats).items() if k != "lots"})
         return 0
 

@@ -22,14 +22,13 @@ import argparse
 import asyncio
 import random
 import sys
-import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 
-from emulation.sim_common import ActionLog, api_url, auth_headers, bounded, install_stop, sleep_or_stop, token
+from emulation.sim_common import ActionLog, api_url, auth_headers, bounded, install_stop, paced, token
 
 # (name, address, GLN or None); made up
 CUSTOMERS = (
@@ -92,22 +91,8 @@ class ShippingSimulator:
         c = self.cfg
         self.log("start", api=c.api, shipments_per_hour=c.shipments_per_hour, interval=f"{c.interval_s:.3f}s",
                  duration=c.duration, seed=c.seed)
-        start = time.monotonic()
-        deadline = start + c.duration if c.duration > 0 else None
-        slot = start
         async with httpx.AsyncClient(base_url=c.api, headers=auth_headers(c.token), timeout=10.0) as http:
-            while not stop.is_set():
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    self.log("duration_reached", seconds=c.duration)
-                    break
-                wait = slot - now if deadline is None else min(slot - now, deadline - now)
-                if await sleep_or_stop(stop, wait):
-                    break
-                if time.monotonic() < slot:
-                    continue  # woke for the deadline
-                await self.one_shipment(http)
-                slot = max(slot + c.interval_s, time.monotonic())
+            await paced(stop, c.interval_s, c.duration, self.log, lambda: self.one_shipment(http))
         self.log("stopped", **{k: v for k, v in asdict(self.stats).items() if k != "lots"})
         return 0
 

@@ -13,7 +13,8 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -105,3 +106,25 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def paced(stop: asyncio.Event, interval_s: float, duration: float, log: ActionLog,
+                action: Callable[[], Awaitable[object]]) -> None:
+    """Run `action` once a slot, every `interval_s` from now, until `stop` is set or `duration`
+    seconds have passed (0: no end). The first slot is immediate; a late action skips the missed
+    slots rather than burst."""
+    start = time.monotonic()
+    deadline = start + duration if duration > 0 else None
+    slot = start
+    while not stop.is_set():
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            log("duration_reached", seconds=duration)
+            return
+        wait = slot - now if deadline is None else min(slot - now, deadline - now)
+        if await sleep_or_stop(stop, wait):
+            return
+        if time.monotonic() < slot:
+            continue  # woke for the deadline
+        await action()
+        slot = max(slot + interval_s, time.monotonic())

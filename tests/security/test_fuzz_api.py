@@ -18,27 +18,15 @@ set to zero. The WebSockets are not in the OpenAPI schema; /ws/logs is covered b
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import schemathesis
-import uvicorn
 from fastapi.routing import APIRoute, iter_route_contexts
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_schema_conformance,
-)
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -46,6 +34,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.supervisor import Catalogue, CommandSpec, RunContext
 from gateway.supervisor import catalogue as real
+from tests.fixtures.fuzz import fuzz_operations, served
 from tests.security.conftest import TOKEN
 
 MAX_EXAMPLES = 25
@@ -77,56 +66,13 @@ def cheap_simulators(app: Any) -> None:
 def base_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     app = create_app(Settings(database_url=database_url, data_dir=tmp_path, mqtt_embedded_port=0, api_token=TOKEN,
                               ingest_flush_ms=5))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="error"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "gateway did not start"
-        threading.Event().wait(0.02)
-    cheap_simulators(app)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
-
-
-def not_a_server_error_(response: object) -> None:
-    status = response.status_code  # type: ignore[attr-defined]
-    assert status < 500, f"{status}: {response.text[:500]}"  # type: ignore[attr-defined]
-
-
-def fuzz(op: Any, mode: GenerationMode) -> None:
-    """MAX_EXAMPLES requests for one operation: no 5xx, answers as documented; invalid requests
-    (negative mode) refused with a 4xx."""
-    checks = [response_schema_conformance, content_type_conformance]
-    if mode is GenerationMode.NEGATIVE:
-        checks.append(negative_data_rejection)
-
-    @given(case=op.as_strategy(generation_mode=mode))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    def run(case: schemathesis.Case) -> None:
-        response = case.call(headers=AUTH, timeout=30)
-        not_a_server_error_(response)
-        case.validate_response(response, checks=checks)
-
-    run()
+    with served(app) as url:
+        cheap_simulators(app)
+        yield url
 
 
 def test_fuzz_every_operation(base_url: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    failures: list[str] = []
-    tested: set[str] = set()
-    for result in schema.get_all_operations():
-        op = result.ok()  # type: ignore[union-attr]  # an invalid operation fails here
-        tested.add(f"{op.method.upper()} {op.path}")
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            try:
-                fuzz(op, mode)
-            except Unsatisfiable:
-                assert mode is GenerationMode.NEGATIVE, op.path  # nothing in the request can be invalid
-            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every failure, report them together
-                failures.append(f"{op.method.upper()} {op.path} ({mode.value}): {str(exc)[:1500]}")
+    tested, failures = fuzz_operations(base_url, AUTH, MAX_EXAMPLES)
     assert len(tested) >= 45, sorted(tested)  # every operation, the simulator starts included
     assert {"POST /api/control-panel/orchestrate/start", "POST /api/control-panel/simulators/start",
             "POST /api/control-panel/scenarios/start"} <= tested
