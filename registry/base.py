@@ -45,6 +45,6 @@ class _conn:
             return await self._acquired.__aenter__()
         return self._db
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self._acquired is not None:
             await self._acquired.__aexit__(*exc)

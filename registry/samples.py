@@ -260,7 +260,7 @@ async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]], *,
         parts.append(line)
         keys.append((str(r["device_id"]), int(r["boot"]), int(r["seq"])))
     data = memoryview(b"".join(parts))  # a buffer, not bytes: asyncpg would take bytes for a file path
-    async with _conn(db) as conn:
+    async with _conn(db) as conn:  # noqa: SIM117 - whether to open a transaction depends on the connection
         async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
             if not session_ready:
                 await conn.execute(_TEMP)

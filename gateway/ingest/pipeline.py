@@ -26,16 +26,16 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import asyncpg
 
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.grading import Grader
 from gateway.ingest.metrics import IngestMetrics, observe_many
-from gateway.ingest.prepare import ClockPolicy, Prepared
+from gateway.ingest.prepare import DEFAULT_CLOCK, ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
 from registry import devices as reg_devices
 from registry.errors import RegistryError
@@ -58,7 +58,7 @@ class PipelineConfig:
     flush_s: float = 0.05  # a batch waits at most this long for more messages
     ws_capacity: int = 1000  # WebSocket messages received and not yet committed, at most
     payload_limit: int = 4096  # bytes kept of a rejected payload
-    clock: ClockPolicy = ClockPolicy()
+    clock: ClockPolicy = DEFAULT_CLOCK
     retry_max_s: float = 5.0  # cap of the backoff between commit retries
     workers: int = field(default_factory=default_workers)  # grading processes (0: a thread of this process)
     prepare_ahead: int = 2  # batches being graded while one commits
@@ -223,7 +223,7 @@ class Pipeline:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             # Graded in the background; the stage queue bounds how many batches are ahead.
             await self._stage.put(asyncio.ensure_future(self.grader.prepare(batch)))
@@ -271,7 +271,7 @@ class Pipeline:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             if previous is not None:
                 await previous  # cancelled when the batch before was: then this one is not answered either
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             self.metrics.batch_size.observe(len(items))
             self.committed_batches += 1
             try:
@@ -318,7 +318,7 @@ class Pipeline:
         while True:
             try:
                 return await self._commit(items)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - classified below: transient, refused content, or a bug
                 retry = is_transient(exc)
                 if not retry and not refuses_content(exc) and unexplained < UNEXPLAINED_RETRIES:
                     unexplained += 1  # neither the connection nor the content for sure: try again before blaming an item
@@ -334,7 +334,7 @@ class Pipeline:
                         log.error("ingest: could not store reject %r: %s", items[0].reject, exc)
                         self.metrics.rejected.labels("storage_failed").inc()
                         return {}, {}
-                    self._to_reject(items[0], "storage: %s: %s" % (type(exc).__name__, exc))
+                    self._to_reject(items[0], f"storage: {type(exc).__name__}: {exc}")
                     continue
                 log.error("ingest batch refused (%s: %s); committing its %d items one by one",
                           type(exc).__name__, exc, len(items))
