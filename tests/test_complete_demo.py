@@ -31,8 +31,8 @@ from gateway.config import Settings
 from gateway.scenarios import ScenarioOptions
 from registry import stats as reg_stats
 from registry import timeline as reg_timeline
+from tests.fixtures.gateway import alive, serve
 from tests.fixtures.postgres import make_data_dir
-from tests.gateway.test_control_panel import alive, serve
 
 INSPECTION_SAMPLES = 4
 TOKEN = "complete-demo-test-token"

@@ -32,10 +32,10 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
 from gateway.config import get_settings
+from gateway.shared_files import shared_dir
 
 SCHEMA_FILE = "EPCIS-JSON-Schema.json"
 CONTEXT_FILE = "epcis-context.jsonld"
-DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "epcis"
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$")
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
@@ -43,7 +43,7 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Z
 
 def epcis_dir() -> Path:
     """SQAL_EPCIS_DIR, else ../shared/epcis/ beside the project."""
-    return get_settings().epcis_dir or DEFAULT_DIR
+    return get_settings().epcis_dir or shared_dir("epcis")
 
 
 def is_uri(value: object) -> bool:

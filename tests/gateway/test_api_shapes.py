@@ -27,7 +27,7 @@ from gateway.api.models_control import OrchestrateStatus, ProcessInfo, Simulator
 from gateway.api.models_status import DispatchStatus, IngestStatus
 from gateway.app import create_app
 from gateway.config import Settings
-from tests.gateway.test_control_panel import serve
+from tests.fixtures.gateway import serve
 
 BASE = "/api/control-panel"
 TOKEN = "api-shapes-test-token"

@@ -9,7 +9,6 @@ option produced, and run no simulator.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import websockets
 
@@ -26,7 +24,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.supervisor import Catalogue, CommandSpec, RunContext
 from gateway.supervisor import catalogue as real
-from tests.fixtures.gateway import serve_app
+from tests.fixtures.gateway import alive, serve
 
 BASE = "/api/control-panel"
 STANDIN = """
@@ -63,15 +61,6 @@ def opt(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.fixture
 async def app(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     settings = Settings(database_url=database_url, data_dir=tmp_path, ingest_enabled=False,
@@ -88,15 +77,6 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sqal.test") as c:
         yield c
-
-
-@contextlib.asynccontextmanager
-async def serve(application: Any) -> AsyncIterator[str]:
-    """A real uvicorn server for the app, in this event loop; sets app.state.api_url."""
-    async with serve_app(application, lifespan="off") as port:
-        url = f"http://127.0.0.1:{port}"
-        application.state.api_url = url
-        yield url
 
 
 async def wait_for(pred: Any, timeout: float = 15.0) -> Any:

@@ -28,7 +28,7 @@ from gateway.config import Settings
 from gateway.scenarios import ScenarioOptions
 from gateway.traceability.api import router
 from gateway.traceability.schema import EpcisChecker
-from tests.gateway.test_control_panel import serve
+from tests.fixtures.gateway import serve
 from tests.traceability.conftest import ARTIFACTS, check_valid
 
 TOKEN = "traceability-demo-token"

@@ -13,7 +13,7 @@ from playwright.async_api import async_playwright, expect
 
 from gateway.api.lots import router as lots_router
 from gateway.web_routes import include_web
-from tests.gateway.test_control_panel import serve
+from tests.fixtures.gateway import serve
 from tests.traceability.conftest import ARTIFACTS, trace_app
 from tests.traceability.helpers import full_lot, gavage_lot
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
