@@ -22,13 +22,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway.shared_files import shared_places
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 VARIANT_DIR = HERE / "variant"
 MANIFEST = HERE / "manifest.py"
 CACHE = REPO_ROOT / "build" / "esp32-profile"
 SOURCE_ENV = "SQAL_MICROPYTHON_SRC"
-DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "micropython"
 KEEP_BUILDS = 3  # older cached interpreters are removed
 
 
@@ -36,23 +37,10 @@ class ProfileUnavailable(RuntimeError):
     """A part the build needs is missing here (the source, a 32-bit C toolchain); says which."""
 
 
-def _origin_shared() -> Path | None:
-    """../shared/micropython beside the repository this one was cloned from, when that is a local
-    path: a clean clone made elsewhere (a CI work directory) finds the source of its origin."""
-    try:
-        url = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
-                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if not url.startswith("/"):
-        return None
-    return Path(url).resolve().parent / "shared" / "micropython"
-
-
 def source_archive() -> Path:
     """The MicroPython source archive, or ProfileUnavailable naming where it was looked for."""
     given = os.environ.get(SOURCE_ENV)
-    places = [Path(given)] if given else [p for p in (DEFAULT_SOURCE, _origin_shared()) if p is not None]
+    places = [Path(given)] if given else shared_places("micropython")
     for where in places:
         if where.is_file():
             return where
