@@ -23,7 +23,7 @@ from gateway.ingest.envelope import Envelope
 from gateway.ingest.grading import prepare_wire, to_wire
 from gateway.ingest.prepare import ClockPolicy, prepare
 from gateway.ingest.rejects import reason_key
-from tests.firmware.test_codec import (
+from tests.firmware.codec_cases import (
     DELETE,
     REJECTIONS,
     make_sample,

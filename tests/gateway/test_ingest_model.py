@@ -15,7 +15,7 @@ from sqalfw import quality as pure
 
 from gateway.ingest import model
 from gateway.ingest.grading import Grader
-from tests.firmware.test_quality import REF, block, cross_cases, scene
+from tests.firmware.quality_cases import REF, block, cross_cases, scene
 from tests.gateway.compiled_support import REQUIRED, import_compiled
 
 
