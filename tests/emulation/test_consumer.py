@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from registry import lots
 from tests.fixtures.gateway import serve_app
-from tests.gateway.test_consumer_api import inspected_lot, products_of
+from tests.registry.helpers import inspected_lot, products_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

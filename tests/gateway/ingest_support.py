@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from asyncpg.transaction import Transaction
 from nats.js.api import ConsumerInfo
 from sqalfw import codec
 
+from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.metrics import IngestMetrics
+from gateway.ingest.pipeline import Pipeline
 from gateway.nats import streams
 from gateway.nats.streams import StreamLimits
 from registry.samples import store_samples
@@ -321,3 +324,17 @@ class GatewayProcess:
             return self.log_path.read_text(errors="replace")[-5000:]
         except FileNotFoundError:
             return ""
+
+
+def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
+    def done(o: Outcome) -> None:
+        answered.append(f"{o.device_id}/{o.seq}/{o.status}")
+
+    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=i), datetime.now(UTC),
+                     done=done) for i in range(n)]
+
+
+def hand_in(pipe: Pipeline, dev: str, n: int, answered: list[str]) -> None:
+    """As the engine's source does: a fetched batch handed in at once (the source bounds what it has
+    in hand, gateway/ingest/nats_source.py)."""
+    pipe.put(envelopes(dev, n, answered))

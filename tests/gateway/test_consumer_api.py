@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -14,9 +12,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from registry import assignments, feedback, gavage, inspection, lots, samples
-from registry.gs1 import make_gtin
-from tests.registry.helpers import new_lot
+from registry import lots
+from tests.registry.helpers import inspected_lot, products_of
 
 
 @pytest.fixture
@@ -24,23 +21,6 @@ async def env(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.As
     app = create_app(Settings(database_url=database_url, data_dir=tmp_path, ingest_enabled=False))
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sqal.test") as c:
         yield c, app.state.pool
-
-
-async def inspected_lot(pool: asyncpg.Pool, grades: list[str], device: str = "ESP32_CONS_LL_01") -> str:
-    lot_id = await new_lot(pool)
-    await gavage.record_feeding(pool, lot_id, day=1, moment="morning", planned_dose_g=200, actual_dose_g=8000,
-                                ready_for_slaughter=False)
-    await lots.mark_ready(pool, lot_id)
-    await assignments.assign_device(pool, lot_id, device, valid_from=datetime.now(UTC) - timedelta(seconds=10))
-    now = datetime.now(UTC)
-    await samples.store_samples(pool, [{"device_id": device, "boot": 1, "seq": i, "measured_at": now - timedelta(seconds=5),
-                                        "grade": g, "score": 0.8, "weight_g": 500.0} for i, g in enumerate(grades)])
-    await inspection.close_inspection(pool, lot_id)
-    return lot_id
-
-
-async def products_of(pool: asyncpg.Pool, lot_id: str, n: int = 2) -> list[dict[str, Any]]:
-    return [await feedback.create_product(pool, lot_id, make_gtin("376000000", i)) for i in range(1, n + 1)]
 
 
 async def test_products_list_and_filters(env: tuple[httpx.AsyncClient, asyncpg.Pool]) -> None:

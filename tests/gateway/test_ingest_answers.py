@@ -12,8 +12,7 @@ import asyncpg
 
 from gateway.ingest.envelope import Outcome
 from gateway.ingest.pipeline import Pipeline, PipelineConfig
-from tests.gateway.ingest_support import count, metric, uid
-from tests.gateway.test_ingest_lanes import envelopes, hand_in
+from tests.gateway.ingest_support import count, envelopes, hand_in, metric, uid
 
 
 def internal_errors(pipe: Pipeline, stage: str) -> float:

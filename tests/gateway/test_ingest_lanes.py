@@ -16,21 +16,7 @@ from sqalfw import codec
 from gateway.ingest.envelope import Envelope, Outcome
 from gateway.ingest.pipeline import Pipeline, PipelineConfig
 from registry.samples import store_samples
-from tests.gateway.ingest_support import count, metric, sample_bytes, uid, wait_until
-
-
-def envelopes(dev: str, n: int, answered: list[str]) -> list[Envelope]:
-    def done(o: Outcome) -> None:
-        answered.append(f"{o.device_id}/{o.seq}/{o.status}")
-
-    return [Envelope("mqtt", codec.topic(dev, "sample"), sample_bytes(dev, boot=1, seq=i), datetime.now(UTC),
-                     done=done) for i in range(n)]
-
-
-def hand_in(pipe: Pipeline, dev: str, n: int, answered: list[str]) -> None:
-    """As the engine's source does: a fetched batch handed in at once (the source bounds what it has
-    in hand, gateway/ingest/nats_source.py)."""
-    pipe.put(envelopes(dev, n, answered))
+from tests.gateway.ingest_support import count, hand_in, metric, sample_bytes, uid, wait_until
 
 
 @contextlib.asynccontextmanager

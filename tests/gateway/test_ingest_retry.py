@@ -18,8 +18,7 @@ from gateway.ingest.pipeline import (
     refuses_content,
 )
 from registry.errors import InvalidInput
-from tests.gateway.ingest_support import count, metric, uid
-from tests.gateway.test_ingest_lanes import hand_in
+from tests.gateway.ingest_support import count, hand_in, metric, uid
 
 
 def failing_writer(pipe: Pipeline, fail: Any) -> None:

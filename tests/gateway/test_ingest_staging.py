@@ -9,8 +9,7 @@ import pytest
 
 from gateway.ingest import pipeline as pipeline_mod
 from gateway.ingest.pipeline import TIDY_EVERY, Pipeline, PipelineConfig
-from tests.gateway.ingest_support import count, metric, uid
-from tests.gateway.test_ingest_lanes import hand_in
+from tests.gateway.ingest_support import count, hand_in, metric, uid
 from tests.registry.test_samples_copy import stage_pages
 
 BATCH = 20
