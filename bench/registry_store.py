@@ -61,7 +61,7 @@ async def run(dsn: str, batches: int, size: int) -> None:
     print(f"store_samples: {total} rows ({new} new, {dup} duplicates) in batches of {size}: "
           f"{elapsed:.2f} s -> {total / elapsed:,.0f} rows/s ({elapsed / (batches + batches // 4) * 1000:.1f} ms/batch)")
     events = await pool.fetchval("SELECT count(*) FROM lot_events WHERE type = 'sqal_samples'")
-    print(f"aggregated sqal_samples events written: {events} (one per lot per batch)")
+    print(f"aggregated sqal_samples events written: {events} (at most one a minute per device and hour row)")
     await pool.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +19,7 @@ from gateway.db import open_database
 from gateway.dispatch import start_dispatcher, stop_dispatcher
 from gateway.ingest.service import IngestService, IngestSettings
 from gateway.ingest.service import install as install_ingest
+from gateway.maintenance import Maintenance, RetentionPolicy
 from gateway.supervisor.app import start_supervisor
 from registry.errors import (
     AssignmentConflict,
@@ -43,6 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.pool = db.pool
         ingest = None
+        maintenance = None
+        if settings.retention_enabled:  # partitions made ahead (before the ingest starts), retention applied
+            maintenance = Maintenance(db.pool, RetentionPolicy.from_settings(settings))
+            await maintenance.start()
+        app.state.maintenance = maintenance
         supervisor = await start_supervisor(app, settings)  # control panel: simulators as child processes
         try:
             if settings.ingest_enabled:  # ingest: message engine (embedded unless SQAL_NATS_URL), source, pipeline
@@ -50,14 +58,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.ingest = ingest
                 await ingest.start()
                 app.state.security_metrics.register_into(ingest.metrics.registry)  # on /metrics too
+                if maintenance is not None:
+                    maintenance.metrics.register_into(ingest.metrics.registry)
                 await start_dispatcher(app, db.pool, ingest.client_url, settings)
             yield
         finally:
             try:
+                for task in app.state.tasks:  # the embedding code's (the demo's): before the simulators
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
                 await supervisor.close()  # children first: devices say `offline` while the engine is up
                 await stop_dispatcher(app)
                 if ingest is not None:
                     await ingest.stop()
+                if maintenance is not None:
+                    await maintenance.stop()
             finally:
                 await db.close()
 
@@ -73,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
+    tasks: set[asyncio.Task[None]] = set()
+    app.state.tasks = tasks  # started by the embedding code (sqal demo): stopped first
 
     async def registry_error(request: Request, exc: Exception) -> JSONResponse:
         status = next(code for cls, code in _STATUS if isinstance(exc, cls))

@@ -65,54 +65,66 @@ def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: An
     prepare_api_token(settings, typer.echo)  # SQAL_API_TOKEN or <data dir>/api-token (made on first run)
     app = create_app(settings)
 
-    class Server(uvicorn.Server):
-        demo_task: asyncio.Task[None] | None = None
-
-        async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
-            await super().startup(sockets=sockets)
-            bound = self.servers[0].sockets[0].getsockname() if self.servers else (settings.http_host, settings.http_port)
-            base = f"http://{bound[0]}:{bound[1]}"
-            if self.started:  # the simulators reach this gateway here (port 0 resolved; wildcard -> loopback)
-                local = "127.0.0.1" if bound[0] in ("0.0.0.0", "::", "") else bound[0]
-                app.state.api_url = f"http://{local}:{bound[1]}"
-            if self.started and banner:
-                db = app.state.db
-                typer.echo(f"SQAL gateway running: {base}")
-                typer.echo(f"  API:       {base}/api/lots   (health: {base}/health)")
-                typer.echo(f"  API docs:  {base}/docs")
-                typer.echo(f"  data dir:  {settings.data_dir}")
-                if db.embedded is not None:
-                    typer.echo(f"  database:  embedded PostgreSQL {db.embedded.display_dsn}, files in {db.embedded.pgdata}")
-                else:
-                    typer.echo("  database:  SQAL_DATABASE_URL")
-                typer.echo(f"  web page:  {base}/ui/   (enter the API token there)")
-                if demo_opts is not None:
-                    typer.echo(f"  control:   {base}/api/control-panel/orchestrate/status")
-                typer.echo("Press Ctrl-C to stop (simulators and the embedded database are stopped cleanly).")
-            if self.started and demo_opts is not None:
-                self.demo_task = asyncio.create_task(self._demo())
-
-        async def _demo(self) -> None:
-            from gateway import demo as demo_mod
-
-            await demo_mod.start(app, demo_opts, typer.echo)
-            await demo_mod.live_summary(app)
-
-        async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
-            if self.demo_task is not None:  # the summary stops first; the lifespan then stops the simulators
-                self.demo_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self.demo_task
-            if banner and self.started:
-                # a few seconds with nothing shown invites a second Ctrl-C, which cuts the clean stop short
-                typer.echo("Stopping: simulators, ingest, then the database (a few seconds)...")
-            await super().shutdown(sockets=sockets)
-
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
                             lifespan="on",
                             # the server never buffers a huge frame; the app answers and closes above its own limit
                             ws_max_size=4 * settings.ws_max_message_bytes)
-    server = Server(config)
+    server = uvicorn.Server(config)
+
+    def announce_started() -> None:
+        bound = server.servers[0].sockets[0].getsockname() if server.servers else (settings.http_host,
+                                                                                    settings.http_port)
+        base = f"http://{bound[0]}:{bound[1]}"
+        # the simulators reach this gateway here (port 0 resolved; wildcard -> loopback)
+        local = "127.0.0.1" if bound[0] in ("0.0.0.0", "::", "") else bound[0]
+        app.state.api_url = f"http://{local}:{bound[1]}"
+        if not banner:
+            return
+        db = app.state.db
+        typer.echo(f"SQAL gateway running: {base}")
+        typer.echo(f"  API:       {base}/api/lots   (health: {base}/health)")
+        typer.echo(f"  API docs:  {base}/docs")
+        typer.echo(f"  data dir:  {settings.data_dir}")
+        if db.embedded is not None:
+            typer.echo(f"  database:  embedded PostgreSQL {db.embedded.display_dsn}, files in {db.embedded.pgdata}")
+        else:
+            typer.echo("  database:  SQAL_DATABASE_URL")
+        typer.echo(f"  web page:  {base}/ui/   (enter the API token there)")
+        if demo_opts is not None:
+            typer.echo(f"  control:   {base}/api/control-panel/orchestrate/status")
+        typer.echo("Press Ctrl-C to stop (simulators and the embedded database are stopped cleanly).")
+
+    async def run_demo() -> None:
+        from gateway import demo as demo_mod
+
+        assert demo_opts is not None
+        await demo_mod.start(app, demo_opts, typer.echo)
+        await demo_mod.live_summary(app)
+
+    async def follow() -> None:
+        """Beside the server, through its public state: once it listens, the banner and the demo
+        (a task of the app's, which its lifespan stops before the simulators); once it is told to
+        stop, say so: a few silent seconds invite a second Ctrl-C, which cuts the clean stop short."""
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        announce_started()
+        if demo_opts is not None:
+            app.state.tasks.add(asyncio.create_task(run_demo(), name="demo"))
+        while not server.should_exit:
+            await asyncio.sleep(0.1)
+        if banner:
+            typer.echo("Stopping: simulators, ingest, then the database (a few seconds)...")
+
+    async def serve() -> None:
+        follower = asyncio.create_task(follow())
+        try:
+            await server.serve()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(BaseException):
+                await follower
 
     def _terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -121,7 +133,7 @@ def _run_gateway(host: str | None, port: int | None, banner: bool, demo_opts: An
     # PostgreSQL stopped), then re-raises the signal to the previous handler: end with exit code 0.
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        server.run()
+        asyncio.run(serve())
     except KeyboardInterrupt:
         pass
     finally:
@@ -170,17 +182,21 @@ def demo(
     _run_gateway(host, port, banner=True, demo_opts=opts)
 
 
-from gateway.boards.cli import board_app  # noqa: E402  (sub-apps register after the root commands)
+from gateway.boards.cli import board_app
 
 app.add_typer(board_app, name="board")
 
-from emulation.fleet_cli import fleet_app  # noqa: E402
+from emulation.fleet_cli import fleet_app
 
 app.add_typer(fleet_app, name="fleet")
 
-from gateway.nats.cli import engine_app  # noqa: E402
+from gateway.nats.cli import engine_app
 
 app.add_typer(engine_app, name="engine")
+
+from gateway.db_cli import db_app
+
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -107,6 +107,19 @@ class Settings(BaseSettings):
     gtin_company_prefix: str = Field(default="376000000", pattern=r"^\d{7,10}$",
                                      description="GS1 company prefix of the GTINs (376: GS1 France range)")
 
+    # -- the readings' partitions and retention (gateway/maintenance.py, docs/registry.md)
+    retention_enabled: bool = Field(default=True, description="Run the registry's maintenance in this gateway: "
+                                    "partitions made ahead, the retention policy applied (one replica at a time)")
+    retention_raw_days: int = Field(default=30, ge=1, le=36500, description="Days a reading's raw payload is kept "
+                                    "(a day of them is dropped at once when all of it is this old)")
+    retention_samples_days: int = Field(default=730, ge=1, le=36500, description="Days a reading's row (grades, "
+                                        "weights, features) is kept (a month of them is dropped at once); lots, "
+                                        "their events and the per-hour aggregates are kept for good")
+    retention_interval_s: float = Field(default=3600.0, ge=1, le=86400, description="Seconds between two "
+                                        "maintenance runs (the first at start-up)")
+    partitions_ahead_days: int = Field(default=7, ge=1, le=366, description="Days after today whose partitions "
+                                       "are made ahead")
+
     # -- traceability exports (docs/traceability.md)
     trace_id_base: str = Field(
         default="https://sqal.example", pattern=URL_PATTERN,
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
                                 description="IANA time zone of the sites: eventTimeZoneOffset of the EPCIS events")
     epcis_dir: Path | None = Field(default=None, description="Directory holding GS1's EPCIS-JSON-Schema.json and "
                                    "epcis-context.jsonld (unset: ../shared/epcis/ beside the project)")
+
 
     @field_validator("trace_timezone")
     @classmethod

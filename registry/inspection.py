@@ -13,6 +13,7 @@ from typing import Any
 from registry.assignments import end_assignments
 from registry.base import Executor, _conn, _d
 from registry.lifecycle import check, lock_lot, transition
+from registry.sample_hours import lot_summary
 
 ITM_GRADES = ((15.0, "A+"), (17.0, "A"), (20.0, "B"))
 
@@ -36,15 +37,10 @@ async def close_inspection(db: Executor, lot_id: str) -> dict[str, Any]:
     async with _conn(db) as conn, conn.transaction():
         lot = await lock_lot(conn, lot_id)
         check(lot, "close_inspection")  # refuse before computing anything
-        agg = await conn.fetchrow(
-            """SELECT count(*) AS n, avg(weight_g) FILTER (WHERE weight_g > 0) AS mean_w,
-                      COALESCE((SELECT jsonb_object_agg(g, c) FROM (
-                          SELECT COALESCE(grade, 'none') AS g, count(*) AS c FROM sqal_samples
-                          WHERE lot_id = $1 GROUP BY 1) x), '{}'::jsonb) AS dist
-               FROM sqal_samples WHERE lot_id = $1""", lot_id)
-        n = int(agg["n"])
-        mean_w = round(float(agg["mean_w"]), 1) if agg["mean_w"] is not None else None
-        dist = json.loads(agg["dist"]) if isinstance(agg["dist"], str) else dict(agg["dist"])
+        summary = await lot_summary(conn, lot_id)  # the lot's hour rows (registry/sample_hours.py)
+        n = summary["samples"]
+        mean_w = round(float(summary["weight_mean"]), 1) if summary["weight_mean"] is not None else None
+        dist = summary["grades"]
         maize = float(lot["maize_total_per_duck_g"])
         itm = compute_itm(maize, mean_w)
         grade = itm_grade(itm) if itm is not None else None

@@ -17,10 +17,12 @@ import json
 from datetime import datetime
 from typing import Any
 
+from registry import sample_hours
 from registry.assignments import assign_device
 from registry.base import Executor, _conn, as_dict
 from registry.inspection import close_inspection
 from registry.lifecycle import append_event
+from registry.sample_hours import lot_sample_count
 
 _DEVICE_KEY = "hashtext('sqal-device:' || $1)"  # the key registry.assignments.assign_device locks
 
@@ -65,7 +67,8 @@ async def open_inspections(db: Executor) -> list[dict[str, Any]]:
     rows = await db.fetch(
         """SELECT a.id AS assignment_id, a.lot_id, a.device_id, a.valid_from, l.state AS lot_state,
                   d.state AS device_state, d.state_at AS device_state_at, d.last_result,
-                  (SELECT count(*) FROM sqal_samples s WHERE s.lot_id = a.lot_id) AS lot_samples
+                  (SELECT COALESCE(sum(h.samples), 0) FROM sqal_sample_hours h WHERE h.lot_id = a.lot_id)
+                    AS lot_samples
            FROM device_assignments a JOIN lots l ON l.id = a.lot_id LEFT JOIN devices d ON d.id = a.device_id
            WHERE a.valid_to IS NULL ORDER BY a.id""")
     out = []
@@ -87,7 +90,7 @@ async def close_if_complete(db: Executor, lot_id: str, min_samples: int) -> dict
         lot = await conn.fetchrow("SELECT id, state FROM lots WHERE id = $1 FOR UPDATE SKIP LOCKED", lot_id)
         if lot is None or lot["state"] != "inspecting":
             return None
-        n = await conn.fetchval("SELECT count(*) FROM sqal_samples WHERE lot_id = $1", lot_id)
+        n = await lot_sample_count(conn, lot_id)
         if n < min_samples:
             return None
         open_rows = await conn.fetch(
@@ -109,9 +112,7 @@ async def device_has_open_assignment(db: Executor, device_id: str) -> bool:
 async def device_sent_lot(db: Executor, device_id: str, lot_id: str, since: datetime) -> bool:
     """Did the device send a sample carrying this lot id since `since`? (proof it took the lot,
     even when its command result was overwritten by a later one)."""
-    return bool(await db.fetchval(
-        """SELECT 1 FROM sqal_samples WHERE device_id = $1 AND requested_lot_id = $2 AND received_at >= $3
-           LIMIT 1""", device_id, lot_id, since))
+    return await sample_hours.device_sent_lot(db, device_id, lot_id, since)
 
 
 async def devices_holding_ended_lots(db: Executor) -> list[dict[str, Any]]:
@@ -125,8 +126,8 @@ async def devices_holding_ended_lots(db: Executor) -> list[dict[str, Any]]:
            JOIN LATERAL (SELECT x.id, x.lot_id, x.valid_from, x.valid_to FROM device_assignments x
                          WHERE x.device_id = d.id ORDER BY x.valid_from DESC, x.id DESC LIMIT 1) a
              ON a.valid_to IS NOT NULL
-           LEFT JOIN LATERAL (SELECT s.requested_lot_id, s.received_at FROM sqal_samples s
-                              WHERE s.device_id = d.id ORDER BY s.received_at DESC LIMIT 1) s ON true
+           LEFT JOIN LATERAL (SELECT h.requested_lot_id, h.last_received_at AS received_at FROM sqal_sample_hours h
+                              WHERE h.device_id = d.id ORDER BY h.last_received_at DESC LIMIT 1) s ON true
            WHERE d.state = 'online'
              AND ((d.telemetry->>'lot_id' = a.lot_id AND d.telemetry_at > a.valid_to)
                   OR (s.requested_lot_id = a.lot_id AND s.received_at > a.valid_to))""")

@@ -9,6 +9,7 @@ from registry.assignments import end_assignments
 from registry.base import Executor, _conn, _d, as_dict
 from registry.errors import InvalidInput, LotNotFound
 from registry.lifecycle import ACTIVE_STATES, STATES, append_event, transition
+from registry.sample_hours import lot_sample_count
 
 # ASCII digits only: \d would also take other scripts' digits
 LOT_ID_PATTERN = r"^LOT_[0-9]{8}_[0-9]{4,6}$"
@@ -73,7 +74,7 @@ async def get_lot(db: Executor, lot_id: str) -> dict[str, Any]:
     assert lot is not None
     if lot["state"] in _RUNNING_COUNT:
         # Running count while samples arrive; the stored column is final once inspected.
-        lot["sample_count"] = await db.fetchval("SELECT count(*) FROM sqal_samples WHERE lot_id = $1", lot_id)
+        lot["sample_count"] = await lot_sample_count(db, lot_id)
     return lot
 
 
@@ -84,7 +85,7 @@ async def get_lots(db: Executor, lot_ids: list[str]) -> list[dict[str, Any]]:
         return []
     rows = await db.fetch(
         """SELECT l.*, CASE WHEN l.state = ANY($2::text[])
-                            THEN (SELECT count(*) FROM sqal_samples s WHERE s.lot_id = l.id)
+                            THEN (SELECT COALESCE(sum(h.samples), 0) FROM sqal_sample_hours h WHERE h.lot_id = l.id)
                             ELSE l.sample_count END AS running_sample_count
            FROM lots l WHERE l.id = ANY($1::text[]) ORDER BY l.id""", sorted(set(lot_ids)), list(_RUNNING_COUNT))
     out = []

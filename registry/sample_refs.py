@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from registry import sample_hours
 from registry.base import Executor
 
 
@@ -31,6 +32,6 @@ async def sample_refs(db: Executor, keys: Iterable[tuple[str, int, int]]) -> dic
 
 
 async def grade_counts(db: Executor) -> dict[str, int]:
-    """Stored samples per authoritative grade ('none' when ungraded), for dashboards."""
-    rows = await db.fetch("SELECT COALESCE(grade, 'none') AS g, count(*) AS n FROM sqal_samples GROUP BY 1")
-    return {r["g"]: int(r["n"]) for r in rows}
+    """Stored samples per authoritative grade ('none' when ungraded), for dashboards (from the hour
+    rows: registry/sample_hours.py)."""
+    return await sample_hours.grade_counts(db)

@@ -1,8 +1,11 @@
 """SQAL samples, stored in batches.
 
-`store_samples` is the ingest hot path: one COPY into a session temp table, then one statement
-that links every row to its lot, inserts with ON CONFLICT (device_id, boot, seq) DO NOTHING,
-and writes one aggregated `sqal_samples` event per lot of the batch. Linking, in SQL:
+`store_samples` is the ingest hot path: one COPY into a session temp table, a statement that gives
+the batch's new spans their day (the partition of all their readings: dedupe across partitions,
+docs/registry.md "Readings at scale"), then one statement that links every row to its lot, inserts
+with ON CONFLICT (device_id, boot, seq, day) DO NOTHING, writes the new readings' raw payloads,
+adds them to their hour rows (registry/sample_hours.py) and writes an aggregated `sqal_samples`
+event for each lot whose hour row was new or last evented a minute ago or more. Linking, in SQL:
 
 1. the row names a lot (explicit `lot_id`) that exists -> link_kind 'explicit';
    it names an unknown lot -> kept unlinked, requested_lot_id kept, link_issue 'unknown_lot'
@@ -24,9 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from sqalfw import codec
 
+from registry import blobs
 from registry.base import Executor, _conn, as_dict
 from registry.errors import InvalidInput, LotNotFound
+from registry.sample_hours import lot_sample_count
 
 _COLUMNS = ("ord", "device_id", "boot", "seq", "lot_id", "measured_at", "received_at", "clock_synced", "score",
             "grade", "device_score", "device_grade", "weight_g", "volume_cm3", "alerts", "features", "raw")
@@ -34,7 +40,7 @@ _COLUMNS = ("ord", "device_id", "boot", "seq", "lot_id", "measured_at", "receive
 _STAGING_COLUMNS = """(
     ord integer, device_id text, boot bigint, seq bigint, lot_id text, measured_at timestamptz,
     received_at timestamptz, clock_synced boolean, score real, grade text, device_score real,
-    device_grade text, weight_g real, volume_cm3 real, alerts text[], features text, raw text
+    device_grade text, weight_g real, volume_cm3 real, alerts text[], features bytea, raw bytea
 )"""
 # Staging of a one-off call: emptied at every commit (the table is made on first use, in the caller's
 # transaction or its own).
@@ -49,11 +55,25 @@ _TEMP = f"CREATE TEMP TABLE IF NOT EXISTS {_ONE_OFF} " + _STAGING_COLUMNS + " ON
 STAGE = "sqal_samples_stage"
 _STAGE = f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} " + _STAGING_COLUMNS
 
+SPAN_SHIFT = 12  # a span is 4096 consecutive seqs of one boot of one device (migration 006)
+EVENT_EVERY_S = 60  # a lot's `sqal_samples` event: at most one per device and hour row a minute
+
+# The spans of the batch's readings that are new get the day of their first receipt. A statement of
+# its own, before the store: a span another writer is inserting is waited for (ON CONFLICT), and the
+# next statement's snapshot sees it, so both writers put the span's readings in the same partition.
+_SPANS = """
+INSERT INTO sqal_sample_spans (device_id, boot, span, day)
+SELECT device_id, boot, seq >> 12, min((received_at AT TIME ZONE 'UTC')::date) FROM {staging} GROUP BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+
 _STORE = """
 WITH src AS (
-    SELECT DISTINCT ON (device_id, boot, seq) i.*,
+    SELECT DISTINCT ON (i.device_id, i.boot, i.seq) i.*, sp.day,
            CASE WHEN i.clock_synced AND i.measured_at IS NOT NULL THEN i.measured_at ELSE i.received_at END AS link_at
-    FROM {staging} i ORDER BY device_id, boot, seq, ord
+    FROM {staging} i
+    JOIN sqal_sample_spans sp ON sp.device_id = i.device_id AND sp.boot = i.boot AND sp.span = i.seq >> 12
+    ORDER BY i.device_id, i.boot, i.seq, i.ord
 ), linked AS (
     SELECT s.*, l.id AS known_lot, a.lot_id AS assigned_lot
     FROM src s
@@ -65,23 +85,73 @@ WITH src AS (
         ORDER BY d.valid_from DESC LIMIT 1
     ) a ON true
 ), ins AS (
-    INSERT INTO sqal_samples (device_id, boot, seq, lot_id, link_kind, requested_lot_id, link_issue,
+    INSERT INTO sqal_samples (day, device_id, boot, seq, lot_id, link_kind, requested_lot_id, link_issue,
                               measured_at, received_at, clock_synced, score, grade, device_score, device_grade,
-                              weight_g, volume_cm3, alerts, features, raw)
-    SELECT device_id, boot, seq,
+                              weight_g, volume_cm3, alerts, features_z)
+    SELECT day, device_id, boot, seq,
            COALESCE(known_lot, assigned_lot),
            CASE WHEN known_lot IS NOT NULL THEN 'explicit' WHEN assigned_lot IS NOT NULL THEN 'assignment' ELSE 'none' END,
            lot_id,
            CASE WHEN lot_id IS NOT NULL AND known_lot IS NULL THEN 'unknown_lot'
                 WHEN lot_id IS NULL AND assigned_lot IS NULL THEN 'no_assignment' END,
            measured_at, received_at, clock_synced, score, grade, device_score, device_grade,
-           weight_g, volume_cm3, COALESCE(alerts, '{}'), features::json, raw::json
+           weight_g, volume_cm3, COALESCE(alerts, '{}'), features
     FROM linked ORDER BY ord
-    ON CONFLICT (device_id, boot, seq) DO NOTHING
-    RETURNING device_id, boot, seq, lot_id, link_kind, link_issue, grade, score, weight_g, measured_at, received_at
+    ON CONFLICT (device_id, boot, seq, day) DO NOTHING
+    RETURNING id, device_id, boot, seq, lot_id, link_kind, link_issue, requested_lot_id, grade, score, weight_g,
+              measured_at, received_at,
+              CASE WHEN clock_synced AND measured_at IS NOT NULL THEN measured_at ELSE received_at END AS at
+), raw AS (
+    INSERT INTO sqal_sample_raw (id, day, payload)
+    SELECT ins.id, (ins.received_at AT TIME ZONE 'UTC')::date, l.raw
+    FROM ins JOIN linked l ON l.device_id = ins.device_id AND l.boot = ins.boot AND l.seq = ins.seq
+    WHERE l.raw IS NOT NULL
 ), emptied AS (
     DELETE FROM {staging}  -- same snapshot: src above still reads every row (saves a round trip)
+), g AS (  -- the new readings per hour row and grade, then per hour row (registry/sample_hours.py)
+    SELECT date_trunc('hour', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, device_id, lot_id, requested_lot_id,
+           COALESCE(grade, 'none') AS grade, count(*) AS n, count(score) AS score_n, sum(score::float8) AS score_sum,
+           sum(score::float8 * score) AS score_sumsq, min(score) AS score_min, max(score) AS score_max,
+           count(*) FILTER (WHERE weight_g > 0) AS weight_n,
+           sum(weight_g::float8) FILTER (WHERE weight_g > 0) AS weight_sum,
+           sum(weight_g::float8 * weight_g) FILTER (WHERE weight_g > 0) AS weight_sumsq,
+           min(weight_g) FILTER (WHERE weight_g > 0) AS weight_min, max(weight_g) FILTER (WHERE weight_g > 0) AS weight_max,
+           min(at) AS first_at, max(at) AS last_at, max(received_at) AS last_received_at
+    FROM ins GROUP BY 1, 2, 3, 4, 5
+), hours AS (
+    -- rows locked in key order: two writers updating the same rows wait for each other, never deadlock
+    INSERT INTO sqal_sample_hours AS h (hour, device_id, lot_id, requested_lot_id, samples, grades, score_n,
+                                        score_sum, score_sumsq, score_min, score_max, weight_n, weight_sum,
+                                        weight_sumsq, weight_min, weight_max, first_at, last_at, last_received_at,
+                                        evented_at)
+    SELECT hour, device_id, lot_id, requested_lot_id, sum(n), jsonb_object_agg(grade, n), sum(score_n),
+           sum(score_sum), sum(score_sumsq), min(score_min), max(score_max), sum(weight_n), sum(weight_sum),
+           sum(weight_sumsq), min(weight_min), max(weight_max), min(first_at), max(last_at), max(last_received_at),
+           now()
+    FROM g GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (hour, device_id, lot_id, requested_lot_id) DO UPDATE SET
+        samples = h.samples + EXCLUDED.samples,
+        grades = sqal_add_counts(h.grades, EXCLUDED.grades),
+        score_n = h.score_n + EXCLUDED.score_n,
+        score_sum = COALESCE(h.score_sum + EXCLUDED.score_sum, h.score_sum, EXCLUDED.score_sum),
+        score_sumsq = COALESCE(h.score_sumsq + EXCLUDED.score_sumsq, h.score_sumsq, EXCLUDED.score_sumsq),
+        score_min = LEAST(h.score_min, EXCLUDED.score_min),
+        score_max = GREATEST(h.score_max, EXCLUDED.score_max),
+        weight_n = h.weight_n + EXCLUDED.weight_n,
+        weight_sum = COALESCE(h.weight_sum + EXCLUDED.weight_sum, h.weight_sum, EXCLUDED.weight_sum),
+        weight_sumsq = COALESCE(h.weight_sumsq + EXCLUDED.weight_sumsq, h.weight_sumsq, EXCLUDED.weight_sumsq),
+        weight_min = LEAST(h.weight_min, EXCLUDED.weight_min),
+        weight_max = GREATEST(h.weight_max, EXCLUDED.weight_max),
+        first_at = LEAST(h.first_at, EXCLUDED.first_at),
+        last_at = GREATEST(h.last_at, EXCLUDED.last_at),
+        last_received_at = GREATEST(h.last_received_at, EXCLUDED.last_received_at),
+        evented_at = CASE WHEN h.evented_at IS NULL OR h.evented_at <= now() - make_interval(secs => {event_every})
+                          THEN now() ELSE h.evented_at END
+    RETURNING lot_id, evented_at = now() AS emit
 ), ev AS (
+    -- one `sqal_samples` event per lot of the batch whose hour row was new or last evented a minute
+    -- ago or more: the event log records the readings' arrival without a row per batch (at 1 reading/s
+    -- per device a batch per reading); the counts are the batch's, the lot's totals are in the hours
     INSERT INTO lot_events (lot_id, stage, type, data, description)
     SELECT lot_id, 'sqal', 'sqal_samples',
            jsonb_build_object(
@@ -95,20 +165,21 @@ WITH src AS (
                'first_measured_at', min(COALESCE(measured_at, received_at)),
                'last_measured_at', max(COALESCE(measured_at, received_at))),
            count(*) || ' SQAL sample(s) from ' || string_agg(DISTINCT device_id, ', ')
-    FROM ins WHERE lot_id IS NOT NULL GROUP BY lot_id
+    FROM ins WHERE lot_id IS NOT NULL AND lot_id IN (SELECT lot_id FROM hours WHERE emit)
+    GROUP BY lot_id
     RETURNING lot_id
 )
 SELECT device_id, boot, seq, lot_id, link_kind, link_issue FROM ins
-"""
+""".replace("{event_every}", str(EVENT_EVERY_S))
 # (staging table, store statement reading it): a one-off call's, a prepared session's
-_VIA_ONE_OFF = (_ONE_OFF, _STORE.replace("{staging}", _ONE_OFF))
-_VIA_SESSION = (STAGE, _STORE.replace("{staging}", STAGE))
+_VIA_ONE_OFF = (_ONE_OFF, _STORE.replace("{staging}", _ONE_OFF), _SPANS.replace("{staging}", _ONE_OFF))
+_VIA_SESSION = (STAGE, _STORE.replace("{staging}", STAGE), _SPANS.replace("{staging}", STAGE))
 
 
 class JsonText(str):
-    """JSON already encoded by the caller (the ingest encodes `features` and `raw` in its grading
-    workers, off the event loop): stored as it is instead of being encoded again. Any other value
-    of those keys is encoded with json.dumps, as before."""
+    """JSON already encoded by the caller: packed as a blob without being encoded again (any str is
+    taken as JSON text; other values are encoded with json.dumps). The ingest hands bytes instead:
+    blobs its workers packed (gateway/ingest/grading.py)."""
 
     __slots__ = ()
 
@@ -178,16 +249,48 @@ def _opt_text(v: Any) -> str:
     return _NULL if v is None else _text(v)
 
 
-def _json(v: Any) -> str:
+def _bytea(blob: bytes) -> str:
+    return "\\\\x" + blob.hex()  # COPY text: the backslash of bytea's hex form doubled
+
+
+def features_blob(v: Any) -> bytes | None:
+    """`features` as stored (registry/blobs.py): a blob given as bytes is kept, JSON text is packed,
+    anything else is encoded with json.dumps first."""
     if v is None:
-        return _NULL
-    return _text(v if type(v) is JsonText else json.dumps(v, default=str))
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    return blobs.pack_features(v if isinstance(v, str) else json.dumps(v, default=str))
+
+
+def raw_blob(v: Any) -> bytes | None:
+    """`raw` as stored: a blob given as bytes is kept; a contract sample (a dict, or its JSON text) is
+    packed in its binary form; anything else is kept as its JSON text."""
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    obj = v
+    if isinstance(v, str):
+        try:
+            obj = json.loads(v)
+        except ValueError:
+            return blobs.pack_raw(v.encode())
+    try:
+        return blobs.pack_raw(codec.encode_sample_bin(obj))
+    except Exception:  # noqa: BLE001 -- not a contract sample (tests, old callers): its JSON as it is
+        return blobs.pack_raw((v if isinstance(v, str) else json.dumps(v, default=str)).encode())
+
+
+def _blob(b: bytes | None) -> str:
+    return _NULL if b is None else _bytea(b)
 
 
 def encode_row(r: Mapping[str, Any], now: datetime | None = None, i: int = 0) -> bytes:
     """One sample row as a line of PostgreSQL COPY text format: the columns after `ord`, each validated
     and converted as the binary COPY did (ints, float32 reals, timestamps, a text[] of alerts).
-    `features` and `raw` are stored as given when they are `JsonText`, else encoded with json.dumps.
+    `features` and `raw` are stored as blobs (registry/blobs.py): bytes are taken as blobs already made
+    (the ingest's workers pack them), anything else is packed here (`features_blob`, `raw_blob`).
     Raises InvalidInput (naming row `i`) for a row store_samples would refuse."""
     try:
         device_id, boot, seq = str(r["device_id"]), int(r["boot"]), int(r["seq"])
@@ -211,7 +314,7 @@ def encode_row(r: Mapping[str, Any], now: datetime | None = None, i: int = 0) ->
         _time(get("received_at") or now or datetime.now(UTC)), "t" if get("clock_synced", True) else "f",
         _real(get("score"), "score"), _opt_text(get("grade")), _real(get("device_score"), "device_score"),
         _opt_text(get("device_grade")), _real(get("weight_g"), "weight_g"), _real(get("volume_cm3"), "volume_cm3"),
-        arr, _json(get("features")), _json(get("raw")),
+        arr, _blob(features_blob(get("features"))), _blob(raw_blob(get("raw"))),
     )).encode() + b"\n"
 
 
@@ -264,8 +367,9 @@ async def store_samples(db: Executor, rows: Sequence[Mapping[str, Any]], *,
         async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
             if not session_ready:
                 await conn.execute(_TEMP)
-            staging, store = _VIA_SESSION if session_ready else _VIA_ONE_OFF
+            staging, store, spans = _VIA_SESSION if session_ready else _VIA_ONE_OFF
             await conn.copy_to_table(staging, source=data, columns=_COLUMNS, format="text")
+            await conn.execute(spans)
             inserted = await conn.fetch(store)  # also empties the staging table (the caller's transaction goes on)
     # by position: device_id, boot, seq, lot_id, link_kind, link_issue (the SELECT of _STORE)
     by_key = {(r[0], r[1], r[2]): r for r in inserted}
@@ -293,12 +397,13 @@ _SUMMARY = ("id, device_id, boot, seq, link_kind, measured_at, received_at, cloc
 async def lot_samples(db: Executor, lot_id: str, *, limit: int = 100, offset: int = 0,
                       grade: str | None = None) -> tuple[int, list[dict[str, Any]]]:
     """(how many samples the lot has, with `grade` if given; one page of them, without the raw
-    payload and features), in measurement order (receive time when the clock was not trusted)."""
+    payload and features), in measurement order (receive time when the clock was not trusted).
+    The count comes from the hour rows and includes readings the retention policy has dropped
+    (SQAL_RETENTION_SAMPLES_DAYS); the pages list the readings still kept."""
     async with _conn(db) as conn:
         if await conn.fetchval("SELECT 1 FROM lots WHERE id = $1", lot_id) is None:
             raise LotNotFound(lot_id)
-        total = await conn.fetchval(
-            "SELECT count(*) FROM sqal_samples WHERE lot_id = $1 AND ($2::text IS NULL OR grade = $2)", lot_id, grade)
+        total = await lot_sample_count(conn, lot_id, grade)  # the lot's hour rows, not a count of its readings
         rows = await conn.fetch(
             f"""SELECT {_SUMMARY} FROM sqal_samples WHERE lot_id = $1 AND ($2::text IS NULL OR grade = $2)
                 ORDER BY COALESCE(measured_at, received_at), device_id, boot, seq LIMIT $3 OFFSET $4""",

@@ -26,7 +26,7 @@ async def timeline(db: Executor, lot_id: str, *, limit: int = 100, offset: int =
                   (SELECT jsonb_object_agg(stage, n) FROM (SELECT stage, count(*) AS n FROM lot_events e
                         WHERE e.lot_id = l.id GROUP BY stage) s) AS by_stage,
                   (SELECT count(*) FROM gavage_feedings f WHERE f.lot_id = l.id) AS feedings,
-                  (SELECT count(*) FROM sqal_samples s WHERE s.lot_id = l.id) AS samples,
+                  (SELECT COALESCE(sum(h.samples), 0) FROM sqal_sample_hours h WHERE h.lot_id = l.id) AS samples,
                   (SELECT count(*) FROM consumer_feedback c WHERE c.lot_id = l.id) AS feedbacks
            FROM lots l WHERE l.id = $1""", lot_id)
     if head is None:

@@ -38,7 +38,9 @@ from gateway.ingest.metrics import IngestMetrics, observe_many
 from gateway.ingest.prepare import DEFAULT_CLOCK, ClockPolicy, Prepared
 from gateway.ingest.rejects import reason_key, truncate
 from registry import devices as reg_devices
+from registry import partitions
 from registry.errors import RegistryError
+from registry.partitions import is_missing_partition
 from registry.rejects import RejectRow, insert_rejects
 from registry.sample_refs import SampleRef, sample_refs
 from registry.samples import prepare_session, store_samples, tidy_session
@@ -315,11 +317,14 @@ class Pipeline:
     async def _commit_with_retry(self, items: list[Prepared]) -> tuple[dict[int, tuple[bool, SampleRef | None]], dict[int, bool]]:
         delay = 0.05
         unexplained = 0
+        partitions_made = False
         while True:
             try:
                 return await self._commit(items)
             except Exception as exc:  # noqa: BLE001 - classified below: transient, refused content, or a bug
                 retry = is_transient(exc)
+                if is_missing_partition(exc) and not partitions_made:  # today's were not made yet: once
+                    partitions_made = retry = await self._make_partitions()
                 if not retry and not refuses_content(exc) and unexplained < UNEXPLAINED_RETRIES:
                     unexplained += 1  # neither the connection nor the content for sure: try again before blaming an item
                     retry = True
@@ -345,6 +350,16 @@ class Pipeline:
                     refs.update(r)
                     applied.update(a)
                 return refs, applied
+
+    async def _make_partitions(self) -> bool:
+        """Create the readings' partitions around today (registry/partitions.py); True when done."""
+        try:
+            made = await partitions.ensure_ahead(self.pool, datetime.now(UTC).date(), 1)
+        except Exception as exc:  # noqa: BLE001 -- then the batch is refused as any other
+            log.error("ingest: no partition for a reading and making them failed (%s: %s)", type(exc).__name__, exc)
+            return False
+        log.warning("ingest: a reading had no partition; made %s", made or "none (made meanwhile)")
+        return True
 
     def _to_reject(self, it: Prepared, reason: str) -> None:
         env = it.env

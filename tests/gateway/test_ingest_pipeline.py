@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
+from sqalfw import codec, quality
 
 from gateway.ingest import model
 from gateway.ingest.service import IngestService, IngestSettings
-from sqalfw import codec, quality
+from registry import blobs, sample_payloads
 from tests.fixtures.mqtt import NatsBroker
 from tests.gateway.ingest_support import Publisher, metric, sample, sample_bytes, uid, wait_until
 from tests.registry.helpers import lot_in_state
@@ -53,14 +55,15 @@ async def test_samples_stored_once_graded_and_counted(ingest: IngestService, db_
     assert await wait_until(stored), await db_pool.fetchval("SELECT count(*) FROM sqal_samples")
     assert await ingest.pipeline.drain(5)
     rows = await db_pool.fetch("SELECT device_id, seq, score, grade, device_score, device_grade, measured_at, "
-                               "clock_synced, raw, alerts FROM sqal_samples WHERE device_id = ANY($1)", devs)
+                               "clock_synced, alerts FROM sqal_samples WHERE device_id = ANY($1)", devs)
     for r in rows:
         s = sent[(r["device_id"], r["seq"])]
         want = quality.analyze(s["tof"]["dist"], s["tof"]["st"], 8, {**s["spec"], "saturated": False})
         assert r["grade"] == want["grade"] and abs(r["score"] - want["score"]) < 1e-6  # authoritative
         assert (r["device_grade"], round(r["device_score"], 3)) == ("C", 0.5)  # device's kept beside it
         assert r["clock_synced"] and int(r["measured_at"].timestamp() * 1000) == s["ts"]
-        assert json.loads(r["raw"])["seq"] == r["seq"]
+        kept = await sample_payloads.reading(db_pool, r["device_id"], 3, r["seq"])
+        assert kept is not None and kept["raw"] == codec.decode_sample(codec.encode_sample(s))  # kept whole
     # devices fed by the samples; counters split new / duplicate
     d0 = await db_pool.fetchrow("SELECT * FROM devices WHERE id = $1", devs[0])
     assert (d0["samples_stored"], d0["duplicates"], d0["site_code"]) == (60, 20, None)
@@ -88,7 +91,7 @@ async def test_lot_linking_explicit_assignment_unknown(ingest: IngestService, db
 
     assert await wait_until(four)
     rows = {r["seq"]: r for r in await db_pool.fetch(
-        "SELECT seq, lot_id, link_kind, link_issue, requested_lot_id, measured_at, clock_synced, features "
+        "SELECT seq, lot_id, link_kind, link_issue, requested_lot_id, measured_at, clock_synced, features_z "
         "FROM sqal_samples WHERE device_id = $1", dev)}
     assert (rows[1]["lot_id"], rows[1]["link_kind"]) == (lot, "assignment")
     assert (rows[2]["lot_id"], rows[2]["link_kind"]) == (other, "explicit")
@@ -96,7 +99,7 @@ async def test_lot_linking_explicit_assignment_unknown(ingest: IngestService, db
                                                                                        "LOT_19990101_0001")
     # unsynced clock: flagged, no 1970 measured_at, linked by receive time -> the assignment
     assert rows[4]["measured_at"] is None and not rows[4]["clock_synced"]
-    assert json.loads(rows[4]["features"])["clock"]["flags"] == ["unsynced"]
+    assert blobs.features_of(rows[4]["features_z"])["clock"]["flags"] == ["unsynced"]
     assert rows[4]["lot_id"] == lot
     assert metric(ingest.metrics, "sqal_ingest_clock_flags_total", flag="unsynced") == 1
     pub.close()
@@ -132,7 +135,7 @@ async def test_rejects_stored_with_reason_and_neighbours_kept(ingest: IngestServ
     assert await wait_until(done)
     rej = {r["reason_key"]: r for r in await db_pool.fetch("SELECT * FROM ingest_rejects")}
     assert set(rej) == {"json", "device_id", "size", "v", "topic"}
-    assert rej["device_id"]["reason"] == "device_id: payload says 'ESP32_SOMEONE_ELSE' but topic says '%s'" % dev
+    assert rej["device_id"]["reason"] == f"device_id: payload says 'ESP32_SOMEONE_ELSE' but topic says '{dev}'"
     assert rej["v"]["reason"].startswith("v: unsupported version 2")
     assert rej["size"]["payload_size"] == 5002 and len(rej["size"]["payload"]) == 4096 and rej["size"]["truncated"]
     assert bytes(rej["json"]["payload"]) == b"{not json" and rej["json"]["topic"] == codec.topic(dev, "sample")

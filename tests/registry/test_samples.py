@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqalfw import codec
 
-from registry import assignments, samples
+from registry import assignments, blobs, sample_payloads, samples
 from registry.errors import InvalidInput
 from tests.registry.helpers import lot_in_state
 
@@ -33,9 +34,10 @@ async def test_dedupe_new_and_duplicates(db_pool: asyncpg.Pool) -> None:
 
 async def test_fields_are_stored(db_pool: asyncpg.Pool) -> None:
     await samples.store_samples(db_pool, [row(1, alerts=["oxidation"], device_grade="B", device_score=0.7)])
-    r = await db_pool.fetchrow("SELECT * FROM sqal_samples")
+    r = await sample_payloads.reading(db_pool, DEV, 7, 1)
+    assert r is not None
     assert (r["grade"], r["device_grade"], r["alerts"]) == ("A", "B", ["oxidation"])
-    assert json.loads(r["features"]) == {"tof": {"volume_cm3": 633.6}}
+    assert r["features"] == {"tof": {"volume_cm3": 633.6}} and r["raw"] == {"v": 1}
     assert r["link_kind"] == "none" and r["link_issue"] == "no_assignment"
 
 
@@ -102,16 +104,24 @@ async def test_overlapping_assignment_refused(db_pool: asyncpg.Pool) -> None:
     assert (await db_pool.fetchval("SELECT state FROM lots WHERE id = $1", lot_b)) == "ready"
 
 
-async def test_json_columns_keep_the_text_and_refuse_invalid_json(db_pool: asyncpg.Pool) -> None:
-    # Migration 004: features/raw are `json` (validated, stored as sent), not jsonb -- nothing queries
-    # into them and converting to jsonb was most of the database's CPU per ingested reading.
+async def test_features_and_raw_are_compact_blobs_decoded_on_demand(db_pool: asyncpg.Pool) -> None:
+    # Migration 006: features and the raw payload are stored as blobs (registry/blobs.py): a contract
+    # sample in its binary form deflated with a preset dictionary, features as deflated JSON text.
     types = dict(await db_pool.fetch("""SELECT column_name, data_type FROM information_schema.columns
-                                        WHERE table_name = 'sqal_samples' AND column_name IN ('features', 'raw')"""))
-    assert types == {"features": "json", "raw": "json"}
+                                        WHERE table_name IN ('sqal_samples', 'sqal_sample_raw')
+                                          AND column_name IN ('features_z', 'payload')"""))
+    assert types == {"features_z": "bytea", "payload": "bytea"}
+    sample = {"v": 1, "device_id": DEV, "boot": 7, "seq": 1, "ts": 1796532273398, "synced": True, "fw": "0.1.0",
+              "tof": {"res": 4, "dist": list(range(50, 66)), "st": [5] * 16},
+              "spec": {"F1": 400, "F2": 600, "F3": 500, "F4": 1900, "F5": 900, "F6": 600, "F7": 1150, "F8": 750,
+                       "CLEAR": 6500, "NIR": 600, "gain": 4.0, "atime": 29, "astep": 599, "sat": False},
+              "q": {"score": 0.812, "grade": "A"}}
     text = samples.JsonText('{"tof":{"volume_cm3":633.6},"clock":{"flags":[]}}')
-    await samples.store_samples(db_pool, [row(1, features=text, raw=samples.JsonText('{"v":1,"seq":1}'))])
-    r = await db_pool.fetchrow("SELECT features, raw FROM sqal_samples WHERE seq = 1")
-    assert (r["features"], json.loads(r["raw"])) == (text, {"v": 1, "seq": 1})
-    with pytest.raises(asyncpg.InvalidTextRepresentationError):
-        await samples.store_samples(db_pool, [row(2, features=samples.JsonText('{"tof": NaN}'))])
-    assert await db_pool.fetchval("SELECT count(*) FROM sqal_samples") == 1
+    await samples.store_samples(db_pool, [row(1, features=text, raw=sample), row(2, raw={"not": "a sample"})])
+    first = await sample_payloads.reading(db_pool, DEV, 7, 1)
+    assert first is not None and first["features"] == json.loads(text) and first["raw"] == sample
+    payload = await db_pool.fetchval("SELECT payload FROM sqal_sample_raw WHERE id = $1", first["id"])
+    assert payload[0] == blobs.RAW_DEFLATE and len(payload) < len(codec.encode_sample_bin(sample))
+    second = await sample_payloads.reading(db_pool, DEV, 7, 2)
+    assert second is not None and second["raw"] == {"not": "a sample"}  # kept as its JSON
+    assert await sample_payloads.reading(db_pool, DEV, 7, 3) is None

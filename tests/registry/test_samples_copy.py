@@ -4,16 +4,15 @@ round 3 of issue 5), escaping and float32 rounding included."""
 
 from __future__ import annotations
 
-import json
 import math
 import struct
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
 
-from registry import samples
+from registry import partitions, samples
 
 DEV = "ESP32_DEMO_CP_01"
 
@@ -44,7 +43,14 @@ def rows() -> list[dict[str, Any]]:
 
 
 COLUMNS = ("device_id, boot, seq, requested_lot_id, measured_at, received_at, clock_synced, score, grade, "
-           "device_score, device_grade, weight_g, volume_cm3, alerts, features::text, raw::text")
+           "device_score, device_grade, weight_g, volume_cm3, alerts, features_z, "
+           "(SELECT payload FROM sqal_sample_raw r WHERE r.id = sqal_samples.id) AS raw")
+
+
+@pytest.fixture(autouse=True)
+async def _partitions(db_pool: asyncpg.Pool) -> None:
+    """The rows are dated 2026-11-27: the partitions of those days (the gateway makes today's)."""
+    await partitions.ensure(db_pool, date(2026, 11, 1), date(2026, 12, 31))
 
 
 def comparable(r: asyncpg.Record) -> tuple[Any, ...]:
@@ -55,8 +61,6 @@ async def binary_store(conn: asyncpg.Connection, rs: list[dict[str, Any]]) -> No
     """What store_samples did before: one binary COPY of Python values into the temp table."""
     now = datetime.now(UTC)
 
-    def js(v: Any) -> str | None:
-        return v if v is None or type(v) is samples.JsonText else json.dumps(v, default=str)
 
     def num(v: Any) -> float | None:
         return None if v is None else float(v)
@@ -64,11 +68,14 @@ async def binary_store(conn: asyncpg.Connection, rs: list[dict[str, Any]]) -> No
     records = [(i, r["device_id"], r["boot"], r["seq"], r.get("lot_id"), r.get("measured_at"),
                 r.get("received_at") or now, bool(r.get("clock_synced", True)), num(r.get("score")), r.get("grade"),
                 num(r.get("device_score")), r.get("device_grade"), num(r.get("weight_g")), num(r.get("volume_cm3")),
-                list(r.get("alerts") or []), js(r.get("features")), js(r.get("raw"))) for i, r in enumerate(rs)]
+                list(r.get("alerts") or []), samples.features_blob(r.get("features")), samples.raw_blob(r.get("raw")))
+               for i, r in enumerate(rs)]
     async with conn.transaction():
         await conn.execute(samples._TEMP)
-        await conn.copy_records_to_table(samples._VIA_ONE_OFF[0], records=records, columns=samples._COLUMNS)
-        await conn.fetch(samples._VIA_ONE_OFF[1])
+        staging, store, spans = samples._VIA_ONE_OFF
+        await conn.copy_records_to_table(staging, records=records, columns=samples._COLUMNS)
+        await conn.execute(spans)
+        await conn.fetch(store)
 
 
 async def test_text_copy_stores_what_binary_copy_stored(db_pool: asyncpg.Pool) -> None:
