@@ -2,8 +2,8 @@
 publishes -> NATS's MQTT listener -> JetStream (the engine's MQTT message stream) -> the gateway -> PostgreSQL, next to
 (a) the raw ceiling: a bare consumer on the same stream and durable consumer that only counts, and
 (b) the naive design: a plain MQTT QoS 1 subscriber on the engine's MQTT listener that decodes +
-grades + INSERTs + commits + PUBACKs each message. All three are measured THE SAME WAY, interleaved,
-in the same run.
+grades + stores (the registry's store of one reading) + commits + PUBACKs each message. All are
+measured THE SAME WAY, interleaved, in the same run.
 
 The raw ceiling pulls with the gateway's own mechanism, so SQAL / raw compares like with like: the
 core-NATS pull of gateway/nats/pull.py (an inbox subscription, pull requests of up to 500 published
@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import shutil
 import statistics
 import sys
@@ -100,6 +99,7 @@ from gateway.nats.embedded import EmbeddedNats
 from gateway.nats.pull import PullConsumer, PullSettings
 from registry.embedded import EmbeddedPostgres
 from registry.migrate import migrate_dsn
+from registry.samples import store_samples
 
 SAMPLE_FILTER = "sqal/v1/+/sample"
 PULL_BATCH = IngestSettings.batch_max  # a raw pull request asks for this many, as the gateway's (NatsConfig.fetch_batch)
@@ -253,20 +253,6 @@ async def raw_drain(engine: Engine, n: int, meter: ProcessCpu) -> tuple[float, d
     return _rate(n, first, last), per_reading_ms(cpu, n)
 
 
-NAIVE_SQL = """INSERT INTO sqal_samples (device_id, boot, seq, lot_id, link_kind, link_issue, measured_at,
-  received_at, clock_synced, score, grade, device_score, device_grade, weight_g, volume_cm3, alerts, features, raw)
-  SELECT $1::text, $2::bigint, $3::bigint, a.lot_id, CASE WHEN a.lot_id IS NULL THEN 'none' ELSE 'assignment' END,
-         CASE WHEN a.lot_id IS NULL THEN 'no_assignment' END,
-         $4::timestamptz, $5::timestamptz, $6::boolean, $7::real, $8::text, $9::real, $10::text, $11::real,
-         $12::real, $13::text[], $14::json, $15::json
-  FROM (SELECT 1) one LEFT JOIN LATERAL (
-    SELECT d.lot_id FROM device_assignments d
-    WHERE d.device_id = $1::text AND d.valid_from <= COALESCE($4::timestamptz, $5::timestamptz)
-      AND (d.valid_to IS NULL OR COALESCE($4::timestamptz, $5::timestamptz) < d.valid_to)
-    ORDER BY d.valid_from DESC LIMIT 1) a ON true
-  ON CONFLICT (device_id, boot, seq) DO NOTHING"""
-
-
 def _mqtt_session(host: str, port: int, client_id: str, subscribe: bool) -> None:
     """Create (subscribe=True: clean session off, subscribed to the samples at QoS 1) or drop
     (subscribe=False: a clean-session connect) an MQTT session on the engine."""
@@ -289,8 +275,9 @@ def _mqtt_session(host: str, port: int, client_id: str, subscribe: bool) -> None
 async def naive_drain(engine: Engine, pool: asyncpg.Pool, dsn: str, n: int,
                       meter: ProcessCpu) -> tuple[float, dict[str, float]]:
     """The honest straightforward design: an MQTT QoS 1 subscriber with a persistent session on the
-    engine's MQTT listener; per message decode + grade, one INSERT (linked to the lot by the
-    device's assignment) in its own transaction, then the PUBACK (so it loses nothing either)."""
+    engine's MQTT listener; per message decode + grade, then the registry's store of that one
+    reading (dedupe, lot link by the device's assignment, its span, row, raw payload and hour
+    aggregate) in its own transaction, then the PUBACK (so it loses nothing either)."""
     cid, prefix = f"bench-naive-{uuid.uuid4().hex[:6]}", new_prefix("NAIVE")
     host, port = engine.mqtt
     lot = await lot_in_inspection(pool, prefix)
@@ -317,9 +304,7 @@ async def naive_drain(engine: Engine, pool: asyncpg.Pool, dsn: str, n: int,
         it = prepare(Envelope("mqtt", m.topic, bytes(m.payload), datetime.now(UTC)), ClockPolicy())
         r = it.row
         assert r is not None, it.reject
-        await conn.execute(NAIVE_SQL, r["device_id"], r["boot"], r["seq"], r["measured_at"], r["received_at"],
-                           r["clock_synced"], r["score"], r["grade"], r["device_score"], r["device_grade"],
-                           r["weight_g"], r["volume_cm3"], r["alerts"], json.dumps(r["features"]), json.dumps(r["raw"]))
+        await store_samples(conn, [r])  # its own transaction
         sub.ack(m.mid, m.qos)
     last = time.time()
     cpu = ProcessCpu.used(before, meter.snapshot())
@@ -491,7 +476,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
               f"an ack each, counts only), drain: {spread(raws)} msg/s")
         print(f"raw ceiling as issue 19 measured it (bare nats-py consumer on the durable: fetch {PULL_BATCH} + "
               f"an ack each, counts only), drain: {spread(fetch_raws)} msg/s")
-        print(f"naive (MQTT QoS 1 subscriber: decode + grade + INSERT/commit + PUBACK per message), drain: "
+        print(f"naive (MQTT QoS 1 subscriber: decode + grade + store/commit + PUBACK per message), drain: "
               f"{spread(naives)} readings/s")
         print(f"SQAL pipeline, drain: {spread(sqals)} stored readings/s")
         if ungraded:

@@ -1,10 +1,10 @@
 """Grading at almost no cost, for `bench/ingest.py --ungraded`: how fast the rest of the pipeline drains.
 
 The first sample of each device (each topic) in a worker is prepared for real (`prepare_wire`:
-decode, validate, grade, COPY line). Every later sample of that device reuses that result with its
-own `seq` written into the row, into the COPY line's seq column and into its `raw` JSON. Nothing
-else is decoded or graded, so the stored score, features and measurement time are the first
-sample's. Everything else runs as in production: the MQTT intake, the round trip to the grading
+decode, validate, grade, COPY line with its compact blobs). Every later sample of that device reuses
+that result with its own `seq` written into the row and into the COPY line's seq column. Nothing
+else is decoded, graded or packed, so the stored score, features, raw payload blob and measurement
+time are the first sample's. Everything else runs as in production: the MQTT intake, the round trip to the grading
 workers, the COPY and the store statement (dedupe, lot linking, lot events), the acks.
 
 The drain rate this gives is a ceiling: no speed-up of decoding and grading can take the pipeline
@@ -42,11 +42,9 @@ def prepare_cached(wires: Sequence[Wire], policy: ClockPolicy, payload_limit: in
         seq = int(found.group(1))
         row = dict(first[2])
         line: bytes = row[ENCODED]
-        # device_id, boot, seq, then the other columns; raw is the last one, after the last tab
-        dev, boot, old_seq, rest = line.split(b"\t", 3)
-        head, tab, raw = rest.rpartition(b"\t")
-        raw = raw.replace(b'"seq":%s' % old_seq, b'"seq":%d' % seq, 1)
-        row[ENCODED] = b"\t".join((dev, boot, b"%d" % seq, head)) + tab + raw
+        # device_id, boot, seq, then the other columns (the blobs last)
+        dev, boot, _old_seq, rest = line.split(b"\t", 3)
+        row[ENCODED] = b"\t".join((dev, boot, b"%d" % seq, rest))
         row["seq"] = seq
         out.append((first[0], first[1], row, first[3], first[4], first[5]))
     return out
