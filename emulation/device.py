@@ -36,7 +36,7 @@ DEVICE_MAIN = REPO_ROOT / "emulation" / "device_main.py"
 BLOB_NAME = "vl53l8cx_fw.bin"
 MPY_CACHE = REPO_ROOT / "build" / "mpy"
 # MicroPython-side sources precompiled for devices: the firmware and the emulated board/sensors
-_MPY_SOURCES = ((FIRMWARE_DIR, "sqalfw"), (REPO_ROOT, "emulation/mpboard"), (REPO_ROOT, "emulation/peripherals"))
+_MPY_SOURCES = ((FIRMWARE_DIR, "sqalfw"), (FIRMWARE_DIR, "sqalboot"), (REPO_ROOT, "emulation/mpboard"), (REPO_ROOT, "emulation/peripherals"))
 _mpy_lock = threading.Lock()
 
 

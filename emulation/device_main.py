@@ -44,6 +44,8 @@ def _failed(board, e):
     try:
         import gc
         gc.collect()
+        from sqalboot import run as ota_run
+        ota_run.failed(board.flash_dir, e)
         from sqalfw import identity
         n = identity.boot_failed(board.flash_dir)
         streak = str(n)
@@ -59,8 +61,9 @@ def run():
     board = _board()
     try:
         board.fault_point("import")  # emulation.json's memory_error_at: a MemoryError here
-        from sqalfw import app
-        rc = app.main(board)
+        # the boot loader (frozen on the ESP32 profile): the application slot, probation, rollback
+        from sqalboot import run as ota_run
+        rc = ota_run.run(board)
     except KeyboardInterrupt:
         sys.exit(exitcodes.STOPPED)
     except Exception as e:  # SystemExit (the board's reset and stop) passes through

@@ -25,9 +25,21 @@ def _board():
 
 
 def _run():
+    # frozen modules before the flash root: a stray file on flash cannot shadow the boot loader or
+    # the board layer (MicroPython's esp32 default puts "" first); an application slot is put ahead
+    # of both by the boot loader (sqalboot/run.py)
+    if ".frozen" in sys.path:
+        sys.path.remove(".frozen")
+        sys.path.insert(0, ".frozen")
     b = _board()  # brings the WiFi interface up first (docs/firmware.md, "Boot order")
-    from sqalfw import app
-    if app.main(b) == app.CONFIG_ERROR:
+    try:
+        from sqalboot import run  # frozen: picks the application slot, probation, rollback (docs/ota.md)
+    except ImportError:  # a board deployed before the boot loader existed: the application as it is
+        from sqalfw import app
+        if app.main(b) == app.CONFIG_ERROR:
+            print("sqal: fix config.json, then reset the board")
+        return
+    if run.run(b) == run.CONFIG_ERROR:
         # no restart: config.json must be fixed over USB/REPL first (restarting would loop)
         print("sqal: fix config.json, then reset the board")
 
@@ -42,6 +54,11 @@ def _failed(e):
     try:
         import gc
         gc.collect()  # what the failed import allocated is garbage now
+        try:
+            from sqalboot import run
+            run.failed(FLASH_DIR, e)  # a probation boot rolls back at the next boot, and says why
+        except ImportError:
+            pass
         from sqalfw import identity
         n = identity.boot_failed(FLASH_DIR)
         streak = str(n)

@@ -7,3 +7,5 @@ options.defaults(port_manifest=True)
 if options.port_manifest:
     include("$(PORT_DIR)/boards/manifest.py")
 package("sqalfw")
+# the boot loader and update installer: frozen only, never in an application slot (docs/ota.md)
+package("sqalboot", files=["__init__.py", "slots.py", "install.py", "ed25519.py", "run.py"])

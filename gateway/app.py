@@ -61,6 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if maintenance is not None:
                     maintenance.metrics.register_into(ingest.metrics.registry)
                 await start_dispatcher(app, db.pool, ingest.client_url, settings)
+                from gateway.ota.service import OtaService  # over-the-air updates (docs/ota.md)
+
+                app.state.ota = OtaService(db.pool, ingest.client_url, settings)
+                await app.state.ota.start()
             yield
         finally:
             try:
@@ -69,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     with contextlib.suppress(BaseException):
                         await task
                 await supervisor.close()  # children first: devices say `offline` while the engine is up
+                ota = getattr(app.state, "ota", None)
+                if ota is not None:
+                    await ota.close()
                 await stop_dispatcher(app)
                 if ingest is not None:
                     await ingest.stop()
@@ -110,10 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from gateway.api.consumer import router as consumer_router
     from gateway.api.gavage_ws import router as gavage_router
     from gateway.api.lots import router as lots_router
+    from gateway.api.ota import router as ota_router
     from gateway.dispatch import router as dispatch_router
     from gateway.traceability.api import router as traceability_router
 
-    for router in (lots_router, gavage_router, consumer_router, dispatch_router, traceability_router):
+    for router in (lots_router, gavage_router, consumer_router, dispatch_router, traceability_router, ota_router):
         app.include_router(router)
     from gateway.api.control_panel import routers as control_panel_routers
 

@@ -194,6 +194,11 @@ from gateway.nats.cli import engine_app
 
 app.add_typer(engine_app, name="engine")
 
+from gateway.ota.cli import release_app, rollout_app
+
+app.add_typer(release_app, name="release")
+app.add_typer(rollout_app, name="rollout")
+
 from gateway.db_cli import db_app
 
 app.add_typer(db_app, name="db")

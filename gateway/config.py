@@ -142,6 +142,18 @@ class Settings(BaseSettings):
     epcis_dir: Path | None = Field(default=None, description="Directory holding GS1's EPCIS-JSON-Schema.json and "
                                    "epcis-context.jsonld (unset: ../shared/epcis/ beside the project)")
 
+    # -- over-the-air updates (docs/ota.md): the gateway serves releases and runs rollouts; it holds the
+    # release *public* key only (the private key signs on the release machine, never here)
+    ota_releases_dir: Path | None = Field(default=None, description="Directory of the releases the gateway serves "
+                                          "(`sqal release build --out` there); unset: <data dir>/releases")
+    ota_public_key: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$",
+                                       description="The release public key (64 hex chars, `sqal release keygen` "
+                                       "prints it): a release is registered only if its signature verifies with it. "
+                                       "Unset: no release can be registered")
+    ota_concurrency: int = Field(default=10, ge=1, le=200, description="Devices of a rollout wave updated at once")
+    ota_probation_s: int = Field(default=120, ge=10, le=3600, description="Seconds a board has after an update to "
+                                 "pass its health check (WiFi, broker, a reading of each sensor, an acknowledged "
+                                 "sample) before it rolls back by itself")
 
     @field_validator("trace_timezone")
     @classmethod

@@ -57,6 +57,7 @@ def _frozen_inputs() -> Iterator[Path]:
     yield MANIFEST
     yield REPO_ROOT / "firmware" / "manifest.py"
     yield from sorted((REPO_ROOT / "firmware" / "sqalfw").rglob("*.py"))
+    yield from sorted((REPO_ROOT / "firmware" / "sqalboot").rglob("*.py"))
     yield REPO_ROOT / "emulation" / "__init__.py"
     yield REPO_ROOT / "emulation" / "device_main.py"
     for pkg in ("mpboard", "peripherals"):

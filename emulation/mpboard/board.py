@@ -79,6 +79,23 @@ def _load_settings(flash_dir):
     return s
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _reset_reason(host_dir):
+    # written by the emulated watchdog ("watchdog") and by reset() ("reset")
+    try:
+        with open(host_dir + "/reset_reason") as f:
+            return "watchdog" if f.read().strip() == "watchdog" else "soft"
+    except OSError:
+        return "soft"
+
+
 def _host_ms():
     return time.time_ns() // 1000000
 
@@ -133,6 +150,9 @@ class Board:
         self.skew_ms = int(self.settings["clock_skew_s"] * 1000)
         self.ntp_mode = self.settings["ntp"]
         self._rtc_path = self.host_dir + "/" + RTC
+        # a power-up clears the RTC (the host removes its file): that is what tells a power-on
+        # reset from the others here, as the ESP32's reset cause register does
+        self._cause = "power-on" if not _exists(self._rtc_path) else _reset_reason(self.host_dir)
         self._rtc_offset_ms = self._read_rtc()
         self._mem = MemTracker(gc.mem_free)
         self._i2c = None
@@ -231,6 +251,11 @@ class Board:
         with open(path, "w") as f:
             f.write(str(n + 1))
         raise MemoryError("memory allocation failed (emulated at %s, emulation.json)" % name)
+
+    def reset_cause(self):
+        """Why this boot happened, as machine.reset_cause() says it on a board: "power-on",
+        "watchdog" or "soft" (a reset the firmware made)."""
+        return self._cause
 
     def watchdog(self, timeout_ms):
         from emulation.mpboard.wdt import Watchdog

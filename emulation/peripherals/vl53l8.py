@@ -156,7 +156,9 @@ class VL53L8Model:
         n = len(data)
         if pos < body:
             k = min(n, body - pos)
-            self._crc = binascii.crc32(data[:k], self._crc)
+            # a view, not a slice: a chip checks the bytes as they arrive, it holds no second copy
+            # of a 4 KiB chunk (a copy here cost the emulated board's heap what the board never pays)
+            self._crc = binascii.crc32(memoryview(data)[:k], self._crc)
         for i in range(n):
             q = pos + i - body
             if 0 <= q < 4:

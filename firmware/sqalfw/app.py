@@ -17,6 +17,12 @@ import time
 
 from sqalfw import VERSION, codec, config, identity
 
+try:
+    # the boot loader frozen in the image (firmware/sqalboot): slots, probation, reset cause
+    from sqalboot import slots as ota_slots
+except ImportError:  # an interpreter without it (some tools and tests): no updates, nothing to confirm
+    ota_slots = None
+
 SAMPLE_BYTES = 1100     # the spool's byte budget per sample of spool_capacity (8x8 JSON is ~600-900)
 CONFIG_ERROR = 78       # exit code when config.json is invalid (the emulator must not restart)
 OUTBOX_MAX = 8          # pending command results / status messages (bounded memory)
@@ -27,6 +33,8 @@ WIFI_RETRY_S = 10
 # The supervisor wakes every feed period; when it wakes later than that by more than this, the
 # event loop itself was blocked (a DNS lookup, an NTP wait) and no task could beat meanwhile.
 LATE_MS = 250
+# what a reset the firmware makes itself is reported as at the next boot (telemetry "reset")
+RESET_CAUSES = {"reboot": "command", "update": "update", "rollback": "rollback"}
 
 
 class App:
@@ -34,7 +42,9 @@ class App:
         self.board = board
         self.cfg = cfg
         self.ident = ident
-        self._blog = board.log
+        self._blog = board.log  # the boot loader keeps its last lines on flash (log_tail command)
+        self.samples_acked = 0  # spooled samples acknowledged in this boot (the update's health check)
+        self._installer = None
         # WiFi first: the connect starts now and runs while the rest is allocated
         board.wlan.connect(cfg.wifi_ssid, cfg.wifi_password)
         self._wifi_at = board.ticks_ms()
@@ -57,6 +67,10 @@ class App:
             self.log("spool: %d samples do not fit on this flash: capped at %d bytes (%d samples)"
                      % (cfg.spool_capacity, room, room // SAMPLE_BYTES))
             self.spool.capacity = room
+        # records spooled by earlier boots: the drain sends oldest first, so this boot's first
+        # sample is acknowledged once these are gone (sent, or dropped by a full spool)
+        self._backlog = len(self.spool)
+        self._dropped0 = self.spool.dropped
         self.sampler = None
         self.sampler_error = None
         if not ident.safe_mode:
@@ -120,6 +134,16 @@ class App:
         self.feed_ms = max(200, min(1000, int(cfg.watchdog_s * 100)))
 
     # ---- small helpers used by commands/telemetry ----
+
+    def installer(self):
+        """The update installer (frozen in the image), or ValueError on an image without it."""
+        if self._installer is None:
+            try:
+                from sqalboot.install import Installer
+            except ImportError:
+                raise ValueError("this image cannot be updated over the air (no sqalboot)")
+            self._installer = Installer(self.board.flash_dir, VERSION)
+        return self._installer
 
     def log(self, msg):
         self._blog("sqal: " + msg)
@@ -321,6 +345,7 @@ class App:
             key, rec = item
             if await c.publish(self.t_sample, rec, 1, False, self.pub_timeout):
                 self.spool.pop(key)
+                self.samples_acked += 1
 
     async def _outbox_loop(self):
         c = self.client
@@ -338,10 +363,11 @@ class App:
             if not await c.publish(topic, payload, 1, retain, self.pub_timeout):
                 continue
             self._outbox.pop(0)
-            if action == "reboot":
-                self.log("reboot requested by command")
+            if action in RESET_CAUSES:
+                self.log("%s: resetting" % ("reboot requested by command" if action == "reboot" else
+                                            "update installed" if action == "update" else "rollback requested"))
                 await c.disconnect()
-                self._reset()
+                self._reset(RESET_CAUSES[action])
 
     async def _telemetry_loop(self):
         due = self.board.ticks_ms()
@@ -445,7 +471,8 @@ class App:
                 offline_ms += dt
                 if cfg.max_offline_s and offline_ms >= cfg.max_offline_s * 1000:
                     self.log("offline for %d s: rebooting" % (offline_ms // 1000))
-                    self._reset()
+                    self._reset("offline")
+            self._health()
             if not self.ident.healthy and self._up_ms >= cfg.healthy_after_s * 1000:
                 self.ident.mark_healthy()
             if getattr(board, "stop_requested", False) and not self.stopping:
@@ -483,9 +510,31 @@ class App:
         except OSError as e:
             self.log("spool: close failed (%r): up to 15 acknowledged samples may be sent again" % (e,))
 
-    def _reset(self):
+    def _reset(self, cause=None):
         self._close_spool()
+        if cause is not None and ota_slots is not None:
+            ota_slots.set_intent(self.board.flash_dir, cause)
         self.board.reset()
+
+    def _health(self):
+        """A probation boot (a new release on trial): mark what the health check has seen, and
+        confirm the slot once WiFi, the broker, a reading of each sensor (a sample holds both) and
+        an acknowledged sample have all been seen. The deadline is the boot loader's (sqalboot)."""
+        s = ota_slots
+        if s is None or not s.BOOT["probation"]:
+            return
+        if self.board.wlan.isconnected():
+            s.mark("wifi")
+        if self.client.isconnected():
+            s.mark("broker")
+        if self.sampler is not None and self.sampler.sampled:
+            s.mark("tof")
+            s.mark("spec")
+        if self.samples_acked + self.spool.dropped - self._dropped0 > self._backlog:
+            s.mark("acked")  # a sample of this boot, not one an earlier release left in the spool
+        if not s.missing() and s.confirm(self.board.flash_dir):
+            self.telemetry.ota_stale = True
+            self.log("ota: version %s confirmed (slot %s)" % (VERSION, s.BOOT["slot"]))
 
 
 def flash_room(flash_dir, spool_bytes):

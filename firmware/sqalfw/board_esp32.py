@@ -92,6 +92,17 @@ class Board:
     def watchdog(self, timeout_ms):
         return machine.WDT(timeout=int(timeout_ms))
 
+    def reset_cause(self):
+        """Why this boot happened: "power-on" (power-on or brownout), "watchdog" (the hardware
+        watchdog, a task or interrupt watchdog) or "soft" (machine.reset(), a panic, the reset
+        pin); the firmware records its own reasons for the resets it makes (sqalboot.slots)."""
+        c = machine.reset_cause()
+        if c == machine.PWRON_RESET:
+            return "power-on"
+        if c == machine.WDT_RESET:
+            return "watchdog"
+        return "soft"
+
     def reset(self):
         machine.reset()
 

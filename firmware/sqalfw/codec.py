@@ -13,7 +13,8 @@ CHANNELS = ("F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "CLEAR", "NIR")
 GAINS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)  # AGAIN code = index
 GRADES = ("A+", "A", "B", "C", "REJECT")
 COUNTERS = ("sampled", "sent", "acked", "retransmitted", "reconnects", "i2c_errors", "dropped")
-COMMANDS = ("set_interval", "assign_lot", "clear_lot", "status", "reboot")
+COMMANDS = ("set_interval", "assign_lot", "clear_lot", "status", "reboot", "log_tail", "ota_status", "ota_begin",
+            "ota_chunk", "ota_rollback")
 KINDS = ("sample", "status", "telemetry", "cmd", "cmd/result")
 DEGRADED = ("tof", "spec")
 
@@ -439,13 +440,18 @@ def decode_status(data, topic_device_id=None):
 _TELEMETRY = (("boot", _I, 0, U32, 0), ("ts", _I, 0, MAX_TS, 0), ("synced", _B, 0, 0, 0),
               ("uptime_s", _I, 0, U32, 0), ("mem_free", _I, 0, U32, 0), ("mem_min_free", _I, 0, U32, 0),
               ("spool_depth", _I, 0, U32, 0), _FW, ("rssi", _I, -127, 0, 2), ("lot_id", _LOT, 0, 0, 1),
-              ("sample_s", _N, 0.1, 86400, 1), ("safe_mode", _B, 0, 0, 1))
+              ("sample_s", _N, 0.1, 86400, 1), ("safe_mode", _B, 0, 0, 1), ("reset", _TXT, 1, 16, 1))
+# telemetry "ota": the update state when there is one (docs/ota.md)
+_OTA = (("state", _TXT, 1, 16, 0), ("slot", _TXT, 1, 8, 1), ("version", _TXT, 1, 16, 1),
+        ("target", _TXT, 1, 16, 1), ("progress", _I, 0, 100, 1), ("reason", _TXT, 0, 120, 1))
 _COUNTERS = tuple([(c, _I, 0, U32, 0) for c in COUNTERS])
 
 
 def validate_telemetry(t, topic_device_id=None):
     out = _fields(t, _TELEMETRY, "", _head(t, "telemetry", topic_device_id))
     out["counters"] = _fields(_obj(t.get("counters"), "counters"), _COUNTERS, "counters.", {})
+    if t.get("ota") is not None:
+        out["ota"] = _fields(_obj(t["ota"], "ota"), _OTA, "ota.", {})
     _degraded(t, out)
     return out
 
@@ -463,8 +469,14 @@ def decode_telemetry(data, topic_device_id=None):
 _ARGS = {
     "set_interval": (("sample_s", _N, 0.1, 86400, 1), ("telemetry_s", _N, 1, 86400, 1)),
     "assign_lot": (("lot_id", _LOT, 0, 0, 0),),
+    "log_tail": (("lines", _I, 1, 50, 1),),
+    # updates (docs/ota.md): the manifest's size and Ed25519 signature (hex); a chunk of a file at
+    # an offset, base64 (600 bytes of data make 800 chars: the command stays under 1 KiB)
+    "ota_begin": (("version", _TXT, 1, 16, 0), ("size", _I, 1, 16384, 0), ("sig", _TXT, 128, 128, 0),
+                  ("probation_s", _I, 10, 3600, 1)),
+    "ota_chunk": (("path", _TXT, 1, 64, 0), ("off", _I, 0, 262144, 0), ("data", _TXT, 0, 860, 0)),
 }
-_CMDS = "set_interval, assign_lot, clear_lot, status, reboot"
+_CMDS = "set_interval, assign_lot, clear_lot, status, reboot, log_tail, ota_status, ota_begin, ota_chunk, ota_rollback"
 
 
 def validate_command(c):

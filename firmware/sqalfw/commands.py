@@ -48,4 +48,25 @@ class Commands:
             return t, None
         if name == "reboot":
             return {}, "reboot"
+        if name == "log_tail":
+            from sqalboot import slots  # the boot loader keeps the log's last lines on flash
+            return {"lines": slots.log_tail(app.board.flash_dir, args.get("lines", 20))}, None
+        # updates (docs/ota.md): the installer is frozen in the image (sqalboot.install); a refusal
+        # is a ValueError whose message is the reason, answered as the command's error
+        if name.startswith("ota_"):
+            app.telemetry.ota_stale = True
+        if name == "ota_status":
+            return app.installer().status(), None
+        if name == "ota_begin":
+            return app.installer().begin(args["version"], args["size"], args["sig"], args.get("probation_s")), None
+        if name == "ota_chunk":
+            import binascii
+            try:
+                data = binascii.a2b_base64(args["data"])
+            except ValueError:
+                raise ValueError("data: not base64")
+            st, switched = app.installer().chunk(args["path"], args["off"], data)
+            return st, ("update" if switched else None)
+        if name == "ota_rollback":
+            return app.installer().rollback(), "rollback"
         raise ValueError("not implemented")  # unreachable: the codec knows the command list

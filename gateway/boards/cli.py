@@ -133,6 +133,10 @@ def deploy(
     baud: Annotated[int, typer.Option("--baud")] = 115200,
     firmware_dir: Annotated[Path | None, typer.Option("--firmware-dir", hidden=True)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each step without touching the port.")] = False,
+    ota_key: Annotated[str | None, typer.Option("--ota-key", help="The release public key (64 hex chars) the "
+                                                "board verifies updates with (docs/ota.md); default "
+                                                "SQAL_OTA_PUBLIC_KEY. Without one the board refuses every "
+                                                "update.")] = None,
 ) -> None:
     """Copy the firmware and config.json to a MicroPython board, reset it, wait until it is online.
 
@@ -157,8 +161,11 @@ def deploy(
         opts: dict[str, object] = {"baud": baud, "wait_online": not no_wait, "timeout_s": timeout}
         if online_pattern:
             opts["online_pattern"] = online_pattern
+        if ota_key is None:
+            from gateway.config import Settings
+            ota_key = Settings().ota_public_key
         plan = dep.make_plan(port, cfg, firmware_dir=firmware_dir or dep.FIRMWARE_DIR,
-                             sensor_firmware=sensor_firmware, tof_header=tof_header, py=py, **opts)
+                             sensor_firmware=sensor_firmware, tof_header=tof_header, py=py, ota_key=ota_key, **opts)
         if dry_run:
             _steps(f"deploy to {port}", plan.steps())
             shown = json.loads(cfg)

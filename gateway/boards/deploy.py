@@ -39,6 +39,7 @@ ENTER_TIMEOUTS_S = (5, 10, 20)  # tries at entering the raw REPL (a board may st
 DEPLOY_WDT_MS = 60000  # watchdog re-armed (and fed) while deploying over a running app
 ENTRY_FILES = ("boot.py", "main.py")  # MicroPython runs these by name: plain .py files on flash
 PACKAGE = "sqalfw"
+BOOT_PACKAGE = "sqalboot"  # the boot loader: frozen in the SQAL image, files on a stock one
 DEFAULT_TOF_NAME = "vl53l8cx_fw.bin"  # the firmware's default tof_firmware_path
 
 # Free heap (gc.mem_free() after gc.collect(), asked at the raw REPL) a stock image must have before
@@ -107,9 +108,11 @@ def entry_files(firmware_dir: Path = FIRMWARE_DIR) -> list[BoardFile]:
 
 
 def module_files(firmware_dir: Path = FIRMWARE_DIR, mpy: bool = True) -> list[BoardFile]:
-    """The sqalfw package as a stock image needs it on flash: .mpy (compiled here) or .py sources."""
+    """The sqalfw package as a stock image needs it on flash: .mpy (compiled here) or .py sources;
+    with it the boot loader (sqalboot, docs/ota.md), which the SQAL image has frozen in."""
     _check_firmware_dir(firmware_dir)
-    sources = sorted(p for p in (firmware_dir / PACKAGE).rglob("*.py") if "__pycache__" not in p.parts)
+    sources = sorted(p for pkg in (PACKAGE, BOOT_PACKAGE) if (firmware_dir / pkg).is_dir()
+                     for p in (firmware_dir / pkg).rglob("*.py") if "__pycache__" not in p.parts)
     files: list[BoardFile] = []
     with tempfile.TemporaryDirectory(prefix="sqal-mpy-") as tmp:
         for src in sources:
@@ -250,10 +253,16 @@ def make_plan(
     sensor_firmware: Path | None = None,
     tof_header: Path | None = None,
     py: bool = False,
+    ota_key: str | None = None,
     **options: Any,
 ) -> DeployPlan:
     files = entry_files(firmware_dir)
     files.append(BoardFile("config.json", config_json))
+    if ota_key is not None:
+        # the release public key the board verifies updates with (docs/ota.md); public, not a secret
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", ota_key):
+            raise DeployError("--ota-key: the release public key is 64 hex characters")
+        files.append(BoardFile("ota_key.pub", ota_key.lower().encode()))
     blob_name = json.loads(config_json).get("tof_firmware_path", DEFAULT_TOF_NAME)
     files += tof_board_files(blob_name, sensor_firmware=sensor_firmware, tof_header=tof_header)
     return DeployPlan(port=port, files=files, modules=module_files(firmware_dir, mpy=not py), mpy=not py,

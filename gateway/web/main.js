@@ -1,4 +1,4 @@
-// Entry point: token entry, tab routing (#/sqal, #/gavage, #/consumer, #/orchestration,
+// Entry point: token entry, tab routing (#/sqal, #/gavage, #/consumer, #/orchestration, #/updates,
 // #/lots/LOT_...), the realtime stream (samples, grades, devices, lots), the periodic refresh of
 // what has no stream (simulators, statistics) and the slow safety refresh of devices and lots.
 
@@ -15,8 +15,9 @@ import * as gavage from './view_gavage.js';
 import * as consumer from './view_consumer.js';
 import * as orchestration from './view_orch.js';
 import * as lot from './view_lot.js';
+import * as updates from './view_ota.js';
 
-const VIEWS = { sqal, gavage, consumer, orchestration, lot };
+const VIEWS = { sqal, gavage, consumer, orchestration, lot, updates };
 const FAST_MS = 5000;          // simulators and statistics: no stream for them
 const SAFETY_S = 60;           // devices and lots are pushed; read again this often all the same
 const LOT_PAGE_MS = 3000;      // an open lot page that changes is read again at most this often

@@ -16,9 +16,10 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# the firmware, and the emulation's code that runs inside the device's MicroPython interpreter
-TARGETS = ["firmware/sqalfw", "firmware/main.py", "firmware/boot.py", "emulation/mpboard", "emulation/peripherals",
-           "emulation/device_main.py", "emulation/host_main.py"]
+# the firmware, the emulation's code that runs inside the device's MicroPython interpreter, and the
+# benchmarks' scripts for it
+TARGETS = ["firmware/sqalfw", "firmware/sqalboot", "firmware/main.py", "firmware/boot.py", "emulation/mpboard",
+           "emulation/peripherals", "emulation/device_main.py", "emulation/host_main.py", "bench/mp"]
 
 
 def esp32_stub_dir(dest: Path) -> Path:
@@ -42,7 +43,7 @@ def esp32_stub_dir(dest: Path) -> Path:
 def run_mypy(work: Path) -> subprocess.CompletedProcess[str]:
     site = sysconfig.get_paths()["purelib"]
     stubs = esp32_stub_dir(work / "esp32-stubs")
-    env = dict(os.environ, MYPYPATH=f"{REPO / 'firmware'}:{REPO}:{stubs}")
+    env = dict(os.environ, MYPYPATH=f"{REPO / 'firmware'}:{REPO}:{REPO / 'bench' / 'mp'}:{stubs}")
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(REPO / "firmware" / "mypy.ini"),
          "--custom-typeshed-dir", site, "--cache-dir", str(work / "mypy-cache"), *TARGETS],

@@ -200,6 +200,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "sender_address": "Mont-de-Marsan", "sender_gln": None, "lines": [{"product_id": 1, "quantity": 2}]},
     ("PUT", "/api/traceability/farms/{farmer_id}"): {"name": "EARL Dupont", "address": "40500 Saint-Sever",
                                                      "gln": None},
+    ("POST", "/api/ota/releases"): {"version": "0.2.0"},
+    ("POST", "/api/ota/rollouts"): {"version": "0.2.0", "site": "LL", "from_version": "0.1.0",
+                                    "devices": ["ESP32_H_LL_01"], "waves": ["1", "100%"], "max_failures": 0.2,
+                                    "probation_s": 60},
 }
 RAW = "__raw_json__"
 
