@@ -18,6 +18,7 @@ from typing import Any
 from sqalfw import codec
 
 from emulation.fleet import Fleet
+from tests.emulation.fleet_support import fleet_samples, gaps, wait_fleet
 from tests.fixtures.mqtt import MqttCollector
 
 N = 20
@@ -26,34 +27,6 @@ INTERVAL = 0.25
 # light per-device settings so that 20 devices fit the 2-core test machine: 4x4 ToF at 30 Hz
 # (the fleet behaviour under test does not depend on the resolution), telemetry every second
 DEVICE_CONFIG = {"tof_frequency_hz": 30, "keepalive_s": 5, "watchdog_s": 20}
-
-
-def _wait(pred: Any, timeout: float, what: str, fleet: Fleet) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; totals {fleet.totals()}")
-
-
-def _samples(col: MqttCollector) -> list[dict[str, Any]]:
-    out = []
-    for t, p, _r in list(col.messages):
-        if t.endswith("/sample"):
-            out.append(codec.decode_sample(p, t.split("/")[2]))
-    return out
-
-
-def _gaps(seqs: set[int]) -> list[tuple[int, int]]:
-    """Maximal runs [a, b] of missing seqs below the highest one received."""
-    out: list[tuple[int, int]] = []
-    s = -1
-    for q in sorted(seqs):
-        if q > s + 1:
-            out.append((s + 1, q - 1))
-        s = q
-    return out
 
 
 def test_fleet_partition_reboot_broker_restart_nothing_lost(mqtt_broker: Any, tmp_path: Path) -> None:
@@ -83,7 +56,7 @@ def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_proce
     try:
         fleet.start()
         assert len(fleet.processes()) == N // per_process
-        _wait(lambda: min(s.received for s in fleet.stats()) >= 8, 60, "8 samples from every device", fleet)
+        wait_fleet(lambda: min(s.received for s in fleet.stats()) >= 8, 60, "8 samples from every device", fleet)
 
         # phase 1: five devices lose their network for 4 s; another one is power-cycled meanwhile
         t_cut = time.time()
@@ -95,15 +68,15 @@ def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_proce
         time.sleep(1.5)
         assert {s.device_id: s.received for s in fleet.stats()[:5]} == before_heal, "a partitioned device got through"
         assert all(s.state == "partitioned" for s in fleet.stats()[:5])
-        _wait(lambda: not fleet.partitioned, 10, "the partition to heal", fleet)
-        _wait(lambda: min(s.received for s in fleet.stats()) >= 25, 60, "25 samples from every device", fleet)
+        wait_fleet(lambda: not fleet.partitioned, 10, "the partition to heal", fleet)
+        wait_fleet(lambda: min(s.received for s in fleet.stats()) >= 25, 60, "25 samples from every device", fleet)
 
         # phase 2: the broker restarts (3 s down); the devices spool meanwhile and replay
         mqtt_broker.stop()
         time.sleep(3)
         mqtt_broker.start()
-        _wait(lambda: col.client.is_connected(), 15, "the subscriber to reconnect", fleet)
-        _wait(lambda: min(s.received for s in fleet.stats()) >= SAMPLES, 90,
+        wait_fleet(lambda: col.client.is_connected(), 15, "the subscriber to reconnect", fleet)
+        wait_fleet(lambda: min(s.received for s in fleet.stats()) >= SAMPLES, 90,
               f"{SAMPLES} samples from every device", fleet)
 
         # end: everything each boot reported sampled has arrived (what is still spooled after the
@@ -117,14 +90,14 @@ def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_proce
                         return False
             return True
 
-        _wait(caught_up, 30, "every reported sample to arrive", fleet)
+        wait_fleet(caught_up, 30, "every reported sample to arrive", fleet)
         # the fleet's counters come from telemetry (QoS 0, every second, late after an outage):
         # let them catch up with what the subscriber already saw before stopping
-        _wait(lambda: fleet.totals()["sampled"] >= N * SAMPLES, 30, "the telemetry counters to catch up", fleet)
+        wait_fleet(lambda: fleet.totals()["sampled"] >= N * SAMPLES, 30, "the telemetry counters to catch up", fleet)
     finally:
         fleet.stop()
     try:
-        samples = _samples(col)
+        samples = fleet_samples(col)
     finally:
         col.close()
 
@@ -150,7 +123,7 @@ def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_proce
         # everything the boot reported sampled and no longer had spooled was received (seqs start
         # at 0); caught_up() above already saw every reported sample arrive at one moment
         assert last is not None and max(seqs) + 1 >= last.sampled - last.spool, (did, boot, last, max(seqs))
-        assert _gaps(seqs) == [], f"{did} boot {boot}: samples lost: {_gaps(seqs)}"
+        assert gaps(seqs) == [], f"{did} boot {boot}: samples lost: {gaps(seqs)}"
     # the partitioned devices' samples taken while cut off did arrive (spooled, replayed later)
     for did in fleet.ids[:5]:
         during = [s for s in by_key.values() if s["device_id"] == did and t_cut + 1 < s["ts"] / 1000 < t_cut + 3.5]

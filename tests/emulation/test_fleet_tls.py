@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from emulation.fleet import Fleet
-from tests.emulation.test_fleet import _wait
+from tests.emulation.fleet_support import wait_fleet
 from tests.fixtures.mqtt import MosquittoBroker, free_port
 from tests.fixtures.tls import make_private_ca
 
@@ -34,15 +34,15 @@ def test_a_fleet_over_tls_loses_nothing_through_a_partition_and_a_broker_outage(
         fleet.start()
         assert fleet.device_url().startswith("mqtts://127.0.0.1:")
         assert all((d.flash_dir / "ca.pem").read_bytes() == ca.ca.read_bytes() for d in fleet.devices)
-        _wait(lambda: min(s.received for s in fleet.stats()) >= 8, 60, "8 samples from every device", fleet)
+        wait_fleet(lambda: min(s.received for s in fleet.stats()) >= 8, 60, "8 samples from every device", fleet)
         fleet.partition([0], seconds=2)
         time.sleep(1)
         fleet.broker_outage(seconds=2)
         time.sleep(3)
-        _wait(lambda: not fleet.partitioned, 10, "the partition to heal", fleet)
-        _wait(lambda: min(s.received for s in fleet.stats()) >= 30, 60, "30 samples from every device", fleet)
+        wait_fleet(lambda: not fleet.partitioned, 10, "the partition to heal", fleet)
+        wait_fleet(lambda: min(s.received for s in fleet.stats()) >= 30, 60, "30 samples from every device", fleet)
         # every device reconnected (TLS again) after the outage; counters come with telemetry (1 s)
-        _wait(lambda: all(s.reconnects >= 1 for s in fleet.stats()), 15, "every device's reconnect", fleet)
+        wait_fleet(lambda: all(s.reconnects >= 1 for s in fleet.stats()), 15, "every device's reconnect", fleet)
     finally:
         fleet.stop()
     got = fleet.received()

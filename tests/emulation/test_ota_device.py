@@ -16,7 +16,6 @@ uploader over the command topic:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -28,34 +27,17 @@ from sqalfw import codec
 from emulation.device import EmulatedDevice
 from gateway.ota import release as rel
 from gateway.ota.uploader import Uploader
+from tests.emulation.ota_support import BLIND, patched_release
 from tests.fixtures.mqtt import MqttCollector
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE_CONFIG = {"tof_frequency_hz": 30, "keepalive_s": 5, "watchdog_s": 20}
-# a release whose sensors are never brought up: no reading, no sample, its health check cannot pass
-BLIND = ("        self._last_init = self.board.ticks_ms()\n",
-         ("        self._last_init = self.board.ticks_ms()\n        self._fail('tof', 'blind release')\n"
-          "        self._fail('spec', 'blind release')\n        return\n"))
-
-
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("ota-releases")
     key_file = root / "keys" / "release.pem"
     pub = rel.keygen(key_file)
     return {"pub": pub, "key": rel.load_private(key_file), "out": root / "out", "root": root}
-
-
-def patched_release(keyed: dict[str, Any], version: str, patches: dict[str, tuple[str, str]]) -> rel.Release:
-    """A release built from a copy of sqalfw with text replaced: {file: (old, new)}."""
-    src = keyed["root"] / f"src-{version}" / "sqalfw"
-    shutil.copytree(REPO / "firmware" / "sqalfw", src, ignore=shutil.ignore_patterns("__pycache__"))
-    for name, (old, new) in patches.items():
-        f = src / name
-        text = f.read_text()
-        assert old in text, f"{name}: {old!r} not found"
-        f.write_text(text.replace(old, new, 1))
-    return rel.build(version, keyed["key"], keyed["out"], source=src)
 
 
 def _device(tmp_path: Path, broker: Any, keyed: dict[str, Any], did: str, target: str = "esp32-psram",

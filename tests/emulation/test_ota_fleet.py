@@ -24,8 +24,8 @@ from emulation.fleet import Fleet
 from gateway.ota import release as rel
 from gateway.ota.rollout import Rollout
 from gateway.ota.uploader import Uploader
-from tests.emulation.test_fleet import _gaps, _samples, _wait
-from tests.emulation.test_ota_device import BLIND, patched_release
+from tests.emulation.fleet_support import fleet_samples, gaps, wait_fleet
+from tests.emulation.ota_support import BLIND, patched_release
 from tests.fixtures.mqtt import MqttCollector
 
 N = 20
@@ -55,7 +55,7 @@ def test_rollouts_in_waves_threshold_and_retry_nothing_lost(mosquitto_broker: An
         for d in fleet.devices:
             d.put_flash("ota_key.pub", pub.encode())
         fleet.start()
-        _wait(lambda: min(s.received for s in fleet.stats()) >= 4, 120, "4 samples from every device", fleet)
+        wait_fleet(lambda: min(s.received for s in fleet.stats()) >= 4, 120, "4 samples from every device", fleet)
         with Uploader(mosquitto_broker.url) as up:
             # 1. the good release, wave by wave
             r1 = Rollout(up, good, list(fleet.ids), waves=["1", "10%", "100%"], max_failures=0.2, concurrency=10,
@@ -104,11 +104,11 @@ def test_rollouts_in_waves_threshold_and_retry_nothing_lost(mosquitto_broker: An
                         return False
             return True
 
-        _wait(caught_up, 60, "every reported sample to arrive", fleet)
+        wait_fleet(caught_up, 60, "every reported sample to arrive", fleet)
     finally:
         fleet.stop()
     try:
-        samples = _samples(col)
+        samples = fleet_samples(col)
     finally:
         col.close()
     by_key: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -126,7 +126,7 @@ def test_rollouts_in_waves_threshold_and_retry_nothing_lost(mosquitto_broker: An
     for (did, boot), seqs in sorted(per_boot.items()):
         last = reported[did].get(boot)
         assert last is not None and max(seqs) + 1 >= last.sampled - last.spool, (did, boot, last, max(seqs))
-        assert _gaps(seqs) == [], f"{did} boot {boot}: samples lost: {_gaps(seqs)}"
+        assert gaps(seqs) == [], f"{did} boot {boot}: samples lost: {gaps(seqs)}"
     got = fleet.received()
     assert sum(len(v) for boots in got.values() for v in boots.values()) == len(by_key)
     assert all(s.missing == 0 for s in fleet.stats())

@@ -1,0 +1,42 @@
+"""Helpers of the fleet tests: waiting on a fleet, the samples a collector saw, gaps in seqs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqalfw import codec
+
+from emulation.fleet import Fleet
+from tests.fixtures.mqtt import MqttCollector
+
+
+def wait_fleet(pred: Callable[[], Any], timeout: float, what: str, fleet: Fleet) -> None:
+    """Until pred() is true, or fail naming `what` with the fleet's totals."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; totals {fleet.totals()}")
+
+
+def fleet_samples(col: MqttCollector) -> list[dict[str, Any]]:
+    """Every sample the collector received, decoded."""
+    out = []
+    for t, p, _r in list(col.messages):
+        if t.endswith("/sample"):
+            out.append(codec.decode_sample(p, t.split("/")[2]))
+    return out
+
+
+def gaps(seqs: set[int]) -> list[tuple[int, int]]:
+    """Maximal runs [a, b] of missing seqs below the highest one received."""
+    out: list[tuple[int, int]] = []
+    s = -1
+    for q in sorted(seqs):
+        if q > s + 1:
+            out.append((s + 1, q - 1))
+        s = q
+    return out
