@@ -10,7 +10,7 @@ import pytest
 from gateway.ingest import pipeline as pipeline_mod
 from gateway.ingest.pipeline import TIDY_EVERY, Pipeline, PipelineConfig
 from tests.gateway.ingest_support import count, hand_in, metric, uid
-from tests.registry.test_samples_copy import stage_pages
+from tests.registry.helpers import stage_pages
 
 BATCH = 20
 

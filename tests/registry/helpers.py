@@ -71,3 +71,8 @@ async def inspected_lot(pool: asyncpg.Pool, grades: list[str], device: str = "ES
 async def products_of(pool: asyncpg.Pool, lot_id: str, n: int = 2) -> list[dict[str, Any]]:
     """`n` products of the lot, GTINs 1..n of a test company prefix."""
     return [await feedback.create_product(pool, lot_id, make_gtin("376000000", i)) for i in range(1, n + 1)]
+
+
+async def stage_pages(conn: asyncpg.Connection) -> int:
+    """Pages of the ingest writers' staging table in this session (registry.samples.STAGE)."""
+    return int(await conn.fetchval(f"SELECT pg_relation_size('{samples.STAGE}') / 8192"))

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from registry import partitions, samples
+from tests.registry.helpers import stage_pages
 
 DEV = "ESP32_DEMO_CP_01"
 
@@ -145,10 +146,6 @@ def padded(boot: int, n: int) -> list[dict[str, Any]]:
     """n rows of about 1.5 KB (a real sample's COPY line is 1.5 KB)."""
     return [{"device_id": DEV, "boot": boot, "seq": i, "features": {"pad": "f" * 700}, "raw": {"pad": "r" * 600}}
             for i in range(n)]
-
-
-async def stage_pages(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval(f"SELECT pg_relation_size('{samples.STAGE}') / 8192"))
 
 
 async def test_prepared_session_staging_keeps_its_pages_and_tidy_bounds_it(db_pool: asyncpg.Pool) -> None:
