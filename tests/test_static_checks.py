@@ -5,6 +5,7 @@ tests/firmware/test_typecheck.py. A finding fails the suite with the checker's o
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,25 @@ def test_the_checks_have_teeth(tmp_path: Path) -> None:
     out = run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir",
                str(tmp_path / "mypy-cache"), str(bad)])
     assert out.returncode != 0 and "Incompatible return value" in out.stdout, out.stdout
+
+
+def test_no_test_module_imports_another_or_a_benchmark() -> None:
+    """Helpers shared by tests live in support modules (tests/fixtures, *_support.py, *_cases.py,
+    helpers.py, conftest.py), not in test modules; a test of a benchmark may import it, nothing
+    else under bench/ is imported by tests."""
+    offenders: list[str] = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[0] == "tests" and parts[-1].startswith("test_") and parts[-1] != path.stem:
+                    offenders.append(f"{path.relative_to(ROOT)}: from {node.module}")
+                if parts[0] == "bench" and path.parent.name not in ("bench",) and not _benchmark_test(path):
+                    offenders.append(f"{path.relative_to(ROOT)}: from {node.module}")
+    assert not offenders, "\n".join(offenders)
+
+
+def _benchmark_test(path: Path) -> bool:
+    """The firmware's heap tests run their benchmark's measurement at a smaller scale."""
+    return path.name in ("test_app_memory.py", "test_app_memory_esp32.py")
