@@ -303,6 +303,7 @@ def test_missing_sensor_firmware_is_a_clear_error(tmp_path: Path) -> None:
         make_plan("/dev/null", build_config(CONFIG), sensor_firmware=tmp_path / "nope.bin")
 
 
+@pytest.mark.slow
 def test_board_without_micropython_is_a_clear_error(tmp_path: Path) -> None:
     master, slave = os.openpty()  # a port where nothing answers
     try:

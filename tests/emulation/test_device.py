@@ -221,6 +221,7 @@ def test_absent_sensor_degraded_reported_no_boot_loop(make_device: DeviceFactory
         col.close()
 
 
+@pytest.mark.slow
 def test_watchdog_resets_hung_loop_then_safe_mode(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
     dev = make_device(config={"watchdog_s": 20, "safe_mode_after": 2})
     col = _collector(mosquitto_broker, dev)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from emulation.fleet import Fleet
 from tests.fixtures.gateway import GatewayProcess, stored_keys
@@ -42,6 +43,7 @@ async def _wait(pred: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 async def test_gateway_killed_mid_stream_loses_no_acknowledged_reading(database_url: str, tmp_path: Path) -> None:
     gw = GatewayProcess(database_url, tmp_path / "gw")
     gw.start()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from sqalfw import codec
 
 from emulation.host import DeviceHost, HostedDevice
@@ -62,6 +63,7 @@ def _no_gaps(keys: list[tuple[int, int, int]]) -> dict[int, set[int]]:
     return per_boot
 
 
+@pytest.mark.slow
 def test_one_device_reset_and_watchdog_restart_it_alone(mosquitto_broker: Any, tmp_path: Path) -> None:
     # device 0: reboot command; device 1: hung I2C bus -> its watchdog (20 s, the smallest); device 2:
     # untouched. The mates' watchdogs are longer, so that the host's last-resort thread (watchdog
@@ -210,6 +212,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_unfed_watchdog_of_one_device_resets_it_alone_loop_side(micropython_run: Any, tmp_path: Path) -> None:
     # the loop-side watchdog (no blocking stall): device 0's sampler awaits forever, its supervisor
     # stops feeding, the host resets device 0 alone; device 1 samples on without a restart

@@ -115,6 +115,7 @@ def _samples(col: MqttCollector, did: str) -> list[dict[str, Any]]:
     return [codec.decode_sample(p, did) for t, p, _r in list(col.messages) if t == f"sqal/v1/{did}/sample"]
 
 
+@pytest.mark.slow
 def test_a_release_failing_its_health_check_rolls_back_by_itself(mosquitto_broker: Any, tmp_path: Path,
                                                                  keyed: dict[str, Any]) -> None:
     blind = patched_release(keyed, "0.6.0", {"sampler.py": BLIND})
@@ -138,6 +139,7 @@ def test_a_release_failing_its_health_check_rolls_back_by_itself(mosquitto_broke
         col.close()
 
 
+@pytest.mark.slow
 def test_a_release_that_crashes_rolls_back_and_the_operator_can_roll_back(
         mosquitto_broker: Any, tmp_path: Path, keyed: dict[str, Any]) -> None:
     good = rel.build("0.7.0", keyed["key"], keyed["out"])
@@ -170,6 +172,7 @@ def test_a_release_that_crashes_rolls_back_and_the_operator_can_roll_back(
         dev.stop()
 
 
+@pytest.mark.slow
 def test_without_psram_the_slot_does_not_fit_and_the_board_rolls_back(
         mosquitto_broker: Any, tmp_path: Path, keyed: dict[str, Any], esp32_micropython: str) -> None:
     good = rel.load(keyed["out"] / "0.7.0") if (keyed["out"] / "0.7.0").exists() else \

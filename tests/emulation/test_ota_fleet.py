@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from emulation.fleet import Fleet
 from gateway.ota import release as rel
 from gateway.ota.rollout import Rollout
@@ -32,6 +34,7 @@ N = 20
 DEVICE_CONFIG = {"tof_frequency_hz": 30, "keepalive_s": 5, "watchdog_s": 20}
 
 
+@pytest.mark.slow
 def test_rollouts_in_waves_threshold_and_retry_nothing_lost(mosquitto_broker: Any, tmp_path: Path,
                                                             esp32_micropython: str) -> None:
     key_file = tmp_path / "keys" / "release.pem"

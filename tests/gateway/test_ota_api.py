@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from emulation.device import EmulatedDevice
@@ -53,6 +54,7 @@ def _wait(pred: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_release_rollout_by_site_events_and_rollback(database_url: str, nats_broker: NatsBroker,
                                                       tmp_path: Path, esp32_micropython: str) -> None:
     key_file = tmp_path / "keys" / "release.pem"

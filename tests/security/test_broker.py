@@ -277,6 +277,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 async def test_a_dead_callout_is_restarted_by_the_next_start(tmp_path: Path) -> None:
     eng = AuthEngine(tmp_path)
     pw = eng.store.provision(DEV_A).password

@@ -71,6 +71,7 @@ def base_url(database_url: str, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_fuzz_every_operation(base_url: str) -> None:
     tested, failures = fuzz_operations(base_url, AUTH, MAX_EXAMPLES)
     assert len(tested) >= 45, sorted(tested)  # every operation, the simulator starts included

@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.web.conftest import ARTIFACTS, ConsoleLog, WebGateway
@@ -270,6 +271,7 @@ def push_without_polling(page: Page, gw: WebGateway) -> None:
     page.evaluate("document.body.dataset.safetyRefreshS = '60'")
 
 
+@pytest.mark.slow
 def test_complete_demo_from_the_page(web_gateway: WebGateway, chromium: Any) -> None:
     gw = web_gateway
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
