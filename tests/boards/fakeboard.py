@@ -54,6 +54,8 @@ class FakeBoard:
         self.soft_reboots = 0
         self._wlock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
+        # close() and a soft reboot on the serial thread may race: no child starts once closed
+        self._child_lock = threading.Lock()
         self._running_friendly = False
         # When the last Ctrl-C was turned into a SIGINT, while main.py runs (None: none pending).
         # On a board the interrupt character is armed only while code runs (pyexec.c): once the
@@ -72,12 +74,15 @@ class FakeBoard:
         env.pop("FAKEBOARD_FROZEN", None)
         if self.frozen_dir is not None:
             env["FAKEBOARD_FROZEN"] = str(self.frozen_dir.resolve())
-        self._child = subprocess.Popen(
-            [self.interpreter, "-X", f"heapsize={self.heap}", str(SERVER)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd=self.flash_dir, env=env,
-        )
-        child = self._child
+        with self._child_lock:
+            if self._stop:
+                return
+            self._child = subprocess.Popen(
+                [self.interpreter, "-X", f"heapsize={self.heap}", str(SERVER)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                cwd=self.flash_dir, env=env,
+            )
+            child = self._child
         threading.Thread(target=self._pump, args=(child,), name="fakeboard-tx", daemon=True).start()
 
     def _pump(self, child: subprocess.Popen[bytes]) -> None:
@@ -254,7 +259,8 @@ class FakeBoard:
         self._submit("R", code)
 
     def close(self) -> None:
-        self._stop = True
+        with self._child_lock:
+            self._stop = True
         self._kill_child()
         for fd in (self.master, self.slave):
             try:
