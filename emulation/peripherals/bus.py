@@ -61,7 +61,10 @@ class EmulatedI2C:
         dev = self._dev(addr)
         if addrsize != dev.addrsize:
             self._check_size(dev, addrsize)
-        dev.write(memaddr, bytes(buf))
+        # the caller's buffer, not a copy: a bus sends the bytes from it, and the models take what
+        # they keep before returning (a 4 KiB copy per upload chunk cost the emulated board's heap
+        # what a board never pays, and failed sensor start-up after a reboot on a fragmented heap)
+        dev.write(memaddr, buf)
 
     def writeto(self, addr, buf, stop=True):
         # the first addrsize/8 bytes set the register pointer, the rest is written from there
