@@ -40,3 +40,16 @@ def gaps(seqs: set[int]) -> list[tuple[int, int]]:
             out.append((s + 1, q - 1))
         s = q
     return out
+
+
+def by_key_and_boot(samples: list[dict[str, Any]]) -> tuple[dict[tuple[str, int, int], dict[str, Any]],
+                                                             dict[tuple[str, int], set[int]]]:
+    """The samples by dedupe key (device, boot, seq; the first copy kept), and the seqs of each
+    (device, boot)."""
+    by_key: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for s in samples:
+        by_key.setdefault((s["device_id"], s["boot"], s["seq"]), s)
+    per_boot: dict[tuple[str, int], set[int]] = {}
+    for did, boot, seq in by_key:
+        per_boot.setdefault((did, boot), set()).add(seq)
+    return by_key, per_boot

@@ -18,7 +18,7 @@ from typing import Any
 from sqalfw import codec
 
 from emulation.fleet import Fleet
-from tests.emulation.fleet_support import fleet_samples, gaps, wait_fleet
+from tests.emulation.fleet_support import by_key_and_boot, fleet_samples, gaps, wait_fleet
 from tests.fixtures.mqtt import MqttCollector
 
 N = 20
@@ -101,12 +101,7 @@ def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_proce
     finally:
         col.close()
 
-    by_key: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for s in samples:
-        by_key.setdefault((s["device_id"], s["boot"], s["seq"]), s)
-    per_boot: dict[tuple[str, int], set[int]] = {}
-    for did, boot, seq in by_key:
-        per_boot.setdefault((did, boot), set()).add(seq)
+    by_key, per_boot = by_key_and_boot(samples)
     reported = fleet.reported()
 
     # every device took part; the rebooted one has a second boot; nobody else restarted

@@ -26,7 +26,7 @@ from emulation.fleet import Fleet
 from gateway.ota import release as rel
 from gateway.ota.rollout import Rollout
 from gateway.ota.uploader import Uploader
-from tests.emulation.fleet_support import fleet_samples, gaps, wait_fleet
+from tests.emulation.fleet_support import by_key_and_boot, fleet_samples, gaps, wait_fleet
 from tests.emulation.ota_support import BLIND, patched_release
 from tests.fixtures.mqtt import MqttCollector
 
@@ -114,12 +114,7 @@ def test_rollouts_in_waves_threshold_and_retry_nothing_lost(mosquitto_broker: An
         samples = fleet_samples(col)
     finally:
         col.close()
-    by_key: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for s in samples:
-        by_key.setdefault((s["device_id"], s["boot"], s["seq"]), s)
-    per_boot: dict[tuple[str, int], set[int]] = {}
-    for did, boot, seq in by_key:
-        per_boot.setdefault((did, boot), set()).add(seq)
+    by_key, per_boot = by_key_and_boot(samples)
     reported = fleet.reported()
     # every device booted twice (the update); the first also for the blind release twice, and its
     # rollbacks (the blind boots sampled nothing: their sensors never came up)
