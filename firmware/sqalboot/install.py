@@ -132,6 +132,9 @@ class Installer:
         # stat of every file of the release)
         self._dlc = None
         self._sizes = {}
+        # set once this boot changed the slot to boot ("update" or "rollback"): the board must
+        # reset into it, whatever becomes of the command that did it (docs/ota.md)
+        self.reset_owed = None
 
     # ---- state ----
 
@@ -385,6 +388,7 @@ class Installer:
         st["probation_s"] = dl.get("probation_s") or slots.PROBATION_S
         st["last"] = None
         slots.save(self.fd, st)
+        self.reset_owed = "update"
         try:
             os.remove(_dl_path(self.fd))
         except OSError:
@@ -400,4 +404,5 @@ class Installer:
         if st["active"] == slots.FACTORY and st["previous"] == slots.FACTORY:
             raise Refused("nothing to roll back to: the board runs the image's application")
         slots.rollback(self.fd, st, "rollback requested by the operator")
+        self.reset_owed = "rollback"
         return self.status()

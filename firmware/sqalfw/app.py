@@ -26,6 +26,9 @@ except ImportError:  # an interpreter without it (some tools and tests): no upda
 SAMPLE_BYTES = 1100     # the spool's byte budget per sample of spool_capacity (8x8 JSON is ~600-900)
 CONFIG_ERROR = 78       # exit code when config.json is invalid (the emulator must not restart)
 OUTBOX_MAX = 8          # pending command results / status messages (bounded memory)
+# A reset a command asked for (reboot, update, rollback) waits for its result to be acknowledged,
+# at most this long: a slot switched on flash must be booted even when the broker is gone.
+RESET_WAIT_MS = 30000
 NTP_RETRY_S = 60        # after a failed round, once the clock is set (a re-sync failed)
 NTP_RETRY_UNSET_S = 15  # after a failed round while the clock is unset: TLS waits for it
 NTP_RESYNC_S = 6 * 3600
@@ -112,6 +115,7 @@ class App:
         self._outev = asyncio.Event()
         self._outbox = []                # [topic, payload, action]
         self.outbox_dropped = 0
+        self._reset_by = None            # ticks by which a queued reset is made, acked or not
         self.beats = {}                  # task name -> ticks of its last loop iteration
         self.crashed = None
         self._up_ms = 0
@@ -243,8 +247,14 @@ class App:
     def queue(self, topic, payload, action=None):
         if len(self._outbox) >= OUTBOX_MAX:
             self.outbox_dropped += 1
-            return False
+            plain = [i for i, item in enumerate(self._outbox) if item[2] is None]
+            if action is None or not plain:
+                return False
+            # a result that resets the board is never the one dropped: the oldest plain one is
+            self._outbox.pop(plain[0])
         self._outbox.append([topic, payload, action])
+        if action in RESET_CAUSES and self._reset_by is None:
+            self._reset_by = time.ticks_add(self.board.ticks_ms(), RESET_WAIT_MS)
         self._outev.set()
         return True
 
@@ -352,6 +362,7 @@ class App:
         idle = self.idle_ms / 1000
         while True:
             self.beat("outbox")
+            self._reset_if_overdue()
             if not c.isconnected():
                 await c.wait_connected(idle)
                 continue
@@ -364,10 +375,28 @@ class App:
                 continue
             self._outbox.pop(0)
             if action in RESET_CAUSES:
-                self.log("%s: resetting" % ("reboot requested by command" if action == "reboot" else
-                                            "update installed" if action == "update" else "rollback requested"))
+                self.log("%s: resetting" % _reset_reason(action))
                 await c.disconnect()
                 self._reset(RESET_CAUSES[action])
+
+    def reset_owed(self):
+        """"update" or "rollback" once this boot changed the slot to boot on flash, else None."""
+        return self._installer.reset_owed if self._installer is not None else None
+
+    def _reset_if_overdue(self):
+        # a reset asked for (queued with its result) is made at the latest RESET_WAIT_MS after it
+        # was queued; one owed (the slot switched, its command unanswered) after this task saw it
+        queued = [item[2] for item in self._outbox if item[2] in RESET_CAUSES]
+        action = queued[0] if queued else self.reset_owed()
+        if action is None:
+            return
+        now = self.board.ticks_ms()
+        if self._reset_by is None:
+            self._reset_by = time.ticks_add(now, RESET_WAIT_MS)
+        elif time.ticks_diff(now, self._reset_by) >= 0:
+            self.log("%s: resetting, its result not acknowledged within %d s"
+                     % (_reset_reason(action), RESET_WAIT_MS // 1000))
+            self._reset(RESET_CAUSES[action])
 
     async def _telemetry_loop(self):
         due = self.board.ticks_ms()
@@ -535,6 +564,11 @@ class App:
         if not s.missing() and s.confirm(self.board.flash_dir):
             self.telemetry.ota_stale = True
             self.log("ota: version %s confirmed (slot %s)" % (VERSION, s.BOOT["slot"]))
+
+
+def _reset_reason(action):
+    return ("reboot requested by command" if action == "reboot" else
+            "update installed" if action == "update" else "rollback requested")
 
 
 def flash_room(flash_dir, spool_bytes):

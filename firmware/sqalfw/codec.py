@@ -532,17 +532,22 @@ def validate_result(r):
         if type(e) is not str or not 1 <= len(e) <= MAX_ERROR:
             raise _err("error", "expected a reason of 1-%d chars" % MAX_ERROR)
         out["error"] = e
+        # optional: a transient failure (the board short of memory), nothing changed: send again
+        _fields(r, (("retry", _B, 0, 0, 1),), "", out)
     return out
 
 
-def encode_result(cmd_id, cmd, ok, data=None, error=None):
-    """Result payload; a long error is truncated, a result over the size limit raises ContractError."""
+def encode_result(cmd_id, cmd, ok, data=None, error=None, retry=False):
+    """Result payload; a long error is truncated, a result over the size limit raises ContractError.
+    `retry` marks an error as transient: nothing changed, the same command may be sent again."""
     r = {"v": VERSION, "id": cmd_id, "cmd": cmd, "ok": ok}
     if ok:
         r["data"] = data or {}
     else:
         e = error or "failed"
         r["error"] = e if len(e) <= MAX_ERROR else e[:MAX_ERROR - 3] + "..."
+        if retry:
+            r["retry"] = True
     out = _dumps(validate_result(r))
     if len(out) > MAX_MESSAGE_BYTES:
         raise _err("size", "result is %d bytes, limit is %d" % (len(out), MAX_MESSAGE_BYTES))

@@ -11,7 +11,9 @@ class Commands:
         self.rejected = 0
 
     def handle(self, payload):
-        """bytes -> (result bytes, action). action is None or "reboot" (run after the result is acked)."""
+        """bytes -> (result bytes, action). action is None or a reset to make once the result is
+        acknowledged: "reboot", or "update"/"rollback" when the slot to boot changed on flash
+        (by this command or an earlier one whose result was lost)."""
         try:
             c = codec.decode_command(payload)
         except codec.ContractError as e:
@@ -22,9 +24,18 @@ class Commands:
             data, action = self._run(name, args)
         except (ValueError, OSError) as e:
             self.rejected += 1
-            return codec.encode_result(cid, name, False, error="%s: %s" % (name, e)), None
+            return codec.encode_result(cid, name, False, error="%s: %s" % (name, e)), self.app.reset_owed()
+        except MemoryError as e:
+            # short of heap for now (fragmented, a burst of messages): transient, the sender tries
+            # again; a switch already made stays owed
+            self.rejected += 1
+            return (codec.encode_result(cid, name, False, error="%s: out of memory, try again (%r)" % (name, e),
+                                        retry=True), self.app.reset_owed())
+        except Exception as e:  # a bug: answered all the same, the link goes on
+            self.rejected += 1
+            return codec.encode_result(cid, name, False, error="%s: %r" % (name, e)), self.app.reset_owed()
         self.handled += 1
-        return codec.encode_result(cid, name, True, data=data), action
+        return codec.encode_result(cid, name, True, data=data), self.app.reset_owed() or action
 
     def _run(self, name, args):
         app = self.app
@@ -65,8 +76,7 @@ class Commands:
                 data = binascii.a2b_base64(args["data"])
             except ValueError:
                 raise ValueError("data: not base64")
-            st, switched = app.installer().chunk(args["path"], args["off"], data)
-            return st, ("update" if switched else None)
+            return app.installer().chunk(args["path"], args["off"], data)[0], None
         if name == "ota_rollback":
-            return app.installer().rollback(), "rollback"
+            return app.installer().rollback(), None
         raise ValueError("not implemented")  # unreachable: the codec knows the command list

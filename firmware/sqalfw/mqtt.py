@@ -540,6 +540,7 @@ class MQTTClient:
                     # the app's bug must not kill the link; the message counts as delivered
                     self.callback_errors += 1
                     self.last_error = "callback: %r" % (ex,)
+                    self.log("mqtt: message on %s not handled: %r" % (topic, ex))
             if pid is not None:
                 await self._send(b"\x40\x02" + pid)
         elif kind == 4:  # PUBACK

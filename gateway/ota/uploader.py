@@ -44,6 +44,7 @@ class Progress:
     reason: str | None = None
     chunks: int = 0
     resends: int = 0
+    busy: int = 0  # transient refusals (the board short of memory), each followed by a pause
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,10 +127,12 @@ class Uploader:
 
     def update(self, device_id: str, release: Release, *, probation_s: int | None = None,
                on_progress: Callable[[Progress], None] | None = None, confirm_timeout: float = 180.0,
-               lost_after: float = 60.0) -> Progress:
+               lost_after: float = 60.0, busy_limit: int = 10, busy_pause: float = 1.0) -> Progress:
         """Send `release` to the device and follow it to its end: confirmed, rolled back or failed
         (refused by the board, with its reason). A device that answers nothing for `lost_after`
-        seconds ends as "lost" (it may still finish by itself: ota_status tells later)."""
+        seconds ends as "lost" (it may still finish by itself: ota_status tells later). An answer
+        marked `retry` (short of memory, nothing changed) is asked again after `busy_pause`, up to
+        `busy_limit` times in a row before the update fails with it."""
         p = Progress(device_id)
         sig = release.signature.hex()
         args: dict[str, Any] = {"version": release.version, "size": len(release.manifest), "sig": sig}
@@ -138,6 +141,7 @@ class Uploader:
         blobs: dict[str, bytes] = {MANIFEST: release.manifest}
         report = on_progress or (lambda _p: None)
         silent_since: float | None = None
+        busy_run = 0
         cmd: str = "ota_begin"
         cargs: dict[str, Any] | None = args
         while True:
@@ -155,10 +159,17 @@ class Uploader:
                 # ask where it stands: never ota_begin blindly (the switch may have happened)
                 cmd, cargs = "ota_status", None
                 continue
+            if not res["ok"] and res.get("retry") and busy_run < busy_limit:
+                busy_run += 1
+                p.busy += 1
+                time.sleep(busy_pause)
+                cmd, cargs = "ota_status", None  # then on from where the board stands
+                continue
             if not res["ok"]:
                 p.state, p.reason = "failed", str(res.get("error"))
                 report(p)
                 return p
+            busy_run = 0
             d = res["data"]
             p.data = d
             state = str(d.get("state"))

@@ -82,7 +82,7 @@ def test_good_release_is_confirmed_and_nothing_is_lost(mqtt_broker: Any, tmp_pat
         with Uploader(mqtt_broker.url) as up:
             seen: list[str] = []
             p = up.update(did, good, probation_s=60, on_progress=lambda p: seen.append(p.state))
-            assert p.state == "confirmed", (p, dev.log()[-3000:])
+            assert p.state == "confirmed", f"{p}\n{dev.log()[-3000:]}"
             assert "downloading" in seen and seen[-1] == "confirmed"
             assert p.chunks >= good.size // 600
             tail = up.command(did, "log_tail", {"lines": 30})
@@ -127,7 +127,7 @@ def test_a_release_failing_its_health_check_rolls_back_by_itself(mosquitto_broke
         assert dev.wait_for_log("online (broker", 60), dev.log()
         with Uploader(mosquitto_broker.url) as up:
             p = up.update(did, blind, probation_s=10)
-        assert p.state == "rolled_back", (p, dev.log()[-3000:])
+        assert p.state == "rolled_back", f"{p}\n{dev.log()[-3000:]}"
         assert p.reason == "health check not passed within 10 s (missing: tof, spec, acked)"
         tel = _wait(lambda: [t for t in _telemetry(col, did) if t.get("reset") == "rollback"], 20,
                     "telemetry after the rollback")
@@ -153,7 +153,7 @@ def test_a_release_that_crashes_rolls_back_and_the_operator_can_roll_back(
         with Uploader(mosquitto_broker.url) as up:
             assert up.update(did, good, probation_s=60).state == "confirmed"
             p = up.update(did, crash, probation_s=60)
-            assert p.state == "rolled_back", (p, dev.log()[-3000:])
+            assert p.state == "rolled_back", f"{p}\n{dev.log()[-3000:]}"
             assert (p.reason or "").startswith("probation boot of 0.8.0 ended by exception: RuntimeError('broken release'")
             st = up.command(did, "ota_status")["data"]
             assert st["slot"] == "a" and st["version"] == "0.7.0"
@@ -184,7 +184,7 @@ def test_without_psram_the_slot_does_not_fit_and_the_board_rolls_back(
         assert dev.wait_for_log("online (broker", 60), dev.log()
         with Uploader(mosquitto_broker.url) as up:
             p = up.update(did, good, probation_s=20, confirm_timeout=120)
-        assert p.state == "rolled_back", (p, dev.log()[-3000:])
+        assert p.state == "rolled_back", f"{p}\n{dev.log()[-3000:]}"
         assert "MemoryError" in dev.log() or "memory allocation failed" in dev.log()
         st = p.data
         assert st["slot"] == "factory" and st["state"] == "rolled_back"
@@ -219,7 +219,7 @@ def test_a_download_cut_by_the_network_resumes_where_it_stopped(mosquitto_broker
             t.join(180)
             assert out, "the update did not end"
             p = out[0]
-            assert p.state == "confirmed", (p, dev.log()[-3000:])
+            assert p.state == "confirmed", f"{p}\n{dev.log()[-3000:]}"
             assert p.resends >= 1
             chunks_needed = sum(-(-f["size"] // 600) for f in good.files) + -(-len(good.manifest) // 600)
             # the chunk lost with the link is sent again, nothing else

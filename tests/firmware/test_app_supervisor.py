@@ -8,27 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emulation.device import EmulatedDevice
-
-PRELUDE = """
-import asyncio, sys, time
-from emulation.mpboard.board import Board
-from sqalfw import app, config, identity
-
-class Recorder:
-    def __init__(self):
-        self.feeds = []
-    def feed(self):
-        self.feeds.append(time.ticks_ms())
-
-board = Board({flash!r})
-rec = Recorder()
-board.watchdog = lambda ms: rec
-cfg = config.load({flash!r})
-ident = identity.Identity({flash!r}, cfg.device_id)
-ident.start(cfg.safe_mode_after)
-a = app.App(board, cfg, ident)
-"""
+from tests.firmware.app_support import PRELUDE, app_device, run_app
 
 STALL = PRELUDE + """
 stuck = asyncio.Event()
@@ -63,26 +43,9 @@ asyncio.run(main())
 """
 
 
-def _device(tmp_path: Path) -> EmulatedDevice:
-    dev = EmulatedDevice("ESP32_WDT_01", tmp_path / "flash", "mqtt://127.0.0.1:1", interval=0.1,
-                         config={"watchdog_s": 20, "max_offline_s": 0},
-                         emulation={"sensor_time_scale": 10})
-    dev.prepare()
-    return dev
-
-
-def _run(micropython_run, script: str, dev: EmulatedDevice) -> tuple[list[int], str]:
-    from emulation.device import ensure_mpy_cache
-
-    out = micropython_run(script.format(flash=str(dev.flash_dir)), heap="1M", extra_path=(ensure_mpy_cache(),),
-                          timeout=90)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT")).split()
-    return [int(v) for v in line[1:]], out.stdout
-
-
 def test_stalled_sampler_stops_watchdog_feeding(micropython_run, tmp_path: Path) -> None:
-    dev = _device(tmp_path)
-    (healthy_feeds, last_gap, sampled), out = _run(micropython_run, STALL, dev)
+    dev = app_device(tmp_path, "ESP32_WDT_01")
+    (healthy_feeds, last_gap, sampled), out = run_app(micropython_run, STALL, dev)
     assert healthy_feeds >= 2          # fed every second while all tasks beat
     assert sampled >= 3
     assert last_gap >= 2000            # no feed for the last seconds: the hardware watchdog will fire
@@ -93,8 +56,8 @@ def test_stalled_sampler_stops_watchdog_feeding(micropython_run, tmp_path: Path)
 def test_a_loop_blocked_for_less_than_the_watchdog_is_not_a_stall(micropython_run, tmp_path: Path) -> None:
     # e.g. a DNS lookup with no cached address while the DNS servers do not answer (lwIP: up to
     # 14 s): no task could beat meanwhile, so none is stalled, and the feeding goes on right after
-    dev = _device(tmp_path)
-    (feeds_after, longest_gap, sampled), out = _run(micropython_run, BLOCK, dev)
+    dev = app_device(tmp_path, "ESP32_WDT_01")
+    (feeds_after, longest_gap, sampled), out = run_app(micropython_run, BLOCK, dev)
     assert "stalled" not in out, out
     assert feeds_after >= 3 and sampled >= 3
     assert longest_gap < 20000  # the watchdog (20 s) never ran out

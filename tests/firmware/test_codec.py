@@ -295,10 +295,16 @@ def test_results() -> None:
     assert ok == {"v": 1, "id": "c1", "cmd": "assign_lot", "ok": True, "data": {"lot_id": "LOT_20250114_0042"}}
     err = codec.decode_result(codec.encode_result(None, None, False, error="x" * 500))
     assert err["ok"] is False and err["id"] is None and len(err["error"]) == 200 and err["error"].endswith("...")
+    assert "retry" not in err
+    busy = codec.decode_result(codec.encode_result("c2", "ota_chunk", False, error="ota_chunk: out of memory",
+                                                   retry=True))
+    assert busy["retry"] is True and busy["error"] == "ota_chunk: out of memory"
     for bad, reason in [({"v": 1, "id": "c1", "cmd": "status", "ok": False}, "error: expected a reason"),
                         ({"v": 1, "id": "c1", "cmd": "x", "ok": True}, "cmd: 'x' is not one of"),
                         ({"v": 1, "cmd": "status", "ok": True}, "id: missing"),
-                        ({"v": 1, "id": "c1", "cmd": "status", "ok": 1}, "ok: expected bool")]:
+                        ({"v": 1, "id": "c1", "cmd": "status", "ok": 1}, "ok: expected bool"),
+                        ({"v": 1, "id": "c1", "cmd": "status", "ok": False, "error": "e", "retry": 1},
+                         "retry: expected bool")]:
         with pytest.raises(ContractError) as e:
             codec.decode_result(json.dumps(bad).encode())
         assert str(e.value).startswith(reason)

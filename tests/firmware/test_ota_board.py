@@ -225,6 +225,98 @@ out("again", push({str(r2)!r}))
     assert got["again"]["ota"]["active"] == "b"
 
 
+COMMANDS = """
+import binascii
+from sqalfw import codec
+from sqalfw.commands import Commands
+
+
+class Telemetry:
+    ota_stale = False
+
+
+class App:
+    # what Commands reads of the application: the installer on this flash, the telemetry flag,
+    # the reset the installer says is owed (sqalfw.app.App.reset_owed)
+    ident = None
+    telemetry = Telemetry()
+
+    def __init__(self):
+        self.inst = install.Installer(FD, "0.1.0")
+
+    def installer(self):
+        return self.inst
+
+    def reset_owed(self):
+        return self.inst.reset_owed
+
+
+def command(cmds, name, args):
+    res, action = cmds.handle(codec.encode_command("c1", name, args))
+    return codec.decode_result(res), action
+
+
+def send_release(d, cut_at_switch):
+    raw = open(d + "/manifest.json", "rb").read()
+    sig = open(d + "/manifest.sig").read().strip()
+    begin = {"version": json.loads(raw)["version"], "size": len(raw), "sig": sig}
+    cmds = Commands(App())
+    orig = install.Installer.switch
+    if cut_at_switch:
+        def cut(self, dl):
+            raise KeyboardInterrupt("power cut")
+        install.Installer.switch = cut
+    res, action = command(cmds, "ota_begin", begin)
+    actions = [action]
+    try:
+        while res["data"]["state"] == "downloading":
+            st = res["data"]
+            with open(d + "/" + st["path"], "rb") as f:
+                f.seek(st["have"])
+                data = f.read(600)
+            res, action = command(cmds, "ota_chunk", {"path": st["path"], "off": st["have"],
+                                                       "data": binascii.b2a_base64(data).decode().strip()})
+            actions.append(action)
+    except KeyboardInterrupt:
+        actions.append("cut")
+    install.Installer.switch = orig
+    return res, actions
+"""
+
+
+def test_the_command_that_switches_resets_the_board_last_chunk_or_resumed_begin(
+        esp32_run: Any, tmp_path: Path, releases: dict[str, Any]) -> None:
+    """A download completed by its last chunk resets the board into the new slot; so does one whose
+    files were all written before a power cut at the switch, completed by the next ota_begin (a
+    board that switched without resetting would run the old release with the new one pending)."""
+    r2 = releases["0.2.0"].directory
+    (tmp_path / "chunk").mkdir()
+    (tmp_path / "begin").mkdir()
+    got = _board(esp32_run, tmp_path / "chunk", f"""
+key({releases["pub"]!r})
+{COMMANDS}
+res, actions = send_release({str(r2)!r}, False)
+out("chunk", [res, actions])
+""")
+    res, actions = got["chunk"]
+    assert res["ok"] and res["data"]["state"] == "pending", res
+    assert actions[-1] == "update" and set(actions[:-1]) == {None}, actions
+    got = _board(esp32_run, tmp_path / "begin", f"""
+key({releases["pub"]!r})
+{COMMANDS}
+res, actions = send_release({str(r2)!r}, True)
+out("cut", [res, actions, install.Installer(FD, "0.1.0").status()])
+res, actions = send_release({str(r2)!r}, False)
+out("resumed", [res, actions])
+""")
+    _res, actions, status = got["cut"]
+    assert actions[-1] == "cut" and status["state"] == "verifying", status
+    res, actions = got["resumed"]
+    # the resumed ota_begin checked every file and switched: its result carries the reset
+    assert res["ok"] and res["data"]["state"] == "pending" and actions == ["update"], (res, actions)
+    assert res["data"]["version"] == "0.2.0"
+
+
 def _tamper_file(r: rel.Release, dest: Path) -> Path:
     d = _copy(r, dest)
     f = d / "sqalfw" / "mqtt.mpy"

@@ -300,7 +300,8 @@ def test_compiled_and_pure_give_identical_results_on_other_messages() -> None:
                  ("bad id", "status", None), ("c1", "fly", None)):
         assert outcome(c.encode_command, *args) == outcome(pure.encode_command, *args)
     for rargs in (("c1", "status", True, {"a": 1}), (None, None, False, None, "x" * 500),
-                  ("c1", "status", True, {"blob": "x" * 2000}), ("c1", "status", 1)):
+                  ("c1", "status", True, {"blob": "x" * 2000}), ("c1", "status", 1),
+                  ("c1", "ota_chunk", False, None, "busy", True)):
         assert outcome(c.encode_result, *rargs) == outcome(pure.encode_result, *rargs)
     for s in ("ESP32_A_01", "ab", "a" * 48, "a" * 49, "_ab", "ab-c_d", "ab c", "\u00e9bc", 5, None, ""):
         assert c.valid_device_id(s) is pure.valid_device_id(s)
