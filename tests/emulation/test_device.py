@@ -221,7 +221,10 @@ def test_absent_sensor_degraded_reported_no_boot_loop(make_device: DeviceFactory
         col.close()
 
 
+# on the ESP32 profile only: the same firmware runs on both, and the test waits out two watchdog
+# periods of the 20 s minimum, a minute of the suite's time per target
 @pytest.mark.slow
+@pytest.mark.parametrize("device_target", ["esp32"], indirect=True)
 def test_watchdog_resets_hung_loop_then_safe_mode(make_device: DeviceFactory, mosquitto_broker: Any) -> None:
     dev = make_device(config={"watchdog_s": 20, "safe_mode_after": 2})
     col = _collector(mosquitto_broker, dev)
