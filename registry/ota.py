@@ -143,12 +143,10 @@ async def list_rollouts(db: Executor, *, limit: int = 50) -> list[dict[str, Any]
     return [_row(r) for r in rows]
 
 
-async def interrupt_running(db: Executor) -> int:
-    """At a gateway start: rollouts left running by a gateway that stopped are interrupted (their
-    boards finish or roll back by themselves; retry or a new rollout takes it from there)."""
-    res = await db.execute("UPDATE ota_rollouts SET state = 'interrupted', reason = 'the gateway stopped during "
-                           "the rollout', updated_at = now() WHERE state IN ('running', 'created')")
-    return int(res.split()[-1])
+async def unfinished_rollouts(db: Executor) -> list[int]:
+    """Rollouts a gateway was driving (or about to): resumed by the one that takes their lock."""
+    rows = await db.fetch("SELECT id FROM ota_rollouts WHERE state IN ('running', 'created') ORDER BY id")
+    return [int(r["id"]) for r in rows]
 
 
 # ---- events ----

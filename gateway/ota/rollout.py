@@ -11,6 +11,10 @@
                                 refuse nothing twice for no reason: a rolled-back release is tried
                                 again from the start)
     rollback()                  sends ota_rollback to the devices this rollout confirmed
+    resume()                    goes on after a gateway restart from the states it had stored:
+                                devices that ended keep their state, the ones it was updating are
+                                followed again (the uploader asks each board where it stands
+                                first), the waves not started run as usual
 
 Every step of every device goes through `on_event(device_id, kind, data)`: the gateway stores them
 (registry/ota.py: the rollout's history and each device's own, lot-independent one).
@@ -29,6 +33,7 @@ from gateway.ota.release import Release
 from gateway.ota.uploader import Progress, Uploader
 
 FAILED = ("failed", "rolled_back", "lost")
+ENDED = ("confirmed",) + FAILED
 DEFAULT_WAVES = ("1", "10%", "100%")
 
 
@@ -131,16 +136,26 @@ class Rollout:
 
     def run(self) -> str:
         """Run the waves until done or stopped. Returns the final state."""
+        return self._waves(resumed=False)
+
+    def resume(self) -> str:
+        """Go on from the stored device states (a gateway restarted mid-rollout)."""
+        return self._waves(resumed=True)
+
+    def _waves(self, resumed: bool) -> str:
         with self._lock:
             self.state = "running"
-        self.on_event("", "rollout_started", {"version": self.release.version, "waves": self.sizes,
-                                             "devices": len(self.devices)})
+            self.reason = None
+        self.on_event("", "rollout_resumed" if resumed else "rollout_started",
+                      {"version": self.release.version, "waves": self.sizes, "devices": len(self.devices)})
         start = 0
         for i, size in enumerate(self.sizes, 1):
             if self._cancel.is_set():
                 return self._end("cancelled", "cancelled by the operator")
-            wave = self.devices[start:size]
+            wave = [d for d in self.devices[start:size] if not (resumed and self.table[d].state in ENDED)]
             start = size
+            if not wave:
+                continue  # a wave that ended before the restart
             with self._lock:
                 self.current_wave = i
                 for d in wave:

@@ -4,9 +4,14 @@ threads, every step stored (registry/ota.py).
 
 A rollout's devices are chosen by site, by current version and/or by list when it is created; its
 engine runs in a thread of this process (the transfer is blocking MQTT request/response), and
-its events are written to the database from the event loop. A gateway that stops during a rollout
-marks it `interrupted` at its next start: the boards finish (or roll back) by themselves; a retry
-of the failed devices or a new rollout takes it from there.
+its events are written to the database from the event loop.
+
+One gateway drives a rollout at a time, whatever the number of replicas: the one that holds its
+PostgreSQL advisory lock, on a connection kept for as long as it drives it. A gateway that dies
+loses the connection and the lock with it; every gateway looks at start for rollouts left
+`running` (or `created`) whose lock is free and resumes them (Rollout.resume: the boards are asked
+where they stand, nothing is sent twice). A rollout whose release is gone from the releases
+directory is marked `interrupted` instead, with the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from registry.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
+LOCK_SPACE = 0x07A0  # first key of the rollouts' advisory locks (the second is the rollout id)
+RUNNING_EVENTS = ("rollout_started", "rollout_resumed", "retry_started", "wave_started")
+
 
 class OtaService:
     def __init__(self, pool: asyncpg.Pool, broker_url: str | None, settings: Settings) -> None:
@@ -40,13 +48,51 @@ class OtaService:
         self._uploader_lock = threading.Lock()
         self._rollouts: dict[int, Rollout] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._claims: dict[int, Any] = {}  # rollout id -> the pooled connection holding its lock
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        """Resume the rollouts that a stopped gateway left running (and no live one drives)."""
         self._loop = asyncio.get_running_loop()
-        n = await reg.interrupt_running(self.pool)
-        if n:
-            log.warning("ota: %d rollout(s) left running by a stopped gateway marked interrupted", n)
+        for rid in await reg.unfinished_rollouts(self.pool):
+            if not await self._claim(rid):
+                continue  # another replica drives it
+            try:
+                engine = await self._engine(rid)
+            except InvalidInput as e:  # the release left the releases directory
+                await reg.set_rollout_state(self.pool, rid, "interrupted", f"not resumed: {e}")
+                await self._release_claim(rid)
+                continue
+            log.warning("ota: resuming rollout %d of %s left running by a stopped gateway", rid, engine.release.version)
+            self._run(rid, engine.resume)
+
+    async def _claim(self, rollout_id: int) -> bool:
+        """Take the rollout's advisory lock on a connection of our own, kept until it is let go."""
+        if rollout_id in self._claims:
+            return True
+        conn = await self.pool.acquire()
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, rollout_id)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if not got:
+            await self.pool.release(conn)
+            return False
+        self._claims[rollout_id] = conn
+        return True
+
+    async def _release_claim(self, rollout_id: int) -> None:
+        conn = self._claims.pop(rollout_id, None)
+        if conn is not None:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_SPACE, rollout_id)
+            finally:
+                await self.pool.release(conn)
+
+    async def _claimed(self, rollout_id: int) -> None:
+        if not await self._claim(rollout_id):
+            raise InvalidInput(f"rollout {rollout_id} is driven by another gateway replica: ask that one")
 
     async def close(self) -> None:
         for r in self._rollouts.values():
@@ -55,6 +101,9 @@ class OtaService:
             t.cancel()
             with contextlib.suppress(BaseException):
                 await t
+        for rid in list(self._claims):
+            with contextlib.suppress(Exception):
+                await self._release_claim(rid)
         if self._uploader is not None:
             await asyncio.to_thread(self._uploader.close)
 
@@ -115,6 +164,7 @@ class OtaService:
                                        waves=wave_sizes(waves, len(ids)) if ids else [],
                                        max_failures=max_failures, probation_s=probation)
         rid = int(row["id"])
+        await self._claim(rid)  # new: nobody else can hold it
         engine = Rollout(self._up(), r, ids, waves=waves, max_failures=max_failures,
                          concurrency=self.settings.ota_concurrency, probation_s=probation,
                          on_event=self._sink(rid))
@@ -130,6 +180,7 @@ class OtaService:
         engine = Rollout(self._up(), self.load_release(row["version"]), [d["device_id"] for d in row["devices"]],
                          max_failures=float(row["max_failures"]), concurrency=self.settings.ota_concurrency,
                          probation_s=row["probation_s"], on_event=self._sink(rollout_id))
+        engine.sizes = [int(k) for k in row["waves"]]  # as created, whatever the waves' spec
         for d in row["devices"]:
             s = engine.table[d["device_id"]]
             s.wave, s.state, s.progress, s.reason, s.attempts = (d["wave"], d["state"], d["progress"], d["reason"],
@@ -143,26 +194,33 @@ class OtaService:
         return t is not None and not t.done()
 
     async def retry_failed(self, rollout_id: int) -> dict[str, Any]:
+        await self._claimed(rollout_id)
         engine = await self._engine(rollout_id)
         if self._busy(rollout_id):
             raise InvalidInput(f"rollout {rollout_id} is running: wait for it to end or cancel it")
         if not any(s.state in FAILED for s in engine.table.values()):
+            await self._release_claim(rollout_id)
             raise InvalidInput(f"rollout {rollout_id} has no failed device")
         self._run(rollout_id, engine.retry_failed)
         return await reg.get_rollout(self.pool, rollout_id)
 
     async def rollback(self, rollout_id: int) -> dict[str, Any]:
+        await self._claimed(rollout_id)
         engine = await self._engine(rollout_id)
         if self._busy(rollout_id):
             engine.cancel()
             with contextlib.suppress(BaseException):
                 await self._tasks[rollout_id]
+            await self._claimed(rollout_id)  # the ended run let it go
         self._run(rollout_id, engine.rollback)
         return await reg.get_rollout(self.pool, rollout_id)
 
     async def cancel(self, rollout_id: int) -> dict[str, Any]:
+        await self._claimed(rollout_id)
         engine = await self._engine(rollout_id)
         engine.cancel()
+        if not self._busy(rollout_id):
+            await self._release_claim(rollout_id)  # nothing runs here to let it go at its end
         return await reg.get_rollout(self.pool, rollout_id)
 
     def _run(self, rollout_id: int, fn: Any) -> None:
@@ -172,6 +230,9 @@ class OtaService:
             except Exception as e:  # recorded on the rollout, never raised into the loop
                 log.exception("ota: rollout %d failed", rollout_id)
                 await reg.set_rollout_state(self.pool, rollout_id, "stopped", f"internal error: {e}")
+            finally:
+                if self._tasks.get(rollout_id) is asyncio.current_task():
+                    await self._release_claim(rollout_id)  # another replica may act on it now
 
         self._tasks[rollout_id] = asyncio.get_running_loop().create_task(go())
 
@@ -191,15 +252,15 @@ class OtaService:
                     s = engine.table[device_id]
                     await reg.set_device_state(self.pool, rollout_id, device_id, state=s.state, wave=s.wave,
                                                progress=s.progress, reason=s.reason, attempts=s.attempts)
-                elif kind.startswith("rollout_") and kind != "rollout_started":
-                    await reg.set_rollout_state(self.pool, rollout_id, kind[len("rollout_"):], engine.reason)
-                elif kind in ("rollout_started", "retry_started", "wave_started"):
+                elif kind in RUNNING_EVENTS:
                     await reg.set_rollout_state(self.pool, rollout_id, "running", None)
                     if kind == "wave_started":
                         for d in data.get("devices", []):
                             s = engine.table[d]
                             await reg.set_device_state(self.pool, rollout_id, d, state=s.state, wave=s.wave,
                                                        progress=s.progress, reason=s.reason, attempts=s.attempts)
+                elif kind.startswith("rollout_"):
+                    await reg.set_rollout_state(self.pool, rollout_id, kind[len("rollout_"):], engine.reason)
 
         def on_event(device_id: str, kind: str, data: dict[str, Any]) -> None:
             fut = asyncio.run_coroutine_threadsafe(store(device_id, kind, data), loop)

@@ -142,8 +142,11 @@ class Uploader:
         report = on_progress or (lambda _p: None)
         silent_since: float | None = None
         busy_run = 0
-        cmd: str = "ota_begin"
-        cargs: dict[str, Any] | None = args
+        # where the board stands first: this release may be confirmed or on probation already (a
+        # rollout resumed after a gateway restart, a retry), and ota_begin would refuse it as running
+        cmd: str = "ota_status"
+        cargs: dict[str, Any] | None = None
+        first = True
         while True:
             try:
                 res = self.command(device_id, cmd, cargs)
@@ -170,6 +173,7 @@ class Uploader:
                 report(p)
                 return p
             busy_run = 0
+            was_first, first = first, False
             d = res["data"]
             p.data = d
             state = str(d.get("state"))
@@ -192,11 +196,15 @@ class Uploader:
                 continue
             if state == "pending" and d.get("version") == release.version:
                 break  # switched: the board reboots into the new slot, on probation
+            if d.get("version") == release.version and d.get("confirmed") and was_first:
+                p.state, p.progress, p.reason = "confirmed", 100, None  # before this call
+                report(p)
+                return p
             if state == "confirmed" and d.get("version") == release.version:
                 p.state, p.progress, p.reason = "confirmed", 100, None
                 report(p)
                 return p
-            if state in ("failed", "rolled_back") and ours and cmd != "ota_begin":
+            if state in ("failed", "rolled_back") and ours and cmd != "ota_begin" and not was_first:
                 p.state, p.reason = state, str(d.get("reason") or "")
                 report(p)
                 return p

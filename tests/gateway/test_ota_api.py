@@ -5,6 +5,8 @@ emulated boards on the ESP32 profile (PSRAM) that update over the air through it
   gateway's public key (one signed by another key is refused, with the reason);
 - a rollout chosen by site reaches exactly that site's devices, wave by wave, each device's state
   and progress in the API, every step in the rollout's history and in each device's own;
+- a gateway SIGKILLed in the middle of a device's download: the next gateway resumes the rollout
+  from where the boards stand (the download goes on, nothing is started twice) and completes it;
 - the rollback command returns the devices to their previous release;
 - the state-changing routes refuse a request without the token.
 """
@@ -96,23 +98,35 @@ def test_release_rollout_by_site_events_and_rollback(database_url: str, nats_bro
         rid = r["id"]
         assert [d["device_id"] for d in r["devices"]] == ["ESP32_LL_01", "ESP32_LL_02"]
         assert r["waves"] == [1, 2]
-        seen_progress: set[int] = set()
+
+        def first_downloading() -> bool:
+            got = _call(gw, "GET", f"/api/ota/rollouts/{rid}")[1]
+            return bool(got["devices"][0]["state"] == "downloading")
+
+        # the gateway dies in the middle of the first device's download, and comes back
+        _wait(first_downloading, 60, "the first device downloading")
+        time.sleep(2)
+        gw.kill()
+        gw.start()
 
         def done() -> dict[str, Any] | None:
             got = _call(gw, "GET", f"/api/ota/rollouts/{rid}")[1]
-            seen_progress.update(d["progress"] for d in got["devices"] if d["state"] == "downloading")
             return got if got["state"] not in ("created", "running") else None
 
         r = _wait(done, 180, "the rollout to end")
         assert r["state"] == "completed", r
         assert r["counts"] == {"confirmed": 2}
+        # the first device's update was taken up again (a second attempt), the second ran once
         assert [(d["wave"], d["state"], d["progress"], d["attempts"]) for d in r["devices"]] == \
-            [(1, "confirmed", 100, 1), (2, "confirmed", 100, 1)]
+            [(1, "confirmed", 100, 2), (2, "confirmed", 100, 1)]
         events = _call(gw, "GET", f"/api/ota/rollouts/{rid}/events")[1]["events"]
         kinds = [(e["device_id"], e["kind"]) for e in events]
         assert kinds[0] == (None, "rollout_started") and kinds[-1] == (None, "rollout_completed")
-        w2 = kinds.index((None, "wave_started"), kinds.index((None, "wave_started")) + 1)
-        assert kinds.index(("ESP32_LL_01", "device_confirmed")) < kinds.index((None, "wave_ended")) < w2
+        assert kinds.count((None, "rollout_resumed")) == 1
+        resumed = kinds.index((None, "rollout_resumed"))
+        assert kinds.index(("ESP32_LL_01", "device_downloading")) < resumed
+        last_wave = max(i for i, k in enumerate(kinds) if k == (None, "wave_started"))
+        assert resumed < kinds.index(("ESP32_LL_01", "device_confirmed")) < last_wave
         for did in ("ESP32_LL_01", "ESP32_LL_02"):
             mine = [e["kind"] for e in _call(gw, "GET", f"/api/devices/{did}/ota/events")[1]["events"]]
             assert mine[0] == "device_downloading" and mine[-1] == "device_confirmed" and "device_pending" in mine
