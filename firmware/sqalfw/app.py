@@ -386,8 +386,13 @@ class App:
     def _reset_if_overdue(self):
         # a reset asked for (queued with its result) is made at the latest RESET_WAIT_MS after it
         # was queued; one owed (the slot switched, its command unanswered) after this task saw it
-        queued = [item[2] for item in self._outbox if item[2] in RESET_CAUSES]
-        action = queued[0] if queued else self.reset_owed()
+        action = None
+        for item in self._outbox:  # no list built: this runs at every turn of the task
+            if item[2] in RESET_CAUSES:
+                action = item[2]
+                break
+        if action is None:
+            action = self.reset_owed()
         if action is None:
             return
         now = self.board.ticks_ms()
