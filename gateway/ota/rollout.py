@@ -190,7 +190,10 @@ class Rollout:
     def rollback(self) -> dict[str, str]:
         """ota_rollback to every device this rollout confirmed; {device: result}."""
         out: dict[str, str] = {}
-        targets = [s.device_id for s in self.table.values() if s.state == "confirmed"]
+        with self._lock:
+            targets = [s.device_id for s in self.table.values() if s.state == "confirmed"]
+            self.state, self.reason = "running", None
+        self.on_event("", "rollback_started", {"devices": targets})
 
         def one(d: str) -> None:
             try:

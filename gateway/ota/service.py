@@ -35,7 +35,7 @@ from registry.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 LOCK_SPACE = 0x07A0  # first key of the rollouts' advisory locks (the second is the rollout id)
-RUNNING_EVENTS = ("rollout_started", "rollout_resumed", "retry_started", "wave_started")
+RUNNING_EVENTS = ("rollout_started", "rollout_resumed", "retry_started", "rollback_started", "wave_started")
 
 
 class OtaService:
@@ -201,6 +201,7 @@ class OtaService:
         if not any(s.state in FAILED for s in engine.table.values()):
             await self._release_claim(rollout_id)
             raise InvalidInput(f"rollout {rollout_id} has no failed device")
+        await reg.set_rollout_state(self.pool, rollout_id, "running", None)  # in the answer already
         self._run(rollout_id, engine.retry_failed)
         return await reg.get_rollout(self.pool, rollout_id)
 
@@ -212,6 +213,7 @@ class OtaService:
             with contextlib.suppress(BaseException):
                 await self._tasks[rollout_id]
             await self._claimed(rollout_id)  # the ended run let it go
+        await reg.set_rollout_state(self.pool, rollout_id, "running", None)  # in the answer already
         self._run(rollout_id, engine.rollback)
         return await reg.get_rollout(self.pool, rollout_id)
 

@@ -8,12 +8,16 @@ emulated boards on the ESP32 profile (PSRAM) that update over the air through it
 - a gateway SIGKILLed in the middle of a device's download: the next gateway resumes the rollout
   from where the boards stand (the download goes on, nothing is started twice) and completes it;
 - the rollback command returns the devices to their previous release;
+- `sqal rollout register / show / rollback` do the same against the gateway (the CLI's errors name
+  the gateway's reason);
 - the state-changing routes refuse a request without the token.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from emulation.device import EmulatedDevice
 from gateway.ota import release as rel
-from tests.fixtures.gateway import GatewayProcess
+from tests.fixtures.gateway import SQAL_BIN, GatewayProcess
 from tests.fixtures.mqtt import NatsBroker
 
 TOKEN = "ota-test-token"
@@ -44,6 +48,13 @@ def _call(gw: GatewayProcess, method: str, path: str, body: dict[str, Any] | Non
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def _cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sqal rollout ARGS --url <the gateway>`, with the API token from the environment."""
+    return subprocess.run([str(SQAL_BIN), "rollout", *args, "--url", f"http://127.0.0.1:{gw.port}"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env=dict(os.environ, SQAL_API_TOKEN=TOKEN, COLUMNS="200"))
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
@@ -86,7 +97,11 @@ def test_release_rollout_by_site_events_and_rollback(database_url: str, nats_bro
         assert _call(gw, "POST", "/api/ota/releases", {"version": "0.2.0"}, token=None)[0] == 401
         code, body = _call(gw, "POST", "/api/ota/releases", {"version": "0.3.0"})
         assert code == 422 and "signature does not verify" in json.dumps(body["detail"]), body
-        code, body = _call(gw, "POST", "/api/ota/releases", {"version": "0.2.0"})
+        bad = _cli(gw, "register", "0.3.0")
+        assert bad.returncode == 1 and "signature does not verify" in bad.stderr, bad
+        reg = _cli(gw, "register", "0.2.0")
+        assert reg.returncode == 0 and "release 0.2.0 registered" in reg.stdout, reg
+        code, body = _call(gw, "POST", "/api/ota/releases", {"version": "0.2.0"})  # the same again: the same
         assert code == 201 and body["version"] == "0.2.0" and body["files"] == len(body["manifest"]["files"])
         assert [r["version"] for r in _call(gw, "GET", "/api/ota/releases")[1]["releases"]] == ["0.2.0"]
 
@@ -134,6 +149,11 @@ def test_release_rollout_by_site_events_and_rollback(database_url: str, nats_bro
         _wait(lambda: all(_call(gw, "GET", f"/api/devices/{did}")[1].get("firmware") == "0.2.0"
                           for did in ("ESP32_LL_01", "ESP32_LL_02")), 30, "the new version at the gateway")
         assert _call(gw, "GET", "/api/devices/ESP32_LS_01")[1]["firmware"] == "0.1.0"
+        shown = _cli(gw, "show", str(rid))
+        assert shown.returncode == 0 and f"rollout {rid}: release 0.2.0, completed" in shown.stdout, shown
+        rows = [[c.strip() for c in ln.strip("│ ").split("│")] for ln in shown.stdout.splitlines() if "ESP32_LL_0" in ln]
+        assert [r[:5] for r in rows] == [["ESP32_LL_01", "1", "confirmed", "100 %", "2"],
+                                         ["ESP32_LL_02", "2", "confirmed", "100 %", "1"]], shown.stdout
         tel = _call(gw, "GET", "/api/devices/ESP32_LL_01")[1]["telemetry"]
         assert tel["ota"]["state"] == "confirmed" and tel["reset"] == "update"
 
@@ -143,14 +163,10 @@ def test_release_rollout_by_site_events_and_rollback(database_url: str, nats_bro
 
         # rollback
         assert _call(gw, "POST", f"/api/ota/rollouts/{rid}/rollback", token=None)[0] == 401
-        code, r = _call(gw, "POST", f"/api/ota/rollouts/{rid}/rollback")
-        assert code == 200, r
-        def rolled_back() -> dict[str, Any] | None:
-            got: dict[str, Any] = _call(gw, "GET", f"/api/ota/rollouts/{rid}")[1]
-            return got if got["state"] == "rolled_back" else None
-
-        r = _wait(rolled_back, 60, "the rollback")
-        assert r["counts"] == {"rolled_back": 2}
+        back = _cli(gw, "rollback", str(rid))  # follows the rollout until it ends
+        assert back.returncode == 0 and f"rollout {rid}: release 0.2.0, rolled_back" in back.stdout, back
+        r = _call(gw, "GET", f"/api/ota/rollouts/{rid}")[1]
+        assert r["state"] == "rolled_back" and r["counts"] == {"rolled_back": 2}, r
         _wait(lambda: all(_call(gw, "GET", f"/api/devices/{did}")[1].get("firmware") == "0.1.0"
                           for did in ("ESP32_LL_01", "ESP32_LL_02")), 60, "the previous version back")
     finally:
