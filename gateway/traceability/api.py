@@ -4,7 +4,8 @@ EPCIS 2.0 (JSON-LD EPCISDocument, media type application/ld+json):
   GET /epcis/lots/{lot_id}/events, GET /epcis/products/{product_id}/events, GET /epcis/events (a time
   range across lots), with the EPCIS 2.0 REST binding's query parameters eventType, GE_eventTime,
   LT_eventTime, EQ_bizStep, MATCH_anyEPCClass, eventCountLimit and maxEventCount (413 when more
-  events match, as the standard's QueryTooLargeException).
+  events match, as the standard's QueryTooLargeException), and its paging: perPage, then the next
+  page's URL in the `Link: <...>; rel="next"` header (its nextPageToken is bound to the query).
 One step back / forward (Regulation (EU) 931/2011 fields): GET /lots/{lot_id}/trace,
   GET /products/{product_id}/trace, ?format=json (default) or csv.
 Certificate: GET /lots/{lot_id}/certificate (HTML), GET /lots/{lot_id}/certificate.pdf.
@@ -17,7 +18,9 @@ not on the market, 422 invalid input); query parameters are checked here (422 na
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+import re
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -95,7 +98,12 @@ def epcis_query(
                                                    description="Return at most this many events (oldest first)")] = None,
     max_event_count: Annotated[int | None, Query(alias="maxEventCount", ge=1, le=MAX_EVENTS,
                                                  description="413 if more events than this match")] = None,
-) -> tuple[epcis.EventQuery, int | None]:
+    per_page: Annotated[int | None, Query(alias="perPage", ge=1, le=MAX_EVENTS,
+                                          description="Events per page (oldest first); the next page's URL "
+                                                      "is in the Link header, rel=\"next\"")] = None,
+    next_page_token: Annotated[str | None, Query(alias="nextPageToken", max_length=64,
+                                                 description="As the Link header of the page before gave it")] = None,
+) -> EpcisParams:
     if ge_event_time is not None and lt_event_time is not None and ge_event_time >= lt_event_time:
         raise invalid("query", "LT_eventTime", f"GE_eventTime ({ge_event_time.isoformat()}) must be before LT_eventTime "
                                  f"({lt_event_time.isoformat()})")
@@ -114,22 +122,59 @@ def epcis_query(
                          lt_event_time=lt_event_time, biz_steps=steps,
                          any_epc_class=tuple(match_any_epc_class) if match_any_epc_class else None,
                          event_count_limit=event_count_limit)
-    return q, max_event_count
+    if next_page_token is not None and per_page is None:
+        raise invalid("query", "nextPageToken", "comes with the perPage of the query that gave it")
+    return EpcisParams(q, max_event_count, per_page, next_page_token)
 
 
-Params = Annotated[tuple[epcis.EventQuery, int | None], Depends(epcis_query)]
+@dataclass(frozen=True)
+class EpcisParams:
+    query: epcis.EventQuery
+    max_event_count: int | None
+    per_page: int | None
+    next_page_token: str | None
 
 
-def _epcis_response(events: list[epcis.Event], params: tuple[epcis.EventQuery, int | None],
+Params = Annotated[EpcisParams, Depends(epcis_query)]
+_TOKEN = re.compile(r"^([0-9]{1,9})\.([0-9a-f]{16})$")
+
+
+def _query_digest(request: Request) -> str:
+    """What a page token is bound to: the path and every query parameter but the token itself."""
+    items = sorted((k, v) for k, v in request.query_params.multi_items() if k != "nextPageToken")
+    return hashlib.sha256(repr((request.url.path, items)).encode()).hexdigest()[:16]
+
+
+def _page_start(request: Request, token: str | None) -> int:
+    if token is None:
+        return 0
+    m = _TOKEN.match(token)
+    if m is None or m.group(2) != _query_digest(request):
+        raise invalid("query", "nextPageToken", "is not a token this query gave (take the Link header's URL "
+                                                "whole: the token belongs to its path and parameters)")
+    return int(m.group(1))
+
+
+def _epcis_response(request: Request, events: list[epcis.Event], params: EpcisParams,
                     cfg: TraceConfig, md: epcis.MasterData) -> JSONResponse:
-    query, max_count = params
+    query, max_count = params.query, params.max_event_count
     if max_count is not None:
         matching = len(replace(query, event_count_limit=None).apply(events))
         if matching > max_count:
             raise HTTPException(413, f"QueryTooLargeException: {matching} events match, more than "
                                      f"maxEventCount={max_count}; narrow the query or use eventCountLimit")
     selected = query.apply(events)
-    return JSONResponse(epcis.document(selected, cfg, md), media_type=epcis.MEDIA_TYPE, headers=EPCIS_HEADERS)
+    headers = dict(EPCIS_HEADERS)
+    if params.per_page is not None:
+        # pages are slices of the same ordered answer (oldest first); events recorded meanwhile
+        # can shift a page boundary, as with any offset paging
+        start = _page_start(request, params.next_page_token)
+        end = start + params.per_page
+        if end < len(selected):
+            token = f"{end}.{_query_digest(request)}"
+            headers["Link"] = f'<{request.url.include_query_params(nextPageToken=token)}>; rel="next"'
+        selected = selected[start:end]
+    return JSONResponse(epcis.document(selected, cfg, md), media_type=epcis.MEDIA_TYPE, headers=headers)
 
 
 _EPCIS_DOC: dict[int | str, dict[str, Any]] = {200: {
@@ -142,7 +187,7 @@ _EPCIS_DOC: dict[int | str, dict[str, Any]] = {200: {
 async def lot_epcis(lot_id: LotId, request: Request, params: Params) -> JSONResponse:
     cfg, md = _cfg(request), epcis.MasterData()
     story = await load_lot_story(_pool(request), lot_id)
-    return _epcis_response(epcis.lot_events(story, cfg, md), params, cfg, md)
+    return _epcis_response(request, epcis.lot_events(story, cfg, md), params, cfg, md)
 
 
 @router.get("/epcis/products/{product_id}/events", responses={**_EPCIS_DOC, 404: {"description": "Unknown product"}},
@@ -150,13 +195,13 @@ async def lot_epcis(lot_id: LotId, request: Request, params: Params) -> JSONResp
 async def product_epcis(product_id: ProductId, request: Request, params: Params) -> JSONResponse:
     story = await _product_story(request, product_id)
     cfg, md = _cfg(request), epcis.MasterData()
-    return _epcis_response(epcis.product_events(story, product_id, cfg, md), params, cfg, md)
+    return _epcis_response(request, epcis.product_events(story, product_id, cfg, md), params, cfg, md)
 
 
 @router.get("/epcis/events", responses={**_EPCIS_DOC, 413: {"description": "Too many lots or events: narrow it"}},
             summary="EPCIS 2.0 events of every lot with activity in [GE_eventTime, LT_eventTime)")
 async def range_epcis(request: Request, params: Params) -> JSONResponse:
-    query, _ = params
+    query = params.query
     pool, cfg, md = _pool(request), _cfg(request), epcis.MasterData()
     lot_ids = await traceability.lots_with_activity(pool, since=query.ge_event_time, until=query.lt_event_time,
                                                     limit=MAX_LOTS_PER_RANGE + 1)
@@ -166,7 +211,7 @@ async def range_epcis(request: Request, params: Params) -> JSONResponse:
     events: list[epcis.Event] = []
     for lot_id in lot_ids:
         events += epcis.lot_events(await load_lot_story(pool, lot_id), cfg, md)
-    return _epcis_response(epcis.unique(events), params, cfg, md)
+    return _epcis_response(request, epcis.unique(events), params, cfg, md)
 
 
 async def _product_story(request: Request, product_id: int) -> LotStory:

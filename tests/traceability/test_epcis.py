@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -260,6 +261,27 @@ async def test_query_parameters(client: httpx.AsyncClient, db_pool: asyncpg.Pool
     assert len(events_of(limited)) == 5
     r = await client.get(path, params={"maxEventCount": 5})
     assert r.status_code == 413 and "maxEventCount=5" in r.json()["detail"]
+
+    # pages: perPage, then the Link header's URL until there is none; together, the whole answer
+    whole = events_of(await get_doc(client, path))
+    pages, url, links = [], f"{path}?perPage=4", []
+    while url:
+        r = await client.get(url)
+        assert r.status_code == 200, r.text
+        check_valid(checker, r.json())
+        pages.append(events_of(r.json()))
+        m = re.fullmatch(r'<(.+)>; rel="next"', r.headers.get("Link", ""))
+        url = m.group(1) if m else ""
+        links.append(url)
+    assert [len(p) for p in pages[:-1]] == [4] * (len(pages) - 1) and 1 <= len(pages[-1]) <= 4
+    assert [e for p in pages for e in p] == whole and len(pages) == -(-len(whole) // 4)
+    # a token is bound to its query: on another path, with another filter, altered, or without perPage
+    token = links[0].split("nextPageToken=")[1]
+    for other in (f"{API}/epcis/lots/{old.lot_id}/events?perPage=4&nextPageToken={token}",
+                  f"{path}?perPage=4&eventType=ObjectEvent&nextPageToken={token}",
+                  f"{path}?perPage=4&nextPageToken=8.{'0' * 16}", f"{path}?nextPageToken={token}"):
+        r = await client.get(other)
+        assert r.status_code == 422 and "nextPageToken" in r.text, (other, r.text)
 
     # a time range across lots: the old lot's gavage ended 45 days ago, the new lot's recently
     since = (datetime.now(UTC) - timedelta(days=20)).isoformat()
