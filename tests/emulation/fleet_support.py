@@ -22,6 +22,17 @@ def wait_fleet(pred: Callable[[], Any], timeout: float, what: str, fleet: Fleet)
     raise AssertionError(f"timed out waiting for {what}; totals {fleet.totals()}")
 
 
+def caught_up(fleet: Fleet) -> bool:
+    """Every sample each boot reported sampled (its telemetry) has been received."""
+    got = fleet.received()
+    for did, boots in fleet.reported().items():
+        for boot, v in boots.items():
+            seqs = got[did].get(boot, set())
+            if v.sampled and (not seqs or max(seqs) + 1 < v.sampled):
+                return False
+    return True
+
+
 def fleet_samples(col: MqttCollector) -> list[dict[str, Any]]:
     """Every sample the collector received, decoded."""
     out = []

@@ -18,7 +18,7 @@ from typing import Any
 from sqalfw import codec
 
 from emulation.fleet import Fleet
-from tests.emulation.fleet_support import by_key_and_boot, fleet_samples, gaps, wait_fleet
+from tests.emulation.fleet_support import by_key_and_boot, caught_up, fleet_samples, gaps, wait_fleet
 from tests.fixtures.mqtt import MqttCollector
 
 N = 20
@@ -81,16 +81,7 @@ def _partition_reboot_broker_restart(mqtt_broker: Any, tmp_path: Path, per_proce
 
         # end: everything each boot reported sampled has arrived (what is still spooled after the
         # last telemetry stays on the device's flash: not lost, not asserted)
-        def caught_up() -> bool:
-            got = fleet.received()
-            for did, boots in fleet.reported().items():
-                for boot, v in boots.items():
-                    seqs = got[did].get(boot, set())
-                    if v.sampled and (not seqs or max(seqs) + 1 < v.sampled):
-                        return False
-            return True
-
-        wait_fleet(caught_up, 30, "every reported sample to arrive", fleet)
+        wait_fleet(lambda: caught_up(fleet), 30, "every reported sample to arrive", fleet)
         # the fleet's counters come from telemetry (QoS 0, every second, late after an outage):
         # let them catch up with what the subscriber already saw before stopping
         wait_fleet(lambda: fleet.totals()["sampled"] >= N * SAMPLES, 30, "the telemetry counters to catch up", fleet)

@@ -26,7 +26,7 @@ from emulation.fleet import Fleet
 from gateway.ota import release as rel
 from gateway.ota.rollout import Rollout
 from gateway.ota.uploader import Uploader
-from tests.emulation.fleet_support import by_key_and_boot, fleet_samples, gaps, wait_fleet
+from tests.emulation.fleet_support import by_key_and_boot, caught_up, fleet_samples, gaps, wait_fleet
 from tests.emulation.ota_support import BLIND, patched_release
 from tests.fixtures.mqtt import MqttCollector
 
@@ -98,16 +98,7 @@ def test_rollouts_in_waves_threshold_and_retry_nothing_lost(mosquitto_broker: An
             assert r2.snapshot()["devices"][0]["attempts"] == 2
 
         # let the samples of every boot arrive before stopping
-        def caught_up() -> bool:
-            got = fleet.received()
-            for did, boots in fleet.reported().items():
-                for boot, v in boots.items():
-                    seqs = got[did].get(boot, set())
-                    if v.sampled and (not seqs or max(seqs) + 1 < v.sampled):
-                        return False
-            return True
-
-        wait_fleet(caught_up, 60, "every reported sample to arrive", fleet)
+        wait_fleet(lambda: caught_up(fleet), 60, "every reported sample to arrive", fleet)
     finally:
         fleet.stop()
     try:
