@@ -366,6 +366,9 @@ class PullConsumer:
                     self._recover_needed = False
                     self.recoveries += 1
                     await self._recover()
+                    # a consumer just created: the back-off of the refusals that led here is stale
+                    self._pause = self.settings.retry_pause_s
+                    self._pause_until = min(self._pause_until, time.monotonic() + self._pause)
                 if (pause := self._pause_until - time.monotonic()) > 0:
                     await asyncio.sleep(pause)
                     self._wake.set()
