@@ -172,7 +172,8 @@ class Uploader:
                 p.state, p.reason = "failed", str(res.get("error"))
                 report(p)
                 return p
-            busy_run = 0
+            if cmd != "ota_status":
+                busy_run = 0  # the board did the work (the ota_status asked after a busy answer does not count)
             was_first, first = first, False
             d = res["data"]
             p.data = d
