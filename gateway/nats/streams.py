@@ -46,7 +46,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from gateway.nats import subjects
 
@@ -101,17 +101,28 @@ async def ensure(js: JetStreamContext, limits: StreamLimits, timeout: float = 60
     """Create the streams and consumers, or bring their settings to these (every replica calls it
     at start; creating what exists with the same settings is a no-op for the engine). A cluster
     that is still electing its JetStream leader answers with timeouts or "unavailable" for a few
-    seconds: retried until `timeout`."""
+    seconds, and one whose nodes have not all joined yet refuses a replicated stream with "no
+    suitable peers for placement": both retried until `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             await _ensure_once(js, limits)
             return
-        except (TimeoutError, NatsTimeoutError, ServiceUnavailableError) as exc:
+        except (TimeoutError, NatsTimeoutError, ServiceUnavailableError, APIError) as exc:
+            if isinstance(exc, APIError) and not _not_ready(exc):
+                raise
             if time.monotonic() >= deadline:
                 raise
             log.info("message engine: JetStream not ready yet (%r); trying again", exc)
             await asyncio.sleep(1.0)
+
+
+# JetStream's error code for a replicated stream or consumer whose replicas find too few peers
+NO_SUITABLE_PEERS = 10005
+
+
+def _not_ready(exc: APIError) -> bool:
+    return isinstance(exc, ServiceUnavailableError) or exc.err_code == NO_SUITABLE_PEERS
 
 
 def consumer_filters() -> dict[str, list[str]]:
