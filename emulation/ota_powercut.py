@@ -147,7 +147,7 @@ def update(rel, version):
         with open(rel + "/" + path, "rb") as f:
             f.seek(have)
             data = f.read(600)
-        st, switched = inst.chunk(path, have, data)
+        st = inst.chunk(path, have, data)
     return st
 
 

@@ -268,15 +268,15 @@ class Installer:
 
     def chunk(self, path, off, data):
         """Append `data` at `off` of `path` when that is where the download stands (a chunk at any
-        other offset is ignored: the answer's path and have say where to resume). Returns
-        (status, switched): switched is True when this chunk completed the update and the slot
-        was switched (the board must reboot into it)."""
+        other offset is ignored: the answer's path and have say where to resume). Returns the
+        status; a chunk that completed the update switched the slot and set `reset_owed` (the
+        board must reboot into it)."""
         dl = self._dl()
         if dl is None or dl.get("state") != "downloading":
             raise Refused("no download in progress (ota_begin first)")
         want, have, _, _ = self._position(dl)
         if path != want or off != have:
-            return self.status(), False
+            return self.status()
         d = self._slot(dl)
         limit = dl["size"] if want == MANIFEST else self._file_size(dl, want)
         if have + len(data) > limit:
@@ -295,7 +295,7 @@ class Installer:
                 self._check_manifest(dl)
             elif _sha256_file(target) != self._file_hash(dl, want):
                 self._fail(dl, "%s: SHA-256 does not match the manifest" % want)
-        return self._advance(dl), self._dl() is None
+        return self._advance(dl)
 
     def _file_size(self, dl, path):
         for e in self._files(dl):

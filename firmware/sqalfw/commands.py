@@ -76,7 +76,7 @@ class Commands:
                 data = binascii.a2b_base64(args["data"])
             except ValueError:
                 raise ValueError("data: not base64")
-            return app.installer().chunk(args["path"], args["off"], data)[0], None
+            return app.installer().chunk(args["path"], args["off"], data), None
         if name == "ota_rollback":
             return app.installer().rollback(), None
         raise ValueError("not implemented")  # unreachable: the codec knows the command list

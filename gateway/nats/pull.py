@@ -55,7 +55,11 @@ socket) in one `deliver` call. The caller acknowledges each by publishing to its
 it wants (nothing here acknowledges).
 
 Stop: no more requests, then the inbox is drained: UNSUB, a round trip, and the messages that came
-before it are handed over, so none is left delivered and neither handed over nor acknowledged.
+before it are handed over. A few may still be lost to the stop: the server records a message as
+delivered (ack pending) before its internal send queue sends it, so one whose request lost its
+interest in between goes nowhere (server/consumer.go, deliverMsg: trackPending, then outq.send). The
+engine hands those out again after the consumer's ack_wait; at most what was asked for and not yet
+delivered at the stop (a batch).
 """
 
 from __future__ import annotations

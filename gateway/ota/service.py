@@ -10,8 +10,9 @@ One gateway drives a rollout at a time, whatever the number of replicas: the one
 PostgreSQL advisory lock, on a connection kept for as long as it drives it. A gateway that dies
 loses the connection and the lock with it; every gateway looks at start for rollouts left
 `running` (or `created`) whose lock is free and resumes them (Rollout.resume: the boards are asked
-where they stand, nothing is sent twice). A rollout whose release is gone from the releases
-directory is marked `interrupted` instead, with the reason.
+where they stand, nothing is sent twice). A rollout that cannot be resumed (its release is gone
+from the releases directory, or the gateway has no broker to reach the boards) is marked
+`interrupted` instead, with the reason.
 """
 
 from __future__ import annotations

@@ -350,3 +350,36 @@ def test_a_board_still_booting_is_tried_again(tmp_path: Path) -> None:
         assert "main.py" in result.copied and (b.flash_dir / "main.py").exists()
     finally:
         b.close()
+
+
+def test_cli_puts_the_release_key_on_the_board_from_the_option_or_the_gateways_setting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ota-key (or SQAL_OTA_PUBLIC_KEY) lands in ota_key.pub, the file the frozen installer
+    verifies releases with (firmware/sqalboot/install.py KEY); a malformed key touches nothing."""
+    import re
+
+    key_file = re.search(r'^KEY = "([^"]+)"', (FIRMWARE_DIR / "sqalboot" / "install.py").read_text(), re.MULTILINE)
+    assert key_file is not None
+    sensor, _, _ = tof_pair(tmp_path)
+    base = ["deploy", "--device-id", "ESP32_TEST_01", "--wifi-ssid", "lab", "--wifi-password", "pw",
+            "--broker", "mqtt://127.0.0.1:1883", "--sensor-firmware", str(sensor), "--no-wait"]
+    key_option, key_setting = "AB" * 32, "0f" * 32
+    for name, extra, env, expected in (("option", ["--ota-key", key_option], "", key_option.lower()),
+                                       ("setting", [], key_setting, key_setting)):
+        if env:
+            monkeypatch.setenv("SQAL_OTA_PUBLIC_KEY", env)
+        board = FakeBoard(tmp_path / name, frozen_dir=frozen_image(tmp_path / f"rom-{name}"))
+        try:
+            res = CliRunner().invoke(board_app, [*base, "--port", board.port, *extra])
+        finally:
+            board.close()
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / name / key_file.group(1)).read_bytes() == expected.encode(), name
+
+    board = FakeBoard(tmp_path / "bad", frozen_dir=frozen_image(tmp_path / "rom-bad"))
+    try:
+        res = CliRunner().invoke(board_app, [*base, "--port", board.port, "--ota-key", "ab" * 31])
+    finally:
+        board.close()
+    assert res.exit_code == 1 and "--ota-key: the release public key is 64 hex characters" in res.output
+    assert board.commands == [] and not any((tmp_path / "bad").iterdir())

@@ -156,7 +156,7 @@ def push(d, version=None, size=None):
             with open(d + "/" + st["path"], "rb") as f:
                 f.seek(st["have"])
                 data = f.read(600)
-            st, switched = inst.chunk(st["path"], st["have"], data)
+            st = inst.chunk(st["path"], st["have"], data)
     except install.Refused as e:
         return {{"refused": str(e), "status": install.Installer(FD).status(), "ota": slots.load(FD), "files": files()}}
     return {{"status": st, "ota": slots.load(FD), "files": files()}}

@@ -11,8 +11,8 @@ consumer and the statuses the engine sends on its inbox.
 - 409 Consumer Deleted: every request forgotten, the consumer created again, the pull goes on;
 - 409 Exceeded MaxRequestBatch: the refused request is not counted, the batch lowered to the limit;
 - 503 (no responders: no such consumer) three times: the consumer is created;
-- the caller's room bounds what is asked; a stop drains the inbox (nothing left delivered and not
-  handed over); a restart of the engine is survived; the delivered count read from the ack subject.
+- the caller's room bounds what is asked; a stop drains the inbox (what the engine sent but its
+  send queue lost to the UNSUB is handed out again after ack_wait); a restart of the engine is survived; the delivered count read from the ack subject.
 """
 
 from __future__ import annotations
@@ -266,11 +266,13 @@ async def test_the_callers_room_bounds_what_is_asked(bench: Bench) -> None:
         await p.stop()
 
 
-async def test_a_stop_leaves_nothing_delivered_and_not_handed_over(bench: Bench) -> None:
-    """Messages keep coming while the pull stops: every one the engine handed out (ack pending) was
-    handed over to the caller."""
-    await bench.create()
-    p = bench.pull(PullSettings(batch=50, expires_s=1.0, heartbeat_s=0.25))
+async def test_a_stop_hands_over_what_came_and_the_engine_redelivers_the_rest(bench: Bench) -> None:
+    """Messages keep coming while the pull stops: what reached the inbox is handed over, nothing comes
+    after the stop, and what the engine counted as delivered without it arriving (its send queue
+    raced the UNSUB: at most the batch outstanding) is handed out again after ack_wait, once."""
+    await bench.create(ack_wait=2_000_000_000)
+    settings = PullSettings(batch=50, expires_s=1.0, heartbeat_s=0.25)
+    p = bench.pull(settings)
     await p.start()
     stop = asyncio.Event()
 
@@ -291,7 +293,28 @@ async def test_a_stop_leaves_nothing_delivered_and_not_handed_over(bench: Bench)
         n = len(bench.got)
         await settle(0.5)
         assert len(bench.got) == n  # nothing after the stop
-        assert await bench.ack_pending() == n
+        handed = [m.metadata.sequence.stream for m in bench.got]
+        assert len(set(handed)) == n and all(delivered_count(m.reply) == 1 for m in bench.got)
+        stranded = await bench.ack_pending() - n  # nothing acknowledged yet
+        assert 0 <= stranded <= settings.batch
+        await bench.ack_all()
+        again = bench.pull(settings)
+        await again.start()
+
+        def redelivered() -> list[Msg]:
+            return [m for m in bench.got[n:] if delivered_count(m.reply) >= 2]
+
+        try:
+            # the published rest comes at once; the stranded ones after ack_wait (2 s)
+            assert await wait_until(lambda: len(redelivered()) >= stranded, timeout=10)
+            await settle(0.5)
+        finally:
+            await again.stop()
+        late = [m.metadata.sequence.stream for m in bench.got[n:]]
+        assert len(redelivered()) == stranded and len(set(late)) == len(late)
+        assert not set(handed) & set(late)  # acknowledged: never again
+        await bench.ack_all()
+        assert await wait_until(bench.nothing_pending, timeout=5)
     finally:
         stop.set()
         await p.stop()
