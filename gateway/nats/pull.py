@@ -298,6 +298,10 @@ class PullConsumer:
             self.delivered += len(msgs)
             self._pause = self.settings.retry_pause_s
             self._deliver(msgs)
+            if self.pending <= self.batch // 2:
+                # what was held counted as outstanding: the request loop may have looked before
+                # this hand-over and found nothing due
+                self._wake.set()
 
     # ---- statuses ----
 
