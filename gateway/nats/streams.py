@@ -108,7 +108,7 @@ async def ensure(js: JetStreamContext, limits: StreamLimits, timeout: float = 60
         try:
             await _ensure_once(js, limits)
             return
-        except (TimeoutError, NatsTimeoutError, ServiceUnavailableError, APIError) as exc:
+        except (TimeoutError, NatsTimeoutError, APIError) as exc:
             if isinstance(exc, APIError) and not _not_ready(exc):
                 raise
             if time.monotonic() >= deadline:
