@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,8 +357,6 @@ def test_cli_puts_the_release_key_on_the_board_from_the_option_or_the_gateways_s
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--ota-key (or SQAL_OTA_PUBLIC_KEY) lands in ota_key.pub, the file the frozen installer
     verifies releases with (firmware/sqalboot/install.py KEY); a malformed key touches nothing."""
-    import re
-
     key_file = re.search(r'^KEY = "([^"]+)"', (FIRMWARE_DIR / "sqalboot" / "install.py").read_text(), re.MULTILINE)
     assert key_file is not None
     sensor, _, _ = tof_pair(tmp_path)
